@@ -1,0 +1,89 @@
+/*
+** ad_grad.h: parameter sets, gradient sets, the reverse sweep and plain descent.
+**
+** Like Zygote's Params, a parameter set holds the identities of the trainable tensors
+** (W, never a fixed feedback matrix B). A leaf whose tensor is in the set gets a
+** gradient; every other leaf is a constant. Each parameter gets a dense index when
+** added, so gradients (and optimiser state) are arrays by index.
+**
+**     ad_params *ps; ad_params_new(&ps); ad_params_add(ps, &W);
+**     ad_grads *gs;  ad_grads_new(ps, &gs);
+**     double loss;
+**     ad_gradient(tape, ps, model_loss, &batch, gs, &loss);  // gradient(() -> ..., ps)
+**     ad_descent_step(ps, gs, 0.1);                             // Descent(0.1)
+*/
+#ifndef AD_GRAD_H
+#define AD_GRAD_H
+
+#include "ad_tape.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ad_params ad_params;
+typedef struct ad_grads ad_grads;
+
+/* Creates an empty parameter set (*out). Errors: AD_ERR_NULL, AD_ERR_NOMEM. */
+ad_status ad_params_new(ad_params **out);
+void ad_params_free(ad_params *ps); /* NULL accepted; the tensors are not freed */
+
+/* Adds t (by identity; it must outlive the set). Adding a tensor already present is
+** not an error and keeps its index. *index (optional out) gets t's dense index.
+** Errors: AD_ERR_NULL, AD_ERR_DTYPE (not float32/float64), AD_ERR_NOMEM. */
+ad_status ad_params_add(ad_params *ps, ad_tensor *t, int *index);
+
+int ad_params_count(const ad_params *ps);
+/* The dense index of t, or -1 if t is not in the set. */
+int ad_params_index(const ad_params *ps, const ad_tensor *t);
+/* The tensor at index i, or NULL when i is out of range. */
+ad_tensor *ad_params_at(const ad_params *ps, int i);
+
+/* A gradient set for ps: one buffer per parameter, same shape and dtype, allocated
+** now (and grown by the sweep if ps grows). Errors: AD_ERR_NULL, AD_ERR_NOMEM. */
+ad_status ad_grads_new(const ad_params *ps, ad_grads **out);
+void ad_grads_free(ad_grads *gs); /* NULL accepted */
+
+/* The gradient of param from the last successful sweep, or NULL when param is not in
+** the set or got no gradient (the loss does not depend on it, like Zygote's nothing). */
+const ad_tensor *ad_grads_get(const ad_grads *gs, const ad_tensor *param);
+const ad_tensor *ad_grads_at(const ad_grads *gs, int index);
+
+/* Called during the sweep as soon as a parameter's gradient is final, so a reduction
+** or an optimiser step can start before the sweep ends. A nonzero return stops the
+** sweep with AD_ERR_PULLBACK. Pass NULL to remove. */
+typedef int (*ad_grad_ready_fn)(int index, const ad_tensor *param, const ad_tensor *grad,
+                                void *user);
+void ad_grads_on_ready(ad_grads *gs, ad_grad_ready_fn fn, void *user);
+
+/*
+** The reverse sweep from `loss` (a rank-0 float value recorded on tape), filling gs
+** with the gradients of the parameters in ps. Only inputs on a path from a parameter
+** to the loss get cotangent buffers; a pullback sees NULL for the others.
+** Errors: the tape's first recording error (with its message), AD_ERR_NULL,
+** AD_ERR_BAD_HANDLE, AD_ERR_NOT_SCALAR, AD_ERR_NO_GRAD, AD_ERR_STALE_INPUT (a recorded
+** tensor was written after recording; the message names op and input), AD_ERR_NOMEM,
+** or a pullback's own status. After a failure gs is valid but its contents are
+** unspecified; parameters are never touched by the sweep.
+*/
+ad_status ad_backward(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs);
+
+/* Records the model: called by ad_gradient on a freshly reset tape; returns the loss. */
+typedef ad_var (*ad_loss_fn)(ad_tape *tape, void *user);
+
+/*
+** gradient(() -> loss(...), ps): resets tape, calls loss_fn(tape, user), runs the
+** sweep into gs and stores the loss in *loss_value (optional out). Errors and what a
+** failure leaves behind: as ad_backward. The tape may be reused for the next step.
+*/
+ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, void *user,
+                      ad_grads *gs, double *loss_value);
+
+/* Descent(lr): p -= lr * grad for every parameter that got a gradient; bumps their
+** versions. Errors: AD_ERR_NULL, AD_ERR_INVALID (gs made for another set). */
+ad_status ad_descent_step(const ad_params *ps, const ad_grads *gs, double lr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AD_GRAD_H */

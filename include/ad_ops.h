@@ -1,0 +1,84 @@
+/*
+** ad_ops.h: built-in ops. Each is a primal function with a registered rule (present
+** before the first lookup, no init call needed) and a typed wrapper that records it,
+** so model code reads as nested calls:
+**
+**     ad_var h = ad_tanh(t, ad_bias_add(t, ad_matmul(t, x, w, 0, 1), b));
+**
+** Every op takes float32 or float64 (all float inputs of one call share one dtype).
+** Layout: row-major, activations batch x features, a weight W is out x in, so a
+** dense layer is Y = X W' = ad_matmul(t, X, W, 0, 1).
+** Wrappers return a poisoned handle on error, as ad_call does.
+*/
+#ifndef AD_OPS_H
+#define AD_OPS_H
+
+#include "ad_tape.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* C = op(A) op(B), rank 2; op(X) is X' when the flag is nonzero. OpenBLAS ?gemm;
+** transposes are flags, never copies. */
+typedef struct ad_matmul_attrs {
+    int trans_a, trans_b;
+} ad_matmul_attrs;
+ad_status ad_op_matmul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_var ad_matmul(ad_tape *t, ad_var a, ad_var b, int trans_a, int trans_b);
+
+/* Elementwise, same shapes: a + b, a - b, a * b; alpha * a. */
+ad_status ad_op_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_sub(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_mul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+typedef struct ad_scale_attrs {
+    double alpha;
+} ad_scale_attrs;
+ad_status ad_op_scale(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_var ad_add(ad_tape *t, ad_var a, ad_var b);
+ad_var ad_sub(ad_tape *t, ad_var a, ad_var b);
+ad_var ad_mul(ad_tape *t, ad_var a, ad_var b);
+ad_var ad_scale(ad_tape *t, ad_var a, double alpha);
+
+/* X (n x m) + b (m), b added to every row. */
+ad_status ad_op_bias_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_var ad_bias_add(ad_tape *t, ad_var x, ad_var b);
+
+/* Activations, elementwise. */
+ad_status ad_op_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_sigmoid(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_var ad_tanh(ad_tape *t, ad_var x);
+ad_var ad_relu(ad_tape *t, ad_var x);
+ad_var ad_sigmoid(ad_tape *t, ad_var x);
+
+/* Reductions to a rank-0 value: sum and mean of every element. */
+ad_status ad_op_sum(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_mean(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_var ad_sum(ad_tape *t, ad_var x);
+ad_var ad_mean(ad_tape *t, ad_var x);
+
+/* Losses to a rank-0 value. MSE: mean over every element of (pred - target)^2, like
+** torch.nn.MSELoss and Flux.mse; only pred is differentiated. Softmax cross-entropy
+** from logits (n x k) and int32 class labels (n, each in 0..k-1), averaged over the
+** batch; numerically stable (max-shifted log-sum-exp); the softmax is saved for the
+** pullback. A label out of range fails with AD_ERR_INVALID. */
+ad_status ad_op_mse(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_softmax_cross_entropy(ad_ctx *cx, const ad_tensor *const in[],
+                                      ad_tensor **out);
+ad_var ad_mse(ad_tape *t, ad_var pred, ad_var target);
+ad_var ad_softmax_cross_entropy(ad_tape *t, ad_var logits, ad_var labels);
+
+/*
+** Backprop's pullback for a dense layer Y = X W' with inputs (W, X, ...): dW = dY' X,
+** dX = dY W; slots past the second are left alone. Offered as the `reference` of
+** feedback rules whose primal is a dense layer with extra inputs (FA's my_matmul).
+*/
+ad_status ad_dense_backprop_pullback(ad_ctx *cx, const ad_tensor *dy,
+                                     const ad_tensor *const in[], const ad_tensor *y,
+                                     ad_tensor *const din[], const float beta[]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AD_OPS_H */

@@ -1,0 +1,137 @@
+/*
+** ad_rule.h: primal functions, pullbacks, rules and the process-wide rule registry.
+**
+** A primal function computes an op's forward value. A rule says how to pull a
+** cotangent back through it. The registry maps the primal's function pointer to its
+** rule: recording a call (ad_call) looks the rule up by the very pointer it calls, so
+** the rule that runs in the sweep is always the one registered for the function that
+** ran forward. A call to a function with no rule fails at record time.
+**
+** Function identity has one trap: linkers that fold identical code (gold or lld with
+** --icf=all) can merge two distinct functions with the same body into one address,
+** and then into one registry key. Two rules for one forward computation need two
+** functions whose bodies differ, or a build without identical-code folding.
+**
+** Thread safety: registration, lookup and the counters may be used from any thread.
+*/
+#ifndef AD_RULE_H
+#define AD_RULE_H
+
+#include <stdint.h>
+#include "ad_tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AD_MAX_INPUTS 8
+#define AD_INPUT(i) (1u << (i)) /* bit for input slot i in the masks below */
+
+/* What a primal or pullback is given: access to the tape's arena and to the node. */
+typedef struct ad_ctx ad_ctx;
+
+/*
+** A primal reads in[0..n), asks ad_out for its output (exactly once), may save one
+** tensor for its pullback with ad_save, and returns AD_OK or a status it set with
+** ad_fail. It must not write its inputs.
+*/
+typedef ad_status (*ad_primal_fn)(ad_ctx *cx, const ad_tensor *const in[],
+                                  ad_tensor **out);
+
+/*
+** A pullback receives the output cotangent dy (y's shape and dtype), the recorded
+** inputs and output, and per input slot i a cotangent buffer din[i] of in[i]'s shape:
+**   din[i] == NULL   the slot's cotangent is not needed: do not compute it;
+**   beta[i] == 0     din[i] is fresh and holds garbage: overwrite it;
+**   beta[i] == 1     din[i] holds another path's contribution: add to it.
+** It must write every non-NULL slot, and nothing else.
+*/
+typedef ad_status (*ad_pullback_fn)(ad_ctx *cx, const ad_tensor *dy,
+                                    const ad_tensor *const in[], const ad_tensor *y,
+                                    ad_tensor *const din[], const float beta[]);
+
+/* Accepted dtypes per input, as a mask; 0 means AD_ACCEPT_FLOAT. */
+#define AD_ACCEPT_F32 (1u << AD_F32)
+#define AD_ACCEPT_F64 (1u << AD_F64)
+#define AD_ACCEPT_I32 (1u << AD_I32)
+#define AD_ACCEPT_FLOAT (AD_ACCEPT_F32 | AD_ACCEPT_F64)
+/* Accepted ranks per input, as a mask; 0 means any rank 0..4. */
+#define AD_RANK(r) (1u << (r))
+
+typedef struct ad_input_spec {
+    unsigned dtypes; /* AD_ACCEPT_* mask; 0 = float32 or float64 */
+    unsigned ranks;  /* AD_RANK(r) mask; 0 = any */
+} ad_input_spec;
+
+/* Rule flags. */
+#define AD_RULE_MIXED_DTYPES 1u   /* float inputs may differ in dtype (default: one) */
+#define AD_RULE_NOT_A_GRADIENT 2u /* with not_gradient == 0: every slot is feedback */
+
+/*
+** A rule: plain data the caller fills in; zero fields mean defaults. The registry
+** copies the struct; `name` must stay valid while the rule is registered.
+*/
+typedef struct ad_rule {
+    const char *name;          /* shown in tape prints and messages; NULL: the fn name */
+    ad_pullback_fn pullback;   /* required */
+    ad_pullback_fn reference;  /* optional: the true gradient, for feedback rules */
+    int n_inputs;              /* exact input count, 1..AD_MAX_INPUTS */
+    ad_input_spec inputs[AD_MAX_INPUTS];
+    unsigned nondiff;          /* AD_INPUT mask: never differentiated, din always NULL */
+    unsigned not_gradient;     /* AD_INPUT mask: deliberately not the true gradient */
+    unsigned flags;            /* AD_RULE_* */
+} ad_rule;
+
+#define AD_REPLACE 1u /* ad_rule_register_as flag: replace an existing rule */
+
+/*
+** Registers `rule` (copied) for `fn`. `fn_name` names fn in messages (the macros pass
+** the spelled name). Errors: AD_ERR_NULL (fn or rule), AD_ERR_BAD_RULE (no pullback,
+** n_inputs outside 1..8, masks naming slots past n_inputs), AD_ERR_RULE_EXISTS (fn has
+** a rule and AD_REPLACE was not given), AD_ERR_NOMEM. On error the table is unchanged.
+** A replaced rule stays valid for tapes that recorded with it; new calls use the new.
+*/
+ad_status ad_rule_register_as(ad_primal_fn fn, const char *fn_name, const ad_rule *rule,
+                              unsigned flags);
+#define ad_rule_register(fn, rule) ad_rule_register_as((fn), #fn, (rule), 0u)
+#define ad_rule_replace(fn, rule) ad_rule_register_as((fn), #fn, (rule), AD_REPLACE)
+
+/* Removes fn's rule. AD_ERR_NO_RULE if it has none. Recorded tapes keep working. */
+ad_status ad_rule_unregister(ad_primal_fn fn);
+
+/* The rule registered for fn (a stable copy, valid for the process), or NULL. */
+const ad_rule *ad_rule_find(ad_primal_fn fn);
+
+/* How many times fn's rule pullbacks have run in this process, across every tape
+** and every rule ever registered for fn (atomic). 0 for an unknown fn. */
+uint64_t ad_rule_total_pullbacks(ad_primal_fn fn);
+
+/* ---- for primals and pullbacks ---- */
+
+/* The output of the running primal, carved from the tape's arena (owned by the tape,
+** valid until ad_tape_reset). Call once per primal. Errors: AD_ERR_RANK,
+** AD_ERR_INVALID, AD_ERR_OVERFLOW, AD_ERR_NOMEM. */
+ad_status ad_out(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
+                 ad_tensor **out);
+
+/* A tensor kept for the pullback (one per node), read back with ad_saved. In forward-
+** only mode (ad_ctx_saving returns 0) primals should skip saving. Same errors as ad_out. */
+ad_status ad_save(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
+                  ad_tensor **out);
+const ad_tensor *ad_saved(const ad_ctx *cx);
+int ad_ctx_saving(const ad_ctx *cx);
+
+/* Scratch memory from the arena, valid until the tape resets. Same errors as ad_out. */
+ad_status ad_scratch(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
+                     ad_tensor **out);
+
+/* The attribute bytes passed to the call (copied at record time), or NULL. */
+const void *ad_attrs(const ad_ctx *cx);
+
+/* The spelled name of the function being run ("my_matmul"). */
+const char *ad_ctx_op_name(const ad_ctx *cx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AD_RULE_H */

@@ -1,0 +1,78 @@
+/*
+** ad_status.h: result codes, the calling thread's last error, allocation hooks.
+**
+** Every adtape function that can fail returns an ad_status. AD_OK is zero; every
+** other value names one kind of failure. On failure the calling thread's last error
+** message (ad_last_error) says what happened, naming the op, the rule and the shapes
+** involved. Nothing in adtape aborts, exits or prints on its own.
+*/
+#ifndef AD_STATUS_H
+#define AD_STATUS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ad_status {
+    AD_OK = 0,
+    AD_ERR_NOMEM,          /* an allocation failed; nothing the call touched changed */
+    AD_ERR_NULL,           /* a required pointer argument was NULL */
+    AD_ERR_INVALID,        /* an argument is out of its documented range */
+    AD_ERR_SHAPE,          /* shapes do not fit the op (both shapes in the message) */
+    AD_ERR_DTYPE,          /* a dtype the rule does not accept, or mixed dtypes */
+    AD_ERR_RANK,           /* rank above AD_MAX_RANK, or a rank the rule does not accept */
+    AD_ERR_OVERFLOW,       /* a size computation would overflow */
+    AD_ERR_NO_RULE,        /* the called function has no registered rule */
+    AD_ERR_RULE_EXISTS,    /* a rule is already registered and replace was not asked */
+    AD_ERR_BAD_RULE,       /* the rule struct is malformed (no pullback, bad arity) */
+    AD_ERR_ARITY,          /* a call passed a number of inputs the rule does not take */
+    AD_ERR_STALE_INPUT,    /* a recorded tensor was written between recording and sweep */
+    AD_ERR_BAD_HANDLE,     /* a handle from another tape or from before a reset */
+    AD_ERR_NOT_SCALAR,     /* the loss handed to the sweep is not a rank-0 float */
+    AD_ERR_NO_GRAD,        /* a sweep over a tape recorded in forward-only mode */
+    AD_ERR_CHECK_FAILED,   /* ad_rule_check found a pullback that disagrees */
+    AD_ERR_PULLBACK,       /* a pullback or primal failed without saying why */
+    AD_STATUS_COUNT        /* number of codes; not a code */
+} ad_status;
+
+/* Static text for a code ("shape mismatch"); never NULL, even for unknown codes. */
+const char *ad_status_str(ad_status code);
+
+/* The calling thread's last error message, or "" if none. The text stays valid until
+** the next failing adtape call on this thread. Successful calls do not clear it. */
+const char *ad_last_error(void);
+
+/* Records `code` and a printf-style message as the calling thread's last error and
+** returns `code`, so user primals and pullbacks can write
+**     return ad_fail(AD_ERR_SHAPE, "my_op: %s", why);
+** Messages longer than 511 bytes are truncated. */
+ad_status ad_fail(ad_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/*
+** Allocation hooks. All heap memory adtape uses (tapes, arenas, the rule registry,
+** parameter and gradient sets, tensors it allocates) goes through these three
+** functions. Set them before the first adtape call of the process, or make the new
+** hooks compatible with the old ones (a counting or failing wrapper around malloc):
+** memory is freed through whichever hooks are current at the time.
+** `user` is passed back unchanged. A NULL hooks pointer restores malloc/realloc/free.
+*/
+typedef struct ad_allocator {
+    void *(*malloc_fn)(size_t size, void *user);
+    void *(*realloc_fn)(void *ptr, size_t size, void *user);
+    void (*free_fn)(void *ptr, void *user);
+    void *user;
+} ad_allocator;
+
+/* Installs `hooks` (copied). Returns AD_ERR_INVALID if one of the three is NULL. */
+ad_status ad_set_allocator(const ad_allocator *hooks);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AD_STATUS_H */

@@ -1,0 +1,112 @@
+/*
+** ad_tape.h: recording op calls on a tape.
+**
+** A tape owns a bump arena and an ordered list of nodes, one per op call. Handles
+** (ad_var) name values on the tape: leaves made by ad_use, outputs made by ad_call.
+** ad_tape_reset rewinds the arena and keeps one block of the high-water size, so the
+** second and later recordings of the same model allocate nothing.
+**
+** Errors poison: a failing call returns a poisoned handle and records the first error
+** on the tape; later calls given a poisoned handle return one too, doing nothing.
+** ad_tape_status and ad_backward/ad_gradient report that first error and its message.
+**
+** A tape is used by one thread at a time; several tapes may run at once.
+*/
+#ifndef AD_TAPE_H
+#define AD_TAPE_H
+
+#include <stdio.h>
+#include "ad_rule.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ad_tape ad_tape;
+struct ad_value;
+
+/* A handle to a value on a tape. Valid until the tape's next reset; a handle from
+** another tape, or from before a reset, is refused with AD_ERR_BAD_HANDLE. */
+typedef struct ad_var {
+    struct ad_value *v_; /* private; NULL when poisoned */
+    uint64_t gen_;       /* private: the tape recording it came from */
+} ad_var;
+
+/* Creates an empty tape (*out, owned by the caller). Errors: AD_ERR_NULL, AD_ERR_NOMEM. */
+ad_status ad_tape_new(ad_tape **out);
+
+/* Frees the tape, its arena and its counters. NULL is accepted. */
+void ad_tape_free(ad_tape *tape);
+
+/* Forgets every node and value (handles become invalid), clears the first error,
+** and keeps the arena's high-water capacity in one block. Never fails. */
+void ad_tape_reset(ad_tape *tape);
+
+/* With enabled == 0, later calls record no pullback state (forward-only
+** evaluation, like torch.no_grad); a sweep over such nodes fails with AD_ERR_NO_GRAD.
+** The setting survives resets. */
+void ad_tape_set_grad_enabled(ad_tape *tape, int enabled);
+
+/* A leaf for a user tensor: constant data, a feedback matrix, or a parameter (it gets
+** a gradient when ad_backward is given a parameter set holding it). The tensor is not
+** copied: it must stay alive and unchanged until the sweep (its version is checked).
+** `name` labels the leaf in prints; the macro passes the spelled expression. */
+ad_var ad_use_named(ad_tape *tape, const ad_tensor *t, const char *name);
+#define ad_use(tape, t) ad_use_named((tape), (t), #t)
+
+/*
+** Records a call of `fn` on `inputs[0..n)`: looks up fn's rule, checks arity, dtypes
+** and ranks against it, runs fn, and appends a node. `attrs` (attrs_size bytes, may
+** be NULL/0) is copied to the tape and readable by fn and its pullback (ad_attrs).
+** Returns the output's handle, or a poisoned handle with the tape's first error set:
+** AD_ERR_NO_RULE ("no rule registered for my_matmul"), AD_ERR_ARITY, AD_ERR_DTYPE,
+** AD_ERR_RANK, AD_ERR_BAD_HANDLE, AD_ERR_NOMEM, or whatever fn returned.
+*/
+ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
+                  const ad_var *inputs, int n, const void *attrs, size_t attrs_size);
+
+/* ad_call(tape, fn, x, y, ...): the recording form model code uses. */
+#define ad_call(tape, fn, ...)                                                          \
+    ad_call_as((tape), (fn), #fn, (const ad_var[]){__VA_ARGS__},                        \
+               (int)(sizeof((ad_var[]){__VA_ARGS__}) / sizeof(ad_var)), NULL, 0)
+/* ad_call_attrs(tape, fn, &attrs, x, ...): the same with an attribute struct. */
+#define ad_call_attrs(tape, fn, attrs_ptr, ...)                                         \
+    ad_call_as((tape), (fn), #fn, (const ad_var[]){__VA_ARGS__},                        \
+               (int)(sizeof((ad_var[]){__VA_ARGS__}) / sizeof(ad_var)), (attrs_ptr),    \
+               sizeof *(attrs_ptr))
+
+/* Nonzero unless v is poisoned. */
+int ad_var_ok(ad_var v);
+
+/* The value behind v (owned by the tape or, for leaves, the user), or NULL if v is
+** poisoned, stale or from another tape. Read-only. */
+const ad_tensor *ad_value(const ad_tape *tape, ad_var v);
+
+/* The tape's first error since the last reset (AD_OK if none) and its message. */
+ad_status ad_tape_status(const ad_tape *tape);
+const char *ad_tape_error(const ad_tape *tape);
+
+/* Memory figures: arena bytes in use now, the most ever in use, and how many heap
+** allocations this tape has made in its life (arena blocks, counters, everything). */
+typedef struct ad_tape_stats {
+    size_t bytes_used;
+    size_t high_water;
+    uint64_t heap_allocs;
+    size_t nodes;
+} ad_tape_stats;
+ad_tape_stats ad_tape_get_stats(const ad_tape *tape);
+
+/* Writes one line per leaf and node: index, op, the rule that served it, input and
+** output shapes. Returns AD_ERR_NULL for a NULL tape or stream. */
+ad_status ad_tape_print(const ad_tape *tape, FILE *stream);
+
+/* How many times fn's rule pullback ran on this tape since it was created. */
+uint64_t ad_tape_pullback_count(const ad_tape *tape, ad_primal_fn fn);
+
+/* One line per rule that ran on this tape: rule name, this tape's count, process total. */
+ad_status ad_tape_print_rule_counts(const ad_tape *tape, FILE *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AD_TAPE_H */

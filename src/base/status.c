@@ -1,0 +1,54 @@
+/*
+** status.c: result-code texts and the calling thread's last error.
+*/
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "ad_status.h"
+
+enum { AD_MESSAGE_MAX = 512 };
+
+/* Thread-local so two threads training their own tapes never see each other's text. */
+static _Thread_local char last_error[AD_MESSAGE_MAX];
+
+static const char *const status_text[AD_STATUS_COUNT] = {
+    [AD_OK] = "ok",
+    [AD_ERR_NOMEM] = "out of memory",
+    [AD_ERR_NULL] = "NULL argument",
+    [AD_ERR_INVALID] = "invalid argument",
+    [AD_ERR_SHAPE] = "shape mismatch",
+    [AD_ERR_DTYPE] = "dtype not accepted",
+    [AD_ERR_RANK] = "rank not accepted",
+    [AD_ERR_OVERFLOW] = "size overflow",
+    [AD_ERR_NO_RULE] = "no rule registered",
+    [AD_ERR_RULE_EXISTS] = "rule already registered",
+    [AD_ERR_BAD_RULE] = "malformed rule",
+    [AD_ERR_ARITY] = "wrong number of inputs",
+    [AD_ERR_STALE_INPUT] = "input modified after recording",
+    [AD_ERR_BAD_HANDLE] = "handle from another tape or before a reset",
+    [AD_ERR_NOT_SCALAR] = "loss is not a rank-0 float",
+    [AD_ERR_NO_GRAD] = "tape recorded without pullback state",
+    [AD_ERR_CHECK_FAILED] = "rule check failed",
+    [AD_ERR_PULLBACK] = "pullback failed",
+};
+
+const char *ad_status_str(ad_status code)
+{
+    if ((int)code < 0 || code >= AD_STATUS_COUNT || !status_text[code])
+        return "unknown status";
+    return status_text[code];
+}
+
+const char *ad_last_error(void)
+{
+    return last_error;
+}
+
+ad_status ad_fail(ad_status code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return code;
+}
