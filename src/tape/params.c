@@ -1,0 +1,222 @@
+/*
+** params.c: parameter sets (identity-keyed, dense indices) and gradient sets.
+**
+** The identity lookup is a uthash table over the tensor pointer; the sweep does it
+** once per leaf, and everything after that (gradient buffers, optimiser state) is an
+** array indexed by the dense parameter index.
+*/
+#include <string.h>
+
+#include "../base/base.h"
+#include "grads_internal.h"
+
+#define uthash_malloc(sz) ad_malloc(sz)
+#define uthash_free(ptr, sz) ad_free(ptr)
+#define HASH_NONFATAL_OOM 1
+static _Thread_local bool params_oom; /* set by uthash when it cannot grow */
+#define uthash_nonfatal_oom(elt) (params_oom = true)
+#include <uthash.h>
+
+typedef struct param_entry {
+    const ad_tensor *key;
+    int index;
+    UT_hash_handle hh;
+} param_entry;
+
+struct ad_params {
+    ad_tensor **tensors;
+    param_entry *entries; /* one allocation, entries[i] for tensors[i] */
+    param_entry *by_tensor;
+    int n, cap;
+};
+
+ad_status ad_params_new(ad_params **out)
+{
+    if (!out)
+        return ad_fail(AD_ERR_NULL, "ad_params_new: out is NULL");
+    ad_params *ps = ad_calloc(1, sizeof *ps);
+    if (!ps)
+        return ad_fail(AD_ERR_NOMEM, "ad_params_new: out of memory");
+    *out = ps;
+    return AD_OK;
+}
+
+void ad_params_free(ad_params *ps)
+{
+    if (!ps)
+        return;
+    HASH_CLEAR(hh, ps->by_tensor);
+    ad_free(ps->tensors);
+    ad_free(ps->entries);
+    ad_free(ps);
+}
+
+/* Grows both arrays; the hash is rebuilt because its entries move. */
+static ad_status grow(ad_params *ps)
+{
+    int cap = ps->cap ? ps->cap * 2 : 8;
+    ad_tensor **tensors = ad_calloc((size_t)cap, sizeof *tensors);
+    param_entry *entries = ad_calloc((size_t)cap, sizeof *entries);
+    param_entry *by_tensor = NULL;
+    params_oom = false;
+    for (int i = 0; tensors && entries && i < ps->n && !params_oom; i++) {
+        tensors[i] = ps->tensors[i];
+        entries[i] = (param_entry){.key = ps->tensors[i], .index = i};
+        HASH_ADD(hh, by_tensor, key, sizeof(entries[i].key), &entries[i]);
+    }
+    if (!tensors || !entries || params_oom) {
+        HASH_CLEAR(hh, by_tensor);
+        ad_free(tensors);
+        ad_free(entries);
+        return ad_fail(AD_ERR_NOMEM, "ad_params_add: out of memory");
+    }
+    HASH_CLEAR(hh, ps->by_tensor);
+    ad_free(ps->tensors);
+    ad_free(ps->entries);
+    ps->tensors = tensors;
+    ps->entries = entries;
+    ps->by_tensor = by_tensor;
+    ps->cap = cap;
+    return AD_OK;
+}
+
+ad_status ad_params_add(ad_params *ps, ad_tensor *t, int *index)
+{
+    if (!ps || !t)
+        return ad_fail(AD_ERR_NULL, "ad_params_add: %s is NULL", ps ? "tensor" : "set");
+    if (t->dtype != AD_F32 && t->dtype != AD_F64)
+        return ad_fail(AD_ERR_DTYPE, "ad_params_add: a parameter must be f32 or f64, not %s",
+                       ad_dtype_name(t->dtype));
+    int i = ad_params_index(ps, t);
+    if (i < 0) {
+        if (ps->n == ps->cap) {
+            ad_status rc = grow(ps);
+            if (rc)
+                return rc;
+        }
+        i = ps->n;
+        ps->tensors[i] = t;
+        ps->entries[i] = (param_entry){.key = t, .index = i};
+        params_oom = false;
+        HASH_ADD(hh, ps->by_tensor, key, sizeof(ps->entries[i].key), &ps->entries[i]);
+        if (params_oom)
+            return ad_fail(AD_ERR_NOMEM, "ad_params_add: out of memory");
+        ps->n++;
+    }
+    if (index)
+        *index = i;
+    return AD_OK;
+}
+
+int ad_params_count(const ad_params *ps)
+{
+    return ps ? ps->n : 0;
+}
+
+int ad_params_index(const ad_params *ps, const ad_tensor *t)
+{
+    param_entry *e = NULL;
+    if (!ps || !t)
+        return -1;
+    HASH_FIND(hh, ps->by_tensor, &t, sizeof(t), e);
+    return e ? e->index : -1;
+}
+
+ad_tensor *ad_params_at(const ad_params *ps, int i)
+{
+    return ps && i >= 0 && i < ps->n ? ps->tensors[i] : NULL;
+}
+
+/* ---- gradient sets ---- */
+
+void ad_grads_free(ad_grads *gs)
+{
+    if (!gs)
+        return;
+    for (int i = 0; i < gs->n; i++)
+        ad_tensor_free(gs->grad[i]);
+    ad_free(gs->grad);
+    ad_free(gs->present);
+    ad_free(gs->ready_node);
+    ad_free(gs->ready_next);
+    ad_free(gs);
+}
+
+/*
+** Makes one buffer per parameter of the set. Called at creation and by each sweep;
+** after the first it allocates only when parameters were added since.
+*/
+ad_status ad_grads_sync(ad_grads *gs)
+{
+    int n = ad_params_count(gs->ps);
+    if (n <= gs->n)
+        return AD_OK;
+    ad_tensor **grad = ad_calloc((size_t)n, sizeof *grad);
+    bool *present = ad_calloc((size_t)n, sizeof *present);
+    void **ready_node = ad_calloc((size_t)n, sizeof *ready_node);
+    int32_t *ready_next = ad_calloc((size_t)n, sizeof *ready_next);
+    ad_status rc = grad && present && ready_node && ready_next ? AD_OK : AD_ERR_NOMEM;
+    int made = gs->n;
+    if (rc == AD_OK && gs->n > 0)
+        memcpy(grad, gs->grad, (size_t)gs->n * sizeof *grad);
+    for (; rc == AD_OK && made < n; made++) {
+        const ad_tensor *p = ad_params_at(gs->ps, made);
+        rc = ad_tensor_new(p->dtype, p->ndim, p->shape, &grad[made]);
+    }
+    if (rc) {
+        for (int i = gs->n; grad && i < made; i++)
+            ad_tensor_free(grad[i]);
+        ad_free(grad);
+        ad_free(present);
+        ad_free(ready_node);
+        ad_free(ready_next);
+        return ad_fail(AD_ERR_NOMEM, "ad_grads: out of memory for %d gradients", n);
+    }
+    ad_free(gs->grad);
+    ad_free(gs->present);
+    ad_free(gs->ready_node);
+    ad_free(gs->ready_next);
+    gs->grad = grad;
+    gs->present = present;
+    gs->ready_node = ready_node;
+    gs->ready_next = ready_next;
+    gs->n = n;
+    return AD_OK;
+}
+
+ad_status ad_grads_new(const ad_params *ps, ad_grads **out)
+{
+    if (!ps || !out)
+        return ad_fail(AD_ERR_NULL, "ad_grads_new: NULL argument");
+    ad_grads *gs = ad_calloc(1, sizeof *gs);
+    if (!gs)
+        return ad_fail(AD_ERR_NOMEM, "ad_grads_new: out of memory");
+    gs->ps = ps;
+    ad_status rc = ad_grads_sync(gs);
+    if (rc) {
+        ad_grads_free(gs);
+        return rc;
+    }
+    *out = gs;
+    return AD_OK;
+}
+
+const ad_tensor *ad_grads_at(const ad_grads *gs, int index)
+{
+    if (!gs || index < 0 || index >= gs->n || !gs->present[index])
+        return NULL;
+    return gs->grad[index];
+}
+
+const ad_tensor *ad_grads_get(const ad_grads *gs, const ad_tensor *param)
+{
+    return gs ? ad_grads_at(gs, ad_params_index(gs->ps, param)) : NULL;
+}
+
+void ad_grads_on_ready(ad_grads *gs, ad_grad_ready_fn fn, void *user)
+{
+    if (gs) {
+        gs->on_ready = fn;
+        gs->on_ready_user = user;
+    }
+}

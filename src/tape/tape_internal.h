@@ -1,0 +1,87 @@
+/*
+** tape_internal.h (internal): the tape's records, shared by recording, the sweep,
+** printing and the rule checker.
+*/
+#ifndef AD_TAPE_INTERNAL_H
+#define AD_TAPE_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "ad_grad.h"
+#include "arena.h"
+#include "../rules/registry.h"
+
+typedef struct ad_node ad_node;
+
+/* A value on the tape: a leaf (a user tensor) or the output of a node. */
+struct ad_value {
+    const ad_tensor *tensor; /* what primals and pullbacks read: &out, or the user's */
+    ad_tensor out;           /* storage descriptor of an op output */
+    ad_node *producer;       /* NULL for a leaf */
+    const char *leaf_name;   /* leaves: the spelled expression given to ad_use */
+    uint64_t leaf_version;   /* leaves: the tensor's version when recorded */
+    struct ad_value *next_leaf;
+    uint32_t index;          /* position among the tape's values, for prints */
+    /* sweep state, rebuilt by every sweep */
+    int32_t param;           /* dense parameter index, or -1 */
+    bool needs_grad;         /* depends on a parameter */
+    bool has_cot;            /* cot holds at least one contribution */
+    ad_tensor *cot;          /* cotangent: arena buffer, or the gradient set's */
+};
+typedef struct ad_value tape_value;
+
+struct ad_node {
+    const ad_rule_entry *entry; /* the rule that served this call */
+    const char *fn_name;
+    tape_value *out;
+    tape_value *in[AD_MAX_INPUTS];
+    int n_in;
+    const void *attrs;          /* arena copy, or NULL */
+    ad_tensor *saved;           /* ad_save's tensor, or NULL */
+    bool saving;                /* recorded with pullback state */
+    int32_t ready_head;         /* first parameter whose gradient is final after this */
+    ad_node *prev, *next;
+    uint32_t index;
+};
+
+struct ad_ctx {
+    ad_tape *tape;
+    ad_node *node;
+    bool in_primal;
+    ad_tensor *out; /* set by ad_out during the primal */
+};
+
+struct ad_tape {
+    ad_arena arena;
+    uint64_t gen;          /* unique per tape and recording (process-wide counter) */
+    ad_node *first, *last;
+    uint32_t n_nodes, n_values;
+    tape_value *leaves, *last_leaf;
+    bool grad_enabled;
+    bool sweep_ready;       /* nodes recorded since the last reset all kept state */
+    ad_status err;          /* first error since the last reset */
+    char err_msg[512];
+    uint64_t heap_allocs;   /* allocations besides arena blocks */
+    uint64_t *rule_counts;  /* pullback runs by fn_id */
+    const ad_rule_entry **rule_of; /* latest entry seen for each fn_id */
+    uint32_t counts_cap;
+};
+
+/* The value behind v if v belongs to this tape's current recording, else NULL. */
+tape_value *ad_tape_resolve(const ad_tape *tape, ad_var v);
+
+/* Records a tape's first error from the thread's last message; returns code. */
+ad_status ad_tape_poison(ad_tape *tape, ad_status code);
+
+/* Arena memory for a tensor of the given shape; errors name `what`. */
+ad_status ad_tape_alloc_tensor(ad_tape *tape, const char *what, ad_dtype dtype, int ndim,
+                               const int64_t *shape, ad_tensor **out);
+
+/* Runs `pullback` for node with explicit buffers (the sweep and the rule checker). */
+ad_status ad_node_pullback(ad_tape *tape, ad_node *node, ad_pullback_fn pullback,
+                           const ad_tensor *dy, ad_tensor *const din[], const float beta[]);
+
+/* The node that produced v, or NULL (leaf or invalid handle). */
+ad_node *ad_tape_node_of(const ad_tape *tape, ad_var v);
+
+#endif /* AD_TAPE_INTERNAL_H */
