@@ -1,0 +1,142 @@
+/*
+** activations.c: tanh, relu and the logistic sigmoid, elementwise.
+**
+** Kernels are written once over T (float or double, chosen by AD_TYPED); <tgmath.h>
+** makes tanh and exp resolve to tanhf/expf for float, so float stays float. The
+** tanh and sigmoid pullbacks use the saved output y, relu reads its input x.
+*/
+#include <tgmath.h>
+
+#include "ops_internal.h"
+
+static ad_status unary_out(ad_ctx *cx, const ad_tensor *x, ad_tensor **out)
+{
+    return ad_out(cx, x->dtype, x->ndim, x->shape, out);
+}
+
+/* ---- tanh ---- */
+
+ad_status ad_op_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    ad_status rc = unary_out(cx, in[0], out);
+    if (rc)
+        return rc;
+    AD_TYPED(in[0]->dtype, {
+        const T *x = in[0]->data;
+        T *y = (*out)->data;
+        for (int64_t i = 0; i < in[0]->size; i++)
+            y[i] = tanh(x[i]);
+    });
+    return AD_OK;
+}
+
+/* y = tanh(x):  dx = dy (1 - y^2) */
+static ad_status tanh_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                               const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)in;
+    if (!din[0])
+        return AD_OK;
+    AD_TYPED(y->dtype, {
+        const T *g = dy->data, *ys = y->data;
+        T *dx = din[0]->data;
+        for (int64_t i = 0; i < y->size; i++)
+            AD_PUT(dx, i, g[i] * (1 - ys[i] * ys[i]), beta[0]);
+    });
+    return AD_OK;
+}
+
+const ad_rule ad_rule_tanh = {.name = "tanh", .pullback = tanh_pullback, .n_inputs = 1};
+
+/* ---- relu ---- */
+
+ad_status ad_op_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    ad_status rc = unary_out(cx, in[0], out);
+    if (rc)
+        return rc;
+    AD_TYPED(in[0]->dtype, {
+        const T *x = in[0]->data;
+        T *y = (*out)->data;
+        for (int64_t i = 0; i < in[0]->size; i++)
+            y[i] = x[i] < 0 ? (T)0 : x[i]; /* NaN stays NaN */
+    });
+    return AD_OK;
+}
+
+/* y = max(x, 0):  dx = dy where x > 0, else 0 (the subgradient 0 at x = 0) */
+static ad_status relu_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                               const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)y;
+    if (!din[0])
+        return AD_OK;
+    AD_TYPED(dy->dtype, {
+        const T *g = dy->data, *x = in[0]->data;
+        T *dx = din[0]->data;
+        for (int64_t i = 0; i < dy->size; i++)
+            AD_PUT(dx, i, x[i] > 0 ? g[i] : (T)0, beta[0]);
+    });
+    return AD_OK;
+}
+
+const ad_rule ad_rule_relu = {.name = "relu", .pullback = relu_pullback, .n_inputs = 1};
+
+/* ---- sigmoid ---- */
+
+/*
+** 1 / (1 + e^-x) overflows e^-x for very negative x; the form e^x / (1 + e^x) for
+** x < 0 keeps every exponent non-positive, so no intermediate overflows.
+*/
+ad_status ad_op_sigmoid(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    ad_status rc = unary_out(cx, in[0], out);
+    if (rc)
+        return rc;
+    AD_TYPED(in[0]->dtype, {
+        const T *x = in[0]->data;
+        T *y = (*out)->data;
+        for (int64_t i = 0; i < in[0]->size; i++) {
+            T e = exp(-fabs(x[i]));
+            y[i] = x[i] >= 0 ? 1 / (1 + e) : e / (1 + e);
+        }
+    });
+    return AD_OK;
+}
+
+/* y = 1 / (1 + e^-x):  dx = dy y (1 - y) */
+static ad_status sigmoid_pullback(ad_ctx *cx, const ad_tensor *dy,
+                                  const ad_tensor *const in[], const ad_tensor *y,
+                                  ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)in;
+    if (!din[0])
+        return AD_OK;
+    AD_TYPED(y->dtype, {
+        const T *g = dy->data, *ys = y->data;
+        T *dx = din[0]->data;
+        for (int64_t i = 0; i < y->size; i++)
+            AD_PUT(dx, i, g[i] * ys[i] * (1 - ys[i]), beta[0]);
+    });
+    return AD_OK;
+}
+
+const ad_rule ad_rule_sigmoid = {
+    .name = "sigmoid", .pullback = sigmoid_pullback, .n_inputs = 1};
+
+/* ---- typed wrappers ---- */
+
+ad_var ad_tanh(ad_tape *t, ad_var x)
+{
+    return ad_call_as(t, ad_op_tanh, "ad_tanh", (const ad_var[]){x}, 1, NULL, 0);
+}
+
+ad_var ad_relu(ad_tape *t, ad_var x)
+{
+    return ad_call_as(t, ad_op_relu, "ad_relu", (const ad_var[]){x}, 1, NULL, 0);
+}
+
+ad_var ad_sigmoid(ad_tape *t, ad_var x)
+{
+    return ad_call_as(t, ad_op_sigmoid, "ad_sigmoid", (const ad_var[]){x}, 1, NULL, 0);
+}

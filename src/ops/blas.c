@@ -1,0 +1,58 @@
+/*
+** blas.c: the one place the library calls ?gemm, with the cases BLAS refuses handled.
+*/
+#include <cblas.h>
+#include <string.h>
+
+#include "ops_internal.h"
+
+/* Leading dimensions must be at least 1 even for empty matrices. */
+static int ld(int64_t x)
+{
+    return x > 0 ? (int)x : 1;
+}
+
+static void scale_c(ad_dtype dtype, int64_t M, int64_t N, double beta, void *C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; i++) {
+        if (dtype == AD_F32) {
+            float *row = (float *)C + i * ldc;
+            for (int64_t j = 0; j < N; j++)
+                row[j] = beta == 0.0 ? 0.0f : (float)beta * row[j];
+        } else {
+            double *row = (double *)C + i * ldc;
+            for (int64_t j = 0; j < N; j++)
+                row[j] = beta == 0.0 ? 0.0 : beta * row[j];
+        }
+    }
+}
+
+void ad_gemm(ad_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+             double alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
+             double beta, void *C, int64_t ldc)
+{
+    if (M == 0 || N == 0)
+        return;
+    if (K == 0) {
+        if (beta != 1.0)
+            scale_c(dtype, M, N, beta, C, ldc);
+        return;
+    }
+    enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
+    enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+    if (dtype == AD_F32)
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, (float)alpha, A, ld(lda),
+                    B, ld(ldb), (float)beta, C, ld(ldc));
+    else
+        cblas_dgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, alpha, A, ld(lda), B,
+                    ld(ldb), beta, C, ld(ldc));
+}
+
+ad_status ad_require_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b)
+{
+    char da[64], db[64];
+    if (ad_same_shape(a, b))
+        return AD_OK;
+    return ad_fail(AD_ERR_SHAPE, "%s: shapes differ: %s and %s", op,
+                   ad_tensor_describe(a, da, sizeof da), ad_tensor_describe(b, db, sizeof db));
+}

@@ -1,0 +1,236 @@
+/*
+** elementwise.c: a + b, a - b, a * b, alpha a, and X + b with b added to every row.
+**
+** Each kernel is written once over an element type T and run as float or double by
+** TYPED. Pullbacks honour the beta contract of ad_rule.h through PUT: beta 0 means
+** the buffer holds garbage and is overwritten, beta 1 means add to what is there.
+*/
+#include "ops_internal.h"
+
+/* d = alpha s, or d += alpha s; d and s have one dtype and size. */
+static void put_scaled(ad_tensor *d, float beta, double alpha, const ad_tensor *s)
+{
+    AD_TYPED(d->dtype, {
+        T *o = d->data;
+        const T *x = s->data, a = (T)alpha;
+        for (int64_t i = 0; i < d->size; i++)
+            AD_PUT(o, i, a * x[i], beta);
+    });
+}
+
+/* d = s u, or d += s u, elementwise. */
+static void put_product(ad_tensor *d, float beta, const ad_tensor *s, const ad_tensor *u)
+{
+    AD_TYPED(d->dtype, {
+        T *o = d->data;
+        const T *x = s->data, *y = u->data;
+        for (int64_t i = 0; i < d->size; i++)
+            AD_PUT(o, i, x[i] * y[i], beta);
+    });
+}
+
+typedef enum binary_kind { BIN_ADD, BIN_SUB, BIN_MUL } binary_kind;
+
+static ad_status binary(ad_ctx *cx, const char *op, binary_kind kind,
+                        const ad_tensor *const in[], ad_tensor **out)
+{
+    const ad_tensor *a = in[0], *b = in[1];
+    ad_status rc = ad_require_same_shape(op, a, b);
+    if (rc || (rc = ad_out(cx, a->dtype, a->ndim, a->shape, out)))
+        return rc;
+    int64_t n = a->size;
+    AD_TYPED(a->dtype, {
+        const T *x = a->data, *y = b->data;
+        T *z = (*out)->data;
+        switch (kind) {
+        case BIN_ADD: for (int64_t i = 0; i < n; i++) z[i] = x[i] + y[i]; break;
+        case BIN_SUB: for (int64_t i = 0; i < n; i++) z[i] = x[i] - y[i]; break;
+        case BIN_MUL: for (int64_t i = 0; i < n; i++) z[i] = x[i] * y[i]; break;
+        }
+    });
+    return AD_OK;
+}
+
+/* ---- add ---- */
+
+ad_status ad_op_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    return binary(cx, "add", BIN_ADD, in, out);
+}
+
+/* y = a + b:  da = dy;  db = dy */
+static ad_status add_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                              const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)in, (void)y;
+    for (int i = 0; i < 2; i++)
+        if (din[i])
+            put_scaled(din[i], beta[i], 1.0, dy);
+    return AD_OK;
+}
+
+const ad_rule ad_rule_add = {.name = "add", .pullback = add_pullback, .n_inputs = 2};
+
+/* ---- sub ---- */
+
+ad_status ad_op_sub(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    return binary(cx, "sub", BIN_SUB, in, out);
+}
+
+/* y = a - b:  da = dy;  db = -dy */
+static ad_status sub_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                              const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)in, (void)y;
+    if (din[0])
+        put_scaled(din[0], beta[0], 1.0, dy);
+    if (din[1])
+        put_scaled(din[1], beta[1], -1.0, dy);
+    return AD_OK;
+}
+
+const ad_rule ad_rule_sub = {.name = "sub", .pullback = sub_pullback, .n_inputs = 2};
+
+/* ---- mul ---- */
+
+ad_status ad_op_mul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    return binary(cx, "mul", BIN_MUL, in, out);
+}
+
+/* y = a b (elementwise):  da = dy b;  db = dy a */
+static ad_status mul_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                              const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)y;
+    if (din[0])
+        put_product(din[0], beta[0], dy, in[1]);
+    if (din[1])
+        put_product(din[1], beta[1], dy, in[0]);
+    return AD_OK;
+}
+
+const ad_rule ad_rule_mul = {.name = "mul", .pullback = mul_pullback, .n_inputs = 2};
+
+/* ---- scale ---- */
+
+/* The attributes are required: a call through ad_call without them has no alpha. */
+static ad_status scale_alpha(const ad_ctx *cx, double *alpha)
+{
+    const ad_scale_attrs *at = ad_attrs(cx);
+    if (!at)
+        return ad_fail(AD_ERR_INVALID, "scale: no ad_scale_attrs given (use ad_scale, or "
+                       "ad_call_attrs with an ad_scale_attrs)");
+    *alpha = at->alpha;
+    return AD_OK;
+}
+
+ad_status ad_op_scale(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    const ad_tensor *a = in[0];
+    double alpha = 0.0;
+    ad_status rc = scale_alpha(cx, &alpha);
+    if (rc || (rc = ad_out(cx, a->dtype, a->ndim, a->shape, out)))
+        return rc;
+    put_scaled(*out, 0.0f, alpha, a);
+    return AD_OK;
+}
+
+/* y = alpha a:  da = alpha dy */
+static ad_status scale_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                                const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    (void)in, (void)y;
+    double alpha = 0.0;
+    ad_status rc = scale_alpha(cx, &alpha);
+    if (rc == AD_OK && din[0])
+        put_scaled(din[0], beta[0], alpha, dy);
+    return rc;
+}
+
+const ad_rule ad_rule_scale = {.name = "scale", .pullback = scale_pullback, .n_inputs = 1};
+
+/* ---- bias_add ---- */
+
+ad_status ad_op_bias_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    const ad_tensor *x = in[0], *b = in[1];
+    if (b->shape[0] != x->shape[1]) {
+        char dx[64], db[64];
+        return ad_fail(AD_ERR_SHAPE, "bias_add: bias %s does not match the columns of %s",
+                       ad_tensor_describe(b, db, sizeof db),
+                       ad_tensor_describe(x, dx, sizeof dx));
+    }
+    ad_status rc = ad_out(cx, x->dtype, 2, x->shape, out);
+    if (rc)
+        return rc;
+    int64_t n = x->shape[0], m = x->shape[1];
+    AD_TYPED(x->dtype, {
+        const T *xs = x->data, *bs = b->data;
+        T *ys = (*out)->data;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < m; j++)
+                ys[i * m + j] = xs[i * m + j] + bs[j];
+    });
+    return AD_OK;
+}
+
+/* Y = X + 1 b':  dX = dY;  db = column sums of dY (summed in double) */
+static ad_status bias_add_pullback(ad_ctx *cx, const ad_tensor *dy,
+                                   const ad_tensor *const in[], const ad_tensor *y,
+                                   ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)in;
+    int64_t n = y->shape[0], m = y->shape[1];
+    if (din[0])
+        put_scaled(din[0], beta[0], 1.0, dy);
+    if (!din[1])
+        return AD_OK;
+    AD_TYPED(dy->dtype, {
+        const T *g = dy->data;
+        T *db = din[1]->data;
+        for (int64_t j = 0; j < m; j++) {
+            double s = 0.0;
+            for (int64_t i = 0; i < n; i++)
+                s += g[i * m + j];
+            AD_PUT(db, j, (T)s, beta[1]);
+        }
+    });
+    return AD_OK;
+}
+
+const ad_rule ad_rule_bias_add = {
+    .name = "bias_add",
+    .pullback = bias_add_pullback,
+    .n_inputs = 2,
+    .inputs = {{0, AD_RANK(2)}, {0, AD_RANK(1)}},
+};
+
+/* ---- typed wrappers ---- */
+
+ad_var ad_add(ad_tape *t, ad_var a, ad_var b)
+{
+    return ad_call_as(t, ad_op_add, "ad_add", (const ad_var[]){a, b}, 2, NULL, 0);
+}
+
+ad_var ad_sub(ad_tape *t, ad_var a, ad_var b)
+{
+    return ad_call_as(t, ad_op_sub, "ad_sub", (const ad_var[]){a, b}, 2, NULL, 0);
+}
+
+ad_var ad_mul(ad_tape *t, ad_var a, ad_var b)
+{
+    return ad_call_as(t, ad_op_mul, "ad_mul", (const ad_var[]){a, b}, 2, NULL, 0);
+}
+
+ad_var ad_scale(ad_tape *t, ad_var a, double alpha)
+{
+    ad_scale_attrs at = {alpha};
+    return ad_call_as(t, ad_op_scale, "ad_scale", (const ad_var[]){a}, 1, &at, sizeof at);
+}
+
+ad_var ad_bias_add(ad_tape *t, ad_var x, ad_var b)
+{
+    return ad_call_as(t, ad_op_bias_add, "ad_bias_add", (const ad_var[]){x, b}, 2, NULL, 0);
+}

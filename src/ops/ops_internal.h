@@ -1,0 +1,51 @@
+/*
+** ops_internal.h (internal): what the op families share: the BLAS entry point with
+** its edge cases handled, and the rules each family exports to the built-in table.
+*/
+#ifndef AD_OPS_INTERNAL_H
+#define AD_OPS_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "ad.h"
+#include "../base/base.h"
+
+/*
+** C = alpha op(A) op(B) + beta C in the tensors' dtype, row-major, through OpenBLAS
+** (sgemm or dgemm). M x N is C's shape, K the inner extent. Zero extents are handled
+** here (BLAS rejects leading dimensions of 0 and would print about it): K == 0 makes
+** C = beta C. All extents must already be checked to fit in int.
+*/
+void ad_gemm(ad_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+             double alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
+             double beta, void *C, int64_t ldc);
+
+/* Runs the statements with T = float or T = double, chosen by dtype, so a kernel is
+** written once for both float dtypes. */
+#define AD_TYPED(dtype, ...)                                                            \
+    do {                                                                                \
+        if ((dtype) == AD_F32) {                                                        \
+            typedef float T;                                                            \
+            __VA_ARGS__                                                                 \
+        } else {                                                                        \
+            typedef double T;                                                           \
+            __VA_ARGS__                                                                 \
+        }                                                                               \
+    } while (0)
+
+/* The pullback contract for one element: d[i] = v when beta is 0 (d[i] is never read:
+** it may hold NaN), d[i] += v when beta is 1. */
+#define AD_PUT(d, i, v, beta) ((d)[i] = (beta) != 0.0f ? (d)[i] + (v) : (v))
+
+/* Two tensors of one shape, or AD_ERR_SHAPE naming both (`op` names the op). */
+ad_status ad_require_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b);
+
+/* Rules of the built-in ops, one family a file, gathered by builtin_rules.c. */
+extern const ad_rule ad_rule_matmul;
+extern const ad_rule ad_rule_add, ad_rule_sub, ad_rule_mul, ad_rule_scale,
+    ad_rule_bias_add;
+extern const ad_rule ad_rule_tanh, ad_rule_relu, ad_rule_sigmoid;
+extern const ad_rule ad_rule_sum, ad_rule_mean;
+extern const ad_rule ad_rule_mse, ad_rule_softmax_cross_entropy;
+
+#endif /* AD_OPS_INTERNAL_H */
