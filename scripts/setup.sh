@@ -1,0 +1,34 @@
+# setup.sh: sourced by scripts/test and scripts/demo. Installs the Debian packages
+# adtape needs (only those missing) and configures the build folder.
+
+ADTAPE_PACKAGES="gcc libc6-dev meson ninja-build pkg-config libopenblas-dev uthash-dev \
+libcriterion-dev"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_packages() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "Installing: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    fi
+}
+
+# configure_build DIR [meson options...]: sets up DIR once, reconfigures after that.
+configure_build() {
+    local dir=$1
+    shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson configure "$dir" "$@" >/dev/null
+    else
+        meson setup "$dir" "$@" >/dev/null
+    fi
+}
