@@ -54,14 +54,14 @@ ad_status ad_tape_print_rule_counts(const ad_tape *tape, FILE *f)
 {
     if (!tape || !f)
         return ad_fail(AD_ERR_NULL, "ad_tape_print_rule_counts: NULL argument");
-    fprintf(f, "%-40s %12s %14s\n", "rule (function)", "this tape", "process total");
+    fprintf(f, "%-48s %10s %14s\n", "rule (function)", "this tape", "process total");
     for (uint32_t id = 0; id < tape->counts_cap; id++) {
         const ad_rule_entry *e = tape->rule_of[id];
         if (!e || tape->rule_counts[id] == 0)
             continue;
         char label[128];
         snprintf(label, sizeof label, "%s (%s)", e->rule.name, e->fn_name);
-        fprintf(f, "%-40s %12" PRIu64 " %14" PRIu64 "\n", label, tape->rule_counts[id],
+        fprintf(f, "%-48s %10" PRIu64 " %14" PRIu64 "\n", label, tape->rule_counts[id],
                 (uint64_t)atomic_load(&e->stats->pullbacks));
     }
     return AD_OK;

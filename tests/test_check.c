@@ -1,0 +1,598 @@
+/*
+** test_check.c: ad_rule_check catches real bugs. Small user primals are registered
+** with deliberately broken pullbacks (a wrong factor, one wrong element, overwriting on
+** beta = 1, an element left unwritten, a failing status) and each must be refused with
+** a message naming the rule, the slot and the element; the correct pullback passes.
+** Feedback rules are compared with a reference pullback, and that comparison is shown
+** to be real. Every other error the checker returns, and untouched inputs.
+*/
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "support.h"
+
+#define ASSERT_HAS(msg, needle)                                                         \
+    cr_assert(strstr((msg), (needle)) != NULL, "\"%s\" not in: %s", (needle), (msg))
+
+/* Registers once per process (Criterion forks per test, but need not). */
+#define REGISTER(fn, rule)                                                              \
+    do {                                                                                \
+        if (!ad_rule_find(fn))                                                          \
+            cr_assert_eq(ad_rule_register(fn, rule), AD_OK, "%s", ad_last_error());     \
+    } while (0)
+
+static ad_tensor *random_tensor(ad_dtype dt, int64_t rows, int64_t cols, uint64_t *rng,
+                                double lo, double hi)
+{
+    ad_tensor *t = ts_tensor(dt, 2, TS_SHAPE(rows, cols));
+    ts_fill_uniform(t, rng, lo, hi);
+    return t;
+}
+
+/* d[i] = v on beta 0 (never reading d[i], which may be NaN), d[i] += v on beta 1. */
+static void put(ad_tensor *d, float beta, int64_t i, double v)
+{
+    ts_set(d, i, beta != 0.0f ? ts_get(d, i) + v : v);
+}
+
+/* ---- y = a .* x^2 and its pullbacks, correct and broken ---- */
+
+/* A user primal `name` that runs forward(cx, in, out, tag). Each rule needs its own
+** function (the registry's key); the distinct tag keeps the bodies distinct under
+** identical-code folding. */
+#define PRIMAL(name, forward, tag)                                                      \
+    static ad_status name(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)     \
+    {                                                                                   \
+        return forward(cx, in, out, tag);                                               \
+    }
+
+/* The forward shared by the square primals; tag only names the variant in errors. */
+static ad_status square_forward(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out,
+                                int tag)
+{
+    const ad_tensor *a = in[0], *x = in[1];
+    if (a->ndim != x->ndim || a->size != x->size)
+        return ad_fail(AD_ERR_SHAPE, "scaled square %d: a and x differ in shape", tag);
+    ad_status rc = ad_out(cx, x->dtype, x->ndim, x->shape, out);
+    for (int64_t i = 0; rc == AD_OK && i < x->size; i++)
+        ts_set(*out, i, ts_get(a, i) * ts_get(x, i) * ts_get(x, i));
+    return rc;
+}
+
+enum square_bug {
+    SQ_CORRECT,
+    SQ_WRONG_FACTOR,  /* dx = a x dy: the 2 of d(x^2) forgotten */
+    SQ_ONE_ELEMENT,   /* dx[5] off by 0.01 */
+    SQ_OVERWRITES,    /* dx = ... even when beta = 1 */
+    SQ_UNWRITTEN,     /* dx[2] never written */
+    SQ_FAILS,         /* returns an error of its own */
+};
+
+/* y = a x^2:  da = dy x^2;  dx = 2 a x dy  (unless `bug` says otherwise, in dx only) */
+static ad_status square_pullback_with(const ad_tensor *dy, const ad_tensor *const in[],
+                                      ad_tensor *const din[], const float beta[],
+                                      enum square_bug bug)
+{
+    const ad_tensor *a = in[0], *x = in[1];
+    if (bug == SQ_FAILS)
+        return ad_fail(AD_ERR_INVALID, "planted pullback failure");
+    for (int64_t i = 0; din[0] && i < a->size; i++)
+        put(din[0], beta[0], i, ts_get(dy, i) * ts_get(x, i) * ts_get(x, i));
+    for (int64_t i = 0; din[1] && i < x->size; i++) {
+        double v = (bug == SQ_WRONG_FACTOR ? 1.0 : 2.0) * ts_get(a, i) * ts_get(x, i) *
+                   ts_get(dy, i);
+        if (bug == SQ_ONE_ELEMENT && i == 5)
+            v += 0.01;
+        if (bug == SQ_UNWRITTEN && i == 2)
+            continue;
+        put(din[1], bug == SQ_OVERWRITES ? 0.0f : beta[1], i, v);
+    }
+    return AD_OK;
+}
+
+#define SQUARE_VARIANT(primal, bug)                                                     \
+    PRIMAL(primal, square_forward, bug)                                                 \
+    static ad_status primal##_pullback(ad_ctx *cx, const ad_tensor *dy,                 \
+                                       const ad_tensor *const in[], const ad_tensor *y, \
+                                       ad_tensor *const din[], const float beta[])      \
+    {                                                                                   \
+        (void)cx, (void)y;                                                              \
+        return square_pullback_with(dy, in, din, beta, bug);                            \
+    }
+
+SQUARE_VARIANT(sq_correct, SQ_CORRECT)
+SQUARE_VARIANT(sq_wrong_factor, SQ_WRONG_FACTOR)
+SQUARE_VARIANT(sq_one_element, SQ_ONE_ELEMENT)
+SQUARE_VARIANT(sq_beta_ignored, SQ_OVERWRITES)
+SQUARE_VARIANT(sq_skips_one, SQ_UNWRITTEN)
+SQUARE_VARIANT(sq_fails, SQ_FAILS)
+
+/* The correct pullback once more, under a rule that never differentiates a. */
+PRIMAL(sq_const_a, square_forward, 100)
+
+/* The square rules: two float inputs of any rank. */
+#define SQ_RULE(rule_name, pb, nondiff_mask)                                            \
+    {.name = (rule_name), .pullback = (pb), .n_inputs = 2, .nondiff = (nondiff_mask)}
+static const ad_rule sq_correct_rule = SQ_RULE("scaled square", sq_correct_pullback, 0);
+static const ad_rule sq_wrong_factor_rule =
+    SQ_RULE("scaled square (wrong factor)", sq_wrong_factor_pullback, 0);
+static const ad_rule sq_one_element_rule =
+    SQ_RULE("scaled square (one wrong element)", sq_one_element_pullback, 0);
+static const ad_rule sq_beta_ignored_rule =
+    SQ_RULE("scaled square (beta ignored)", sq_beta_ignored_pullback, 0);
+static const ad_rule sq_skips_one_rule =
+    SQ_RULE("scaled square (skips one)", sq_skips_one_pullback, 0);
+static const ad_rule sq_fails_rule = SQ_RULE("scaled square (fails)", sq_fails_pullback, 0);
+static const ad_rule sq_const_a_rule =
+    SQ_RULE("scaled square (a constant)", sq_correct_pullback, AD_INPUT(0));
+
+/* Inputs for the square rules: a in [0.5, 1.5], x in [0.5, 1.5] so that every element
+** of dx is well away from 0 and a wrong value cannot hide inside atol. */
+typedef struct square_inputs {
+    ad_tensor *a, *x;
+    const ad_tensor *in[2];
+} square_inputs;
+
+static square_inputs square_inputs_new(int64_t rows, int64_t cols, uint64_t seed)
+{
+    uint64_t rng = seed;
+    square_inputs s;
+    s.a = random_tensor(AD_F64, rows, cols, &rng, 0.5, 1.5);
+    s.x = random_tensor(AD_F64, rows, cols, &rng, 0.5, 1.5);
+    s.in[0] = s.a;
+    s.in[1] = s.x;
+    return s;
+}
+
+static void square_inputs_free(square_inputs *s)
+{
+    ad_tensor_free(s->a);
+    ad_tensor_free(s->x);
+}
+
+/* The element index a CHECK_FAILED message names after "element ", or -1. */
+static long long named_element(const char *msg)
+{
+    const char *p = strstr(msg, "element ");
+    return p ? strtoll(p + strlen("element "), NULL, 10) : -1;
+}
+
+Test(check, correct_pullback_passes_and_counts_every_differentiable_slot)
+{
+    REGISTER(sq_correct, &sq_correct_rule);
+    REGISTER(sq_const_a, &sq_const_a_rule);
+    square_inputs s = square_inputs_new(3, 4, 1);
+    ad_check_options o = {.rtol = 1e-6};
+    ad_check_report rep = {0};
+    cr_assert_eq(ad_rule_check(sq_correct, s.in, 2, &o, &rep), AD_OK, "%s", ad_last_error());
+    cr_assert_eq(rep.slots_checked, 2);
+    cr_assert(rep.max_rel_err < 1e-6, "max_rel_err %g", rep.max_rel_err);
+    /* The same pullback under a rule with a nondiff: only x is a differentiable slot. */
+    rep = (ad_check_report){0};
+    cr_assert_eq(ad_rule_check(sq_const_a, s.in, 2, &o, &rep), AD_OK, "%s", ad_last_error());
+    cr_assert_eq(rep.slots_checked, 1);
+    square_inputs_free(&s);
+}
+
+Test(check, wrong_factor_fails_naming_rule_slot_and_element)
+{
+    REGISTER(sq_wrong_factor, &sq_wrong_factor_rule);
+    square_inputs s = square_inputs_new(3, 4, 2);
+    ad_check_report rep = {0};
+    ad_status rc = ad_rule_check(sq_wrong_factor, s.in, 2, NULL, &rep);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    const char *msg = ad_last_error();
+    ASSERT_HAS(msg, "scaled square (wrong factor)");
+    ASSERT_HAS(msg, "sq_wrong_factor");
+    ASSERT_HAS(msg, "input 1");
+    ASSERT_HAS(msg, "finite differences");
+    long long el = named_element(msg);
+    cr_assert(el >= 0 && el < s.x->size, "no element named: %s", msg);
+    cr_assert_eq(rep.slots_checked, 1, "slot 0 (correct) passed before slot 1 failed");
+    square_inputs_free(&s);
+}
+
+Test(check, a_single_wrong_element_is_named)
+{
+    REGISTER(sq_one_element, &sq_one_element_rule);
+    square_inputs s = square_inputs_new(3, 4, 3);
+    ad_status rc = ad_rule_check(sq_one_element, s.in, 2, NULL, NULL);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    ASSERT_HAS(ad_last_error(), "input 1");
+    cr_assert_eq(named_element(ad_last_error()), 5, "%s", ad_last_error());
+    square_inputs_free(&s);
+}
+
+Test(check, wrong_factor_on_a_large_input_fails_along_a_random_direction)
+{
+    /* 400 elements is above full_limit (256): the checker probes random directions and
+    ** names the direction; with full_limit raised it probes coordinates instead. */
+    REGISTER(sq_wrong_factor, &sq_wrong_factor_rule);
+    square_inputs s = square_inputs_new(20, 20, 4);
+    ad_status rc = ad_rule_check(sq_wrong_factor, s.in, 2, NULL, NULL);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    ASSERT_HAS(ad_last_error(), "input 1");
+    ASSERT_HAS(ad_last_error(), "direction");
+    ad_check_options o = {.full_limit = 400};
+    rc = ad_rule_check(sq_wrong_factor, s.in, 2, &o, NULL);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    ASSERT_HAS(ad_last_error(), "element");
+    square_inputs_free(&s);
+}
+
+Test(check, correct_pullback_passes_along_random_directions_on_a_large_input)
+{
+    REGISTER(sq_correct, &sq_correct_rule);
+    square_inputs s = square_inputs_new(20, 20, 5);
+    ad_check_report rep = {0};
+    ad_check_options o = {.rtol = 1e-6, .directions = 16};
+    cr_assert_eq(ad_rule_check(sq_correct, s.in, 2, &o, &rep), AD_OK, "%s", ad_last_error());
+    cr_assert_eq(rep.slots_checked, 2);
+    square_inputs_free(&s);
+}
+
+Test(check, pullback_that_overwrites_on_beta_1_fails)
+{
+    REGISTER(sq_beta_ignored, &sq_beta_ignored_rule);
+    square_inputs s = square_inputs_new(3, 4, 6);
+    ad_status rc = ad_rule_check(sq_beta_ignored, s.in, 2, NULL, NULL);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    const char *msg = ad_last_error();
+    ASSERT_HAS(msg, "overwrites");
+    ASSERT_HAS(msg, "scaled square (beta ignored)");
+    ASSERT_HAS(msg, "input 1");
+    square_inputs_free(&s);
+}
+
+Test(check, pullback_that_leaves_an_element_unwritten_fails)
+{
+    REGISTER(sq_skips_one, &sq_skips_one_rule);
+    square_inputs s = square_inputs_new(3, 4, 7);
+    ad_status rc = ad_rule_check(sq_skips_one, s.in, 2, NULL, NULL);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    const char *msg = ad_last_error();
+    ASSERT_HAS(msg, "unwritten");
+    ASSERT_HAS(msg, "input 1");
+    cr_assert_eq(named_element(msg), 2, "%s", msg);
+    square_inputs_free(&s);
+}
+
+Test(check, pullback_error_status_is_returned_with_its_message)
+{
+    REGISTER(sq_fails, &sq_fails_rule);
+    square_inputs s = square_inputs_new(3, 4, 8);
+    ad_status rc = ad_rule_check(sq_fails, s.in, 2, NULL, NULL);
+    cr_assert_eq(rc, AD_ERR_INVALID, "got %s", ad_status_str(rc));
+    ASSERT_HAS(ad_last_error(), "planted pullback failure");
+    square_inputs_free(&s);
+}
+
+/* ---- feedback alignment: a slot that is deliberately not the gradient ---- */
+
+/* Y = X W' by naive loops (W: out x in, X: batch x in); B, of W's shape, only feeds the
+** pullback. */
+static ad_status fa_forward(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out,
+                            int tag)
+{
+    const ad_tensor *w = in[0], *x = in[1], *b = in[2];
+    if (x->shape[1] != w->shape[1] || b->shape[0] != w->shape[0] ||
+        b->shape[1] != w->shape[1])
+        return ad_fail(AD_ERR_SHAPE, "fa dense %d: W, X and B do not fit", tag);
+    int64_t batch = x->shape[0], n_out = w->shape[0], n_in = w->shape[1];
+    ad_status rc = ad_out(cx, x->dtype, 2, (int64_t[]){batch, n_out}, out);
+    for (int64_t i = 0; rc == AD_OK && i < batch; i++)
+        for (int64_t o = 0; o < n_out; o++) {
+            double s = 0.0;
+            for (int64_t p = 0; p < n_in; p++)
+                s += ts_get(x, i * n_in + p) * ts_get(w, o * n_in + p);
+            ts_set(*out, i * n_out + o, s);
+        }
+    return rc;
+}
+
+/* dW = dY' X (scaled by dw_factor; 1 is the true gradient). */
+static void fa_dw(const ad_tensor *dy, const ad_tensor *const in[], ad_tensor *dw,
+                  float beta, double dw_factor)
+{
+    const ad_tensor *w = in[0], *x = in[1];
+    int64_t batch = x->shape[0], n_out = w->shape[0], n_in = w->shape[1];
+    for (int64_t o = 0; o < n_out; o++)
+        for (int64_t p = 0; p < n_in; p++) {
+            double s = 0.0;
+            for (int64_t i = 0; i < batch; i++)
+                s += ts_get(dy, i * n_out + o) * ts_get(x, i * n_in + p);
+            put(dw, beta, o * n_in + p, dw_factor * s);
+        }
+}
+
+/* dX = dY B by naive loops. */
+static void fa_dx(const ad_tensor *dy, const ad_tensor *const in[], ad_tensor *dx,
+                  float beta)
+{
+    const ad_tensor *w = in[0], *x = in[1], *b = in[2];
+    int64_t batch = x->shape[0], n_out = w->shape[0], n_in = w->shape[1];
+    for (int64_t i = 0; i < batch; i++)
+        for (int64_t p = 0; p < n_in; p++) {
+            double s = 0.0;
+            for (int64_t o = 0; o < n_out; o++)
+                s += ts_get(dy, i * n_out + o) * ts_get(b, o * n_in + p);
+            put(dx, beta, i * n_in + p, s);
+        }
+}
+
+/* FA:  dW = dY' X (the true gradient);  dX = dY B (backprop would send dY W). */
+static ad_status fa_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                             const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)y;
+    if (din[0])
+        fa_dw(dy, in, din[0], beta[0], 1.0);
+    if (din[1])
+        fa_dx(dy, in, din[1], beta[1]);
+    return AD_OK;
+}
+
+/* FA with a planted bug in the gradient slot: dW = 2 dY' X. */
+static ad_status fa_bad_dw_pullback(ad_ctx *cx, const ad_tensor *dy,
+                                    const ad_tensor *const in[], const ad_tensor *y,
+                                    ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)y;
+    if (din[0])
+        fa_dw(dy, in, din[0], beta[0], 2.0);
+    if (din[1])
+        fa_dx(dy, in, din[1], beta[1]);
+    return AD_OK;
+}
+
+/* The test's own reference for FA's slot 1: dX = dY B (B'*dY for column vectors), as a
+** naive loop over raw doubles, independent of fa_dx and of the library's kernels. */
+static ad_status fa_reference_dy_b(ad_ctx *cx, const ad_tensor *dy,
+                                   const ad_tensor *const in[], const ad_tensor *y,
+                                   ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)y;
+    const ad_tensor *b = in[2];
+    ad_tensor *dx = din[1];
+    if (!dx)
+        return AD_OK;
+    int64_t n_out = b->shape[0], n_in = b->shape[1], batch = dy->shape[0];
+    const double *g = dy->data, *bd = b->data;
+    double *d = dx->data;
+    for (int64_t i = 0; i < batch; i++)
+        for (int64_t p = 0; p < n_in; p++) {
+            double s = beta[1] != 0.0f ? d[i * n_in + p] : 0.0;
+            for (int64_t o = 0; o < n_out; o++)
+                s += g[i * n_out + o] * bd[o * n_in + p];
+            d[i * n_in + p] = s;
+        }
+    return AD_OK;
+}
+
+PRIMAL(fa_dense, fa_forward, 1)
+PRIMAL(fa_dense_bad_dw, fa_forward, 2)
+PRIMAL(fa_dense_no_reference, fa_forward, 3)
+PRIMAL(fa_dense_all_feedback, fa_forward, 4)
+
+/* The FA rules: three rank-2 f64 inputs, B (slot 2) never differentiated. */
+#define FA_RULE(rule_name, pb, ref, not_gradient_mask, rule_flags)                      \
+    {.name = (rule_name), .pullback = (pb), .reference = (ref), .n_inputs = 3,          \
+     .inputs = {{AD_ACCEPT_F64, AD_RANK(2)}, {AD_ACCEPT_F64, AD_RANK(2)},               \
+                {AD_ACCEPT_F64, AD_RANK(2)}},                                           \
+     .nondiff = AD_INPUT(2), .not_gradient = (not_gradient_mask), .flags = (rule_flags)}
+
+static const ad_rule fa_rule = FA_RULE("test FA dense", fa_pullback,
+                                       ad_dense_backprop_pullback, AD_INPUT(1), 0);
+static const ad_rule fa_bad_dw_rule = FA_RULE("test FA dense (bad dW)", fa_bad_dw_pullback,
+                                              ad_dense_backprop_pullback, AD_INPUT(1), 0);
+static const ad_rule fa_no_reference_rule = FA_RULE("test FA dense (unchecked)", fa_pullback,
+                                                    NULL, AD_INPUT(1), 0);
+static const ad_rule fa_all_feedback_rule = FA_RULE("test FA dense (every slot feedback)",
+                                                    fa_pullback, NULL, 0,
+                                                    AD_RULE_NOT_A_GRADIENT);
+
+typedef struct fa_inputs {
+    ad_tensor *w, *x, *b;
+    const ad_tensor *in[3];
+} fa_inputs;
+
+/* W and B: out x in; X: batch x in. B is drawn independently of W unless b_is_w. */
+static fa_inputs fa_inputs_new(int64_t n_out, int64_t n_in, int64_t batch, int b_is_w,
+                               uint64_t seed)
+{
+    uint64_t rng = seed;
+    fa_inputs f;
+    f.w = random_tensor(AD_F64, n_out, n_in, &rng, -1.0, 1.0);
+    f.x = random_tensor(AD_F64, batch, n_in, &rng, -1.0, 1.0);
+    f.b = random_tensor(AD_F64, n_out, n_in, &rng, -1.0, 1.0);
+    if (b_is_w)
+        cr_assert_eq(ad_tensor_copy_from(f.b, f.w), AD_OK);
+    f.in[0] = f.w;
+    f.in[1] = f.x;
+    f.in[2] = f.b;
+    return f;
+}
+
+static void fa_inputs_free(fa_inputs *f)
+{
+    ad_tensor_free(f->w);
+    ad_tensor_free(f->x);
+    ad_tensor_free(f->b);
+}
+
+Test(check, feedback_slot_passes_against_an_independent_reference_of_dy_b)
+{
+    REGISTER(fa_dense, &fa_rule);
+    const int64_t dims[][3] = {{4, 3, 5}, {2, 6, 1}, {12, 25, 16}}; /* out, in, batch */
+    for (int s = 0; s < 3; s++) {
+        fa_inputs f = fa_inputs_new(dims[s][0], dims[s][1], dims[s][2], 0, 10 + (uint64_t)s);
+        ad_check_options o = {.rtol = 1e-6, .reference = fa_reference_dy_b};
+        ad_check_report rep = {0};
+        ad_status rc = ad_rule_check(fa_dense, f.in, 3, &o, &rep);
+        cr_assert_eq(rc, AD_OK, "%s", ad_last_error());
+        cr_assert_eq(rep.slots_checked, 2, "W by finite differences, X by the reference");
+        fa_inputs_free(&f);
+    }
+}
+
+Test(check, feedback_slot_fails_against_the_true_gradient_when_b_differs_from_w)
+{
+    /* The rule's own reference is backprop's dX = dY W; FA sends dY B. */
+    REGISTER(fa_dense, &fa_rule);
+    fa_inputs f = fa_inputs_new(4, 3, 5, 0, 20);
+    ad_check_report rep = {0};
+    ad_status rc = ad_rule_check(fa_dense, f.in, 3, NULL, &rep);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    const char *msg = ad_last_error();
+    ASSERT_HAS(msg, "test FA dense");
+    ASSERT_HAS(msg, "input 1");
+    ASSERT_HAS(msg, "reference pullback");
+    cr_assert_eq(rep.slots_checked, 1, "the W slot passed first");
+    fa_inputs_free(&f);
+}
+
+Test(check, feedback_slot_passes_against_the_true_gradient_when_b_equals_w)
+{
+    REGISTER(fa_dense, &fa_rule);
+    fa_inputs f = fa_inputs_new(4, 3, 5, 1, 30);
+    ad_check_report rep = {0};
+    ad_check_options o = {.rtol = 1e-6};
+    cr_assert_eq(ad_rule_check(fa_dense, f.in, 3, &o, &rep), AD_OK, "%s", ad_last_error());
+    cr_assert_eq(rep.slots_checked, 2);
+    fa_inputs_free(&f);
+}
+
+Test(check, gradient_slot_of_a_feedback_rule_is_still_checked_by_finite_differences)
+{
+    REGISTER(fa_dense_bad_dw, &fa_bad_dw_rule);
+    fa_inputs f = fa_inputs_new(4, 3, 5, 0, 40);
+    ad_check_options o = {.reference = fa_reference_dy_b};
+    ad_status rc = ad_rule_check(fa_dense_bad_dw, f.in, 3, &o, NULL);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    ASSERT_HAS(ad_last_error(), "input 0");
+    ASSERT_HAS(ad_last_error(), "finite differences");
+    fa_inputs_free(&f);
+}
+
+Test(check, slot_declared_not_a_gradient_without_reference_fails)
+{
+    REGISTER(fa_dense_no_reference, &fa_no_reference_rule);
+    fa_inputs f = fa_inputs_new(4, 3, 5, 0, 50);
+    ad_status rc = ad_rule_check(fa_dense_no_reference, f.in, 3, NULL, NULL);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    ASSERT_HAS(ad_last_error(), "no reference");
+    ASSERT_HAS(ad_last_error(), "input 1");
+    ASSERT_HAS(ad_last_error(), "test FA dense (unchecked)");
+    /* Even with B == W, where FA happens to be right, there is nothing to compare with. */
+    fa_inputs g = fa_inputs_new(4, 3, 5, 1, 51);
+    rc = ad_rule_check(fa_dense_no_reference, g.in, 3, NULL, NULL);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    ASSERT_HAS(ad_last_error(), "no reference");
+    /* An independent reference given in the options makes it checkable. */
+    ad_check_options o = {.reference = fa_reference_dy_b};
+    rc = ad_rule_check(fa_dense_no_reference, f.in, 3, &o, NULL);
+    cr_assert_eq(rc, AD_OK, "%s", ad_last_error());
+    fa_inputs_free(&f);
+    fa_inputs_free(&g);
+}
+
+Test(check, rule_flagged_not_a_gradient_without_reference_fails_on_its_first_slot)
+{
+    REGISTER(fa_dense_all_feedback, &fa_all_feedback_rule);
+    fa_inputs f = fa_inputs_new(4, 3, 5, 0, 60);
+    ad_status rc = ad_rule_check(fa_dense_all_feedback, f.in, 3, NULL, NULL);
+    cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
+    ASSERT_HAS(ad_last_error(), "no reference");
+    ASSERT_HAS(ad_last_error(), "input 0");
+    fa_inputs_free(&f);
+}
+
+/* ---- other errors, and the caller's inputs ---- */
+
+typedef struct snapshot {
+    const ad_tensor *t;
+    void *bytes;
+    uint64_t version;
+} snapshot;
+
+static snapshot snapshot_of(const ad_tensor *t)
+{
+    size_t n = (size_t)t->size * ad_dtype_size(t->dtype);
+    snapshot s = {t, malloc(n ? n : 1), t->version};
+    cr_assert_not_null(s.bytes);
+    if (n)
+        memcpy(s.bytes, t->data, n);
+    return s;
+}
+
+static void assert_unchanged(const snapshot *s, const char *what)
+{
+    size_t n = (size_t)s->t->size * ad_dtype_size(s->t->dtype);
+    cr_assert_eq(s->t->version, s->version, "%s: version moved", what);
+    cr_assert(n == 0 || memcmp(s->bytes, s->t->data, n) == 0, "%s: data changed", what);
+}
+
+PRIMAL(unregistered_square, square_forward, 200) /* never registered */
+
+Test(check, function_without_a_rule_fails_with_no_rule)
+{
+    square_inputs s = square_inputs_new(3, 4, 70);
+    snapshot sa = snapshot_of(s.a), sx = snapshot_of(s.x);
+    ad_status rc = ad_rule_check(unregistered_square, s.in, 2, NULL, NULL);
+    cr_assert_eq(rc, AD_ERR_NO_RULE, "got %s", ad_status_str(rc));
+    ASSERT_HAS(ad_last_error(), "unregistered_square");
+    assert_unchanged(&sa, "a");
+    assert_unchanged(&sx, "x");
+    free(sa.bytes);
+    free(sx.bytes);
+    square_inputs_free(&s);
+}
+
+Test(check, float32_inputs_fail_with_dtype_error)
+{
+    REGISTER(sq_correct, &sq_correct_rule);
+    uint64_t rng = 80;
+    ad_tensor *a = random_tensor(AD_F32, 3, 4, &rng, 0.5, 1.5);
+    ad_tensor *x = random_tensor(AD_F32, 3, 4, &rng, 0.5, 1.5);
+    snapshot sa = snapshot_of(a), sx = snapshot_of(x);
+    const ad_tensor *in[] = {a, x};
+    ad_status rc = ad_rule_check(sq_correct, in, 2, NULL, NULL);
+    cr_assert_eq(rc, AD_ERR_DTYPE, "got %s", ad_status_str(rc));
+    ASSERT_HAS(ad_last_error(), "input 0");
+    ASSERT_HAS(ad_last_error(), "f32");
+    assert_unchanged(&sa, "a");
+    assert_unchanged(&sx, "x");
+    free(sa.bytes);
+    free(sx.bytes);
+    ad_tensor_free(a);
+    ad_tensor_free(x);
+}
+
+Test(check, inputs_are_unchanged_after_a_passing_and_a_failing_check)
+{
+    REGISTER(sq_correct, &sq_correct_rule);
+    REGISTER(sq_wrong_factor, &sq_wrong_factor_rule);
+    REGISTER(fa_dense, &fa_rule);
+    square_inputs s = square_inputs_new(3, 4, 90);
+    snapshot sa = snapshot_of(s.a), sx = snapshot_of(s.x);
+    cr_assert_eq(ad_rule_check(sq_correct, s.in, 2, NULL, NULL), AD_OK, "%s",
+                 ad_last_error());
+    assert_unchanged(&sa, "a after a pass");
+    assert_unchanged(&sx, "x after a pass");
+    cr_assert_eq(ad_rule_check(sq_wrong_factor, s.in, 2, NULL, NULL), AD_ERR_CHECK_FAILED);
+    assert_unchanged(&sa, "a after a failure");
+    assert_unchanged(&sx, "x after a failure");
+    fa_inputs f = fa_inputs_new(4, 3, 5, 0, 91);
+    snapshot sw = snapshot_of(f.w), sfx = snapshot_of(f.x), sb = snapshot_of(f.b);
+    cr_assert_eq(ad_rule_check(fa_dense, f.in, 3, NULL, NULL), AD_ERR_CHECK_FAILED);
+    assert_unchanged(&sw, "W after a reference failure");
+    assert_unchanged(&sfx, "X after a reference failure");
+    assert_unchanged(&sb, "B after a reference failure");
+    snapshot *all[] = {&sa, &sx, &sw, &sfx, &sb};
+    for (int i = 0; i < 5; i++)
+        free(all[i]->bytes);
+    fa_inputs_free(&f);
+    square_inputs_free(&s);
+}
