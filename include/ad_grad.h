@@ -44,6 +44,9 @@ ad_tensor *ad_params_at(const ad_params *ps, int i);
 ad_status ad_grads_new(const ad_params *ps, ad_grads **out);
 void ad_grads_free(ad_grads *gs); /* NULL accepted */
 
+/* The parameter set gs was made for. */
+const ad_params *ad_grads_params(const ad_grads *gs);
+
 /* The gradient of param from the last successful sweep, or NULL when param is not in
 ** the set or got no gradient (the loss does not depend on it, like Zygote's nothing). */
 const ad_tensor *ad_grads_get(const ad_grads *gs, const ad_tensor *param);
@@ -67,6 +70,25 @@ void ad_grads_on_ready(ad_grads *gs, ad_grad_ready_fn fn, void *user);
 ** unspecified; parameters are never touched by the sweep.
 */
 ad_status ad_backward(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs);
+
+/* Sweep options; zero means the ordinary training sweep. */
+typedef struct ad_sweep_options {
+    int use_reference; /* run each rule's reference (true-gradient) pullback where it
+                          has one, and honour no AD_RULE_IGNORES_DY: backprop's answer on
+                          the same tape, for alignment metrics. Counters and the
+                          gradient-ready callback are left alone. */
+} ad_sweep_options;
+
+/* ad_backward with options (NULL: as ad_backward). The tape may be swept several
+** times between resets; each sweep makes fresh cotangent buffers, so cotangents read
+** after one sweep stay valid through the next until the tape resets. */
+ad_status ad_backward_ex(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs,
+                         const ad_sweep_options *opts);
+
+/* The cotangent of an intermediate value (not a leaf) from the last sweep, or NULL
+** when that sweep did not compute it (not needed, not reached). Owned by the tape;
+** valid until ad_tape_reset. The gradient of a parameter is in the gradient set. */
+const ad_tensor *ad_cotangent(const ad_tape *tape, ad_var v);
 
 /* Records the model: called by ad_gradient on a freshly reset tape; returns the loss. */
 typedef ad_var (*ad_loss_fn)(ad_tape *tape, void *user);

@@ -70,6 +70,17 @@ ad_var ad_mse(ad_tape *t, ad_var pred, ad_var target);
 ad_var ad_softmax_cross_entropy(ad_tape *t, ad_var logits, ad_var labels);
 
 /*
+** C = alpha op(A) op(B) + beta C on OpenBLAS, in the tensors' dtype (rank 2, all one
+** float dtype), transposes as flags. For users' own primals and pullbacks: pass the
+** pullback's beta[i] as beta, so beta = 0 writes and beta = 1 adds. Extents of 0 are
+** handled (BLAS would refuse them). Errors: AD_ERR_NULL, AD_ERR_RANK, AD_ERR_DTYPE,
+** AD_ERR_SHAPE (both shapes in the message), AD_ERR_OVERFLOW (an extent beyond int);
+** C is untouched on error.
+*/
+ad_status ad_gemm_tensors(const ad_tensor *a, int trans_a, const ad_tensor *b, int trans_b,
+                          double alpha, double beta, ad_tensor *c);
+
+/*
 ** Backprop's pullback for a dense layer Y = X W' with inputs (W, X, ...): dW = dY' X,
 ** dX = dY W; slots past the second are left alone. Offered as the `reference` of
 ** feedback rules whose primal is a dense layer with extra inputs (FA's my_matmul).

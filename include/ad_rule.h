@@ -66,6 +66,13 @@ typedef struct ad_input_spec {
 /* Rule flags. */
 #define AD_RULE_MIXED_DTYPES 1u   /* float inputs may differ in dtype (default: one) */
 #define AD_RULE_NOT_A_GRADIENT 2u /* with not_gradient == 0: every slot is feedback */
+/* The pullback never reads dy (DFA's hidden layers take the output error instead): it
+** runs whenever the loss depends on its output, dy may be NULL, and the sweep does not
+** compute its output's cotangent, so the layer above skips that product. */
+#define AD_RULE_IGNORES_DY 4u
+/* The rule writes a cotangent for a feedback input that is trained by design
+** (Kolen-Pollack's B); purely descriptive, shown so users see why B gets a gradient. */
+#define AD_RULE_TRAINS_FEEDBACK 8u
 
 /*
 ** A rule: plain data the caller fills in; zero fields mean defaults. The registry

@@ -201,6 +201,11 @@ ad_status ad_grads_new(const ad_params *ps, ad_grads **out)
     return AD_OK;
 }
 
+const ad_params *ad_grads_params(const ad_grads *gs)
+{
+    return gs ? gs->ps : NULL;
+}
+
 const ad_tensor *ad_grads_at(const ad_grads *gs, int index)
 {
     if (!gs || index < 0 || index >= gs->n || !gs->present[index])

@@ -19,9 +19,10 @@ static bool slot_differentiable(const ad_node *n, int i)
     return !(n->entry->rule.nondiff & AD_INPUT(i)) && n->in[i]->tensor->dtype != AD_I32;
 }
 
-/* Marks parameters and dependence, and lists for each node the parameters whose
-** gradient is final once that node's pullback has run (their first use). */
-static void analyse(ad_tape *tape, const ad_params *ps, ad_grads *gs, const ad_node *last)
+/* Marks parameters, dependence on them and liveness (the loss depends on the value),
+** and lists for each node the parameters whose gradient is final once that node's
+** pullback has run (their first use). */
+static void analyse(ad_tape *tape, const ad_params *ps, ad_grads *gs, ad_node *last)
 {
     for (int p = 0; p < gs->n; p++) {
         gs->present[p] = false;
@@ -36,7 +37,7 @@ static void analyse(ad_tape *tape, const ad_params *ps, ad_grads *gs, const ad_n
     for (ad_node *n = tape->first; n; n = n->next) {
         n->ready_head = -1;
         n->out->param = -1;
-        n->out->needs_grad = n->out->has_cot = false;
+        n->out->needs_grad = n->out->has_cot = n->out->live = false;
         n->out->cot = NULL;
         bool float_out = n->out->tensor->dtype != AD_I32; /* int outputs are constants */
         for (int i = 0; i < n->n_in; i++) {
@@ -50,6 +51,13 @@ static void analyse(ad_tape *tape, const ad_params *ps, ad_grads *gs, const ad_n
         if (n == last)
             break;
     }
+    for (tape_value *v = tape->leaves; v; v = v->next_leaf)
+        v->live = false;
+    if (last)
+        last->out->live = true;
+    for (ad_node *n = last; n; n = n->prev)
+        for (int i = 0; n->out->live && i < n->n_in; i++)
+            n->in[i]->live = true;
     for (int p = 0; p < gs->n; p++) {
         ad_node *n = gs->ready_node[p];
         if (n) {
@@ -113,6 +121,14 @@ static void add_into(ad_tensor *x, const ad_tensor *y)
             ((double *)x->data)[k] += ((const double *)y->data)[k];
 }
 
+/* A rule that ignores its incoming cotangent (DFA's hidden layers) makes its output's
+** cotangent unwanted, so the layer above skips that product. Not in reference sweeps,
+** whose pullbacks are true gradients and read dy. */
+static bool ignores_dy(const ad_node *producer)
+{
+    return producer && (producer->entry->rule.flags & AD_RULE_IGNORES_DY);
+}
+
 /* Two slots write one buffer when they hold one value, or two leaves of one param. */
 static bool shares_cotangent(const tape_value *a, const tape_value *b)
 {
@@ -123,7 +139,7 @@ static bool shares_cotangent(const tape_value *a, const tape_value *b)
 ** One node's pullback. An input passed in two slots (mul(x, x)) would alias one
 ** buffer under two betas; the later slot gets a scratch buffer, added afterwards.
 */
-static ad_status pull_node(ad_tape *tape, ad_grads *gs, ad_node *n)
+static ad_status pull_node(ad_tape *tape, ad_grads *gs, ad_node *n, bool reference)
 {
     ad_tensor *din[AD_MAX_INPUTS] = {0};
     float beta[AD_MAX_INPUTS] = {0};
@@ -131,7 +147,8 @@ static ad_status pull_node(ad_tape *tape, ad_grads *gs, ad_node *n)
     ad_status rc = check_fresh(n);
     for (int i = 0; rc == AD_OK && i < n->n_in; i++) {
         dup_of[i] = -1;
-        if (!n->in[i]->needs_grad || !slot_differentiable(n, i))
+        if (!n->in[i]->needs_grad || !slot_differentiable(n, i) ||
+            (!reference && ignores_dy(n->in[i]->producer)))
             continue;
         for (int j = 0; j < i; j++)
             if (din[j] && shares_cotangent(n->in[j], n->in[i]))
@@ -144,12 +161,16 @@ static ad_status pull_node(ad_tape *tape, ad_grads *gs, ad_node *n)
                                       &din[i]);
         }
     }
+    const ad_rule *r = &n->entry->rule;
+    ad_pullback_fn pullback = reference && r->reference ? r->reference : r->pullback;
     if (rc == AD_OK)
-        rc = ad_node_pullback(tape, n, n->entry->rule.pullback, n->out->cot, din, beta);
+        rc = ad_node_pullback(tape, n, pullback, n->out->cot, din, beta);
     if (rc)
         return rc;
-    ad_registry_count(n->entry);
-    tape->rule_counts[n->entry->stats->fn_id]++;
+    if (!reference) {
+        ad_registry_count(n->entry);
+        tape->rule_counts[n->entry->stats->fn_id]++;
+    }
     for (int i = 0; i < n->n_in; i++) {
         if (!din[i])
             continue;
@@ -216,6 +237,13 @@ static ad_status sweep_checks(ad_tape *tape, ad_var loss, const ad_params *ps,
 
 ad_status ad_backward(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs)
 {
+    return ad_backward_ex(tape, loss, ps, gs, NULL);
+}
+
+ad_status ad_backward_ex(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs,
+                         const ad_sweep_options *opts)
+{
+    bool reference = opts && opts->use_reference;
     tape_value *lv = NULL;
     ad_status rc = sweep_checks(tape, loss, ps, gs, &lv);
     if (rc)
@@ -226,16 +254,23 @@ ad_status ad_backward(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads 
         return AD_OK; /* the loss depends on no parameter: every gradient is absent */
     rc = seed_loss(tape, gs, lv);
     for (ad_node *n = last; rc == AD_OK && n; n = n->prev) {
-        if (!n->out->has_cot || !n->out->needs_grad)
+        bool runs_without_dy = !reference && ignores_dy(n);
+        if (!n->out->live || !n->out->needs_grad || !(n->out->has_cot || runs_without_dy))
             continue;
-        rc = pull_node(tape, gs, n);
-        for (int p = n->ready_head; rc == AD_OK && p >= 0; p = gs->ready_next[p])
+        rc = pull_node(tape, gs, n, reference);
+        for (int p = n->ready_head; !reference && rc == AD_OK && p >= 0; p = gs->ready_next[p])
             rc = fire_ready(gs, p);
     }
     /* Parameters whose first use was never reached got their last write elsewhere. */
-    for (int p = 0; rc == AD_OK && p < gs->n; p++)
+    for (int p = 0; !reference && rc == AD_OK && p < gs->n; p++)
         rc = fire_ready(gs, p);
     return rc;
+}
+
+const ad_tensor *ad_cotangent(const ad_tape *tape, ad_var v)
+{
+    const tape_value *val = ad_tape_resolve(tape, v);
+    return val && val->param < 0 && val->has_cot ? val->cot : NULL;
 }
 
 ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, void *user,

@@ -26,6 +26,7 @@ struct ad_value {
     int32_t param;           /* dense parameter index, or -1 */
     bool needs_grad;         /* depends on a parameter */
     bool has_cot;            /* cot holds at least one contribution */
+    bool live;               /* the loss depends on it */
     ad_tensor *cot;          /* cotangent: arena buffer, or the gradient set's */
 };
 typedef struct ad_value tape_value;
