@@ -1,0 +1,92 @@
+/*
+** ad_nn.h: learning: a seeded generator, initialisers and optimisers.
+**
+** Randomness is a value the caller owns and seeds (ad_rng): there is no global
+** generator, so runs are reproducible per seed and threads never share state.
+** Optimiser state lives outside the tape, in arrays by parameter index, so a tape
+** reset never touches it.
+*/
+#ifndef AD_NN_H
+#define AD_NN_H
+
+#include "ad_grad.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* xoshiro256** (Blackman and Vigna, 2018), seeded through splitmix64. */
+typedef struct ad_rng {
+    uint64_t s[4];
+} ad_rng;
+
+void ad_rng_seed(ad_rng *r, uint64_t seed);
+uint64_t ad_rng_u64(ad_rng *r);
+double ad_rng_uniform(ad_rng *r); /* in [0, 1), 53 random bits */
+double ad_rng_normal(ad_rng *r);  /* standard normal (Box-Muller, no cached pair) */
+
+/*
+** Initialisers fill a float32 or float64 tensor and bump its version. For a rank-2
+** weight W (out x in), fan_in = in and fan_out = out; for rank 1, both are the length.
+** Glorot (Xavier) uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)); normal: N(0,
+** 2 / (fan_in + fan_out)). He (Kaiming, for relu) uniform: a = sqrt(6 / fan_in); normal:
+** N(0, 2 / fan_in). Ranks 3 and 4 multiply the fans by the trailing extents, as
+** torch.nn.init does; a scalar counts 1 and 1. Errors: AD_ERR_NULL, AD_ERR_DTYPE (not a
+** float tensor), and for ad_init_uniform AD_ERR_INVALID (lo > hi, or a bound not
+** finite). A failed call leaves the tensor as it was.
+*/
+ad_status ad_init_glorot_uniform(ad_tensor *t, ad_rng *r);
+ad_status ad_init_glorot_normal(ad_tensor *t, ad_rng *r);
+ad_status ad_init_he_uniform(ad_tensor *t, ad_rng *r);
+ad_status ad_init_he_normal(ad_tensor *t, ad_rng *r);
+ad_status ad_init_uniform(ad_tensor *t, ad_rng *r, double lo, double hi);
+ad_status ad_init_zeros(ad_tensor *t);
+
+typedef enum ad_optim_kind {
+    AD_OPT_DESCENT = 0, /* p -= lr g */
+    AD_OPT_MOMENTUM,    /* v = mu v + g; p -= lr v   (PyTorch SGD momentum) */
+    AD_OPT_NESTEROV,    /* v = mu v + g; p -= lr (g + mu v) */
+    AD_OPT_ADAM,        /* Kingma and Ba, with bias correction; decay added to g */
+    AD_OPT_ADAMW        /* Adam with decoupled decay: p -= lr wd p */
+} ad_optim_kind;
+
+/* Plain data; zero fields take the defaults in brackets, so a momentum or beta1 of
+** exactly 0 cannot be asked for (use AD_OPT_DESCENT for momentum 0). Every field is
+** validated whatever the kind; non-finite values are refused. */
+typedef struct ad_optim_config {
+    ad_optim_kind kind;
+    double lr;           /* learning rate [0.01] */
+    double momentum;     /* momentum and Nesterov [0.9] */
+    double beta1, beta2; /* Adam [0.9, 0.999] */
+    double eps;          /* Adam [1e-8] */
+    double weight_decay; /* L2 added to the gradient (AdamW: decoupled) [0] */
+    double clip_norm;    /* clip the global gradient norm to this; 0: no clipping */
+} ad_optim_config;
+
+typedef struct ad_optim ad_optim;
+
+/* Optimiser state for ps (*out, owned by the caller; ps must outlive it). Errors:
+** AD_ERR_NULL (ps, cfg or out),
+** AD_ERR_INVALID (negative lr, momentum outside [0, 1), ...), AD_ERR_NOMEM. */
+ad_status ad_optim_new(const ad_params *ps, const ad_optim_config *cfg, ad_optim **out);
+void ad_optim_free(ad_optim *o); /* NULL accepted */
+
+/*
+** One step from the gradients in gs (made for the same parameter set): clips by the
+** global norm if asked, applies weight decay, updates every parameter that has a
+** gradient, bumps their versions. Parameters without a gradient are left alone (their
+** state too). Errors: AD_ERR_NULL, AD_ERR_INVALID (gs for another set), AD_ERR_NOMEM
+** (state for parameters added since), each leaving every parameter untouched.
+*/
+ad_status ad_optim_step(ad_optim *o, const ad_grads *gs);
+
+/* Changes the learning rate for later steps (schedules). AD_ERR_INVALID if < 0. */
+ad_status ad_optim_set_lr(ad_optim *o, double lr);
+
+/* The global L2 norm of every present gradient in gs (0 if none). */
+double ad_grads_global_norm(const ad_grads *gs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AD_NN_H */
