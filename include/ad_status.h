@@ -34,6 +34,10 @@ typedef enum ad_status {
     AD_ERR_NO_GRAD,        /* a sweep over a tape recorded in forward-only mode */
     AD_ERR_CHECK_FAILED,   /* ad_rule_check found a pullback that disagrees */
     AD_ERR_PULLBACK,       /* a pullback or primal failed without saying why */
+    AD_ERR_IO,             /* a file could not be opened, read or written (errno text) */
+    AD_ERR_TRUNCATED,      /* a file ends before the data its header announces */
+    AD_ERR_BAD_MAGIC,      /* a file does not start with its format's magic number */
+    AD_ERR_COUNT_MISMATCH, /* counts that must agree do not (images vs labels, sizes) */
     AD_STATUS_COUNT        /* number of codes; not a code */
 } ad_status;
 

@@ -30,6 +30,10 @@ static const char *const status_text[AD_STATUS_COUNT] = {
     [AD_ERR_NO_GRAD] = "tape recorded without pullback state",
     [AD_ERR_CHECK_FAILED] = "rule check failed",
     [AD_ERR_PULLBACK] = "pullback failed",
+    [AD_ERR_IO] = "input/output error",
+    [AD_ERR_TRUNCATED] = "file truncated",
+    [AD_ERR_BAD_MAGIC] = "wrong magic number",
+    [AD_ERR_COUNT_MISMATCH] = "counts do not match",
 };
 
 const char *ad_status_str(ad_status code)

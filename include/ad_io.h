@@ -1,0 +1,38 @@
+/*
+** ad_io.h: reading data sets. IDX files (the MNIST and Fashion-MNIST format), plain or
+** gzip-compressed, validated before anything is returned.
+*/
+#ifndef AD_IO_H
+#define AD_IO_H
+
+#include "ad_tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+** Reads an IDX file of unsigned bytes (type code 0x08), gzipped or not (zlib reads
+** both). Images (rank 3: count x rows x cols) come back as float32 scaled to [0, 1]
+** and reshaped to count x (rows * cols); labels (rank 1) as int32. *out (out-param,
+** owned by the caller, ad_tensor_free) is set only on success.
+** Errors, each naming the file: AD_ERR_IO (cannot open or read; the message has the
+** system's reason), AD_ERR_BAD_MAGIC (not 0x0000 08 NN with NN the rank 1 or 3),
+** AD_ERR_TRUNCATED (fewer bytes than the header announces), AD_ERR_COUNT_MISMATCH
+** (trailing bytes after the announced data), AD_ERR_OVERFLOW (dimensions whose product
+** overflows), AD_ERR_NOMEM, AD_ERR_NULL.
+*/
+ad_status ad_idx_read(const char *path, ad_tensor **out);
+
+/*
+** Reads an images file and its labels file and checks they agree: the same count,
+** labels in 0..n_classes-1 (AD_ERR_COUNT_MISMATCH / AD_ERR_INVALID otherwise).
+** On failure neither *images nor *labels is set.
+*/
+ad_status ad_idx_read_pair(const char *images_path, const char *labels_path,
+                           int n_classes, ad_tensor **images, ad_tensor **labels);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AD_IO_H */
