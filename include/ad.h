@@ -8,6 +8,9 @@
 **   ad_grad.h    parameter sets, gradients, ad_gradient, descent
 **   ad_ops.h     built-in ops
 **   ad_check.h   finite-difference checking of rules
+**   ad_nn.h      generator, initialisers, optimisers
+**   ad_feedback.h  feedback-learning layers (FA, sign symmetry, KP, DFA), angles
+**   ad_io.h      data set readers (IDX)
 */
 #ifndef AD_H
 #define AD_H
@@ -24,6 +27,9 @@
 #include "ad_grad.h"
 #include "ad_ops.h"
 #include "ad_check.h"
+#include "ad_nn.h"
+#include "ad_feedback.h"
+#include "ad_io.h"
 
 #ifdef __cplusplus
 extern "C" {

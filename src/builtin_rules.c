@@ -1,9 +1,11 @@
 /*
-** builtin_rules.c: the table the registry seeds itself from on first use.
-** Adding a built-in op adds one line here.
+** builtin_rules.c: the table the registry seeds itself from on first use: the op
+** families' rules and the learning rules. Adding a built-in rule adds one line here.
 */
-#include "../rules/registry.h"
-#include "ops_internal.h"
+#include "ad_feedback.h"
+#include "nn/nn_rules.h"
+#include "ops/ops_internal.h"
+#include "rules/registry.h"
 
 #define SEED(fn, rule) {fn, #fn, &rule}
 
@@ -21,6 +23,12 @@ const ad_rule_seed ad_builtin_rule_seeds[] = {
     SEED(ad_op_mean, ad_rule_mean),
     SEED(ad_op_mse, ad_rule_mse),
     SEED(ad_op_softmax_cross_entropy, ad_rule_softmax_cross_entropy),
+    SEED(ad_op_dense_fa, ad_rule_dense_fa),
+    SEED(ad_op_dense_usf, ad_rule_dense_usf),
+    SEED(ad_op_dense_sf, ad_rule_dense_sf),
+    SEED(ad_op_dense_kp, ad_rule_dense_kp),
+    SEED(ad_op_dfa_output, ad_rule_dfa_output),
+    SEED(ad_op_dfa_hidden, ad_rule_dfa_hidden),
 };
 
 const int ad_builtin_rule_seed_count =

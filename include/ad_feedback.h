@@ -1,0 +1,71 @@
+/*
+** ad_feedback.h: dense layers whose backward pass is deliberately not backprop, and
+** the metrics that say how far from backprop they are.
+**
+** Every layer here computes Y = X W' (W: out x in, X: batch x in, Y: batch x out) and
+** gives dW = dY' X as backprop does; they differ in what they send to the input:
+**   FA    dX = dY B          B fixed random, W's shape (Lillicrap et al. 2016)
+**   uSF   dX = dY sign(W)    sign symmetry, tracking W as it changes
+**   SF    dX = dY (sign(W) .* |M|)   sign-concordant feedback with magnitudes M:
+**                            brSF redraws M every batch, frSF keeps it (BioTorch)
+**   KP    dX = dY B and dB = dW      Kolen-Pollack: B is a parameter too and receives
+**                            W's update; with the same weight decay B converges to W
+** Each is a registered rule with backprop's pullback as its reference, so
+** ad_backward_ex(..., use_reference) on the same tape gives backprop's answer.
+**
+** DFA (direct feedback alignment, Nokland 2016) sends the output error e = dL/dY_out
+** straight to every hidden layer through its own fixed B_l (hidden x outputs):
+**
+**     h1 = ad_dfa_hidden(t, &dfa, ad_tanh(t, a1), B1);   // after the activation
+**     a2 = ...(h1)...;
+**     y  = ad_dfa_output(t, &dfa, a2);                    // the output pre-activation
+**     loss = ad_softmax_cross_entropy(t, y, labels);
+**
+** ad_dfa_output is the identity forward; its pullback stores e in the tape's arena and
+** passes it on. ad_dfa_hidden is the identity forward; its pullback ignores the
+** cotangent from above (AD_RULE_IGNORES_DY) and writes e B_l' instead, so the
+** activation's own pullback turns it into (e B_l') .* f'(a_l). Because the hidden rule
+** declares that it ignores dy, the sweep never computes the layer above's dX product.
+** The struct ad_dfa ties the two: the caller owns it (zero-initialised) and it must
+** outlive the sweep. Both rules have the identity as reference.
+*/
+#ifndef AD_FEEDBACK_H
+#define AD_FEEDBACK_H
+
+#include "ad_nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+ad_status ad_op_dense_fa(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_dense_usf(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_dense_sf(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_dense_kp(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+
+ad_var ad_dense_fa(ad_tape *t, ad_var w, ad_var x, ad_var b);
+ad_var ad_dense_usf(ad_tape *t, ad_var w, ad_var x);
+ad_var ad_dense_sf(ad_tape *t, ad_var w, ad_var x, ad_var magnitudes);
+ad_var ad_dense_kp(ad_tape *t, ad_var w, ad_var x, ad_var b);
+
+typedef struct ad_dfa {
+    const ad_tensor *error_; /* private: e from the last sweep, in the tape's arena */
+} ad_dfa;
+
+ad_status ad_op_dfa_output(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_dfa_hidden(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_var ad_dfa_output(ad_tape *t, ad_dfa *dfa, ad_var y);
+ad_var ad_dfa_hidden(ad_tape *t, ad_dfa *dfa, ad_var h, ad_var b);
+
+/* The angle in degrees between two tensors of one size seen as flat vectors, or NaN
+** when either is all zeros or the sizes differ. 90 for unrelated random signals. */
+double ad_angle_degrees(const ad_tensor *a, const ad_tensor *b);
+
+/* Fills m with |u| for u drawn like Glorot-uniform for m's shape: the magnitudes of
+** sign-concordant feedback (brSF: call before every batch; frSF: once). */
+ad_status ad_sf_draw_magnitudes(ad_tensor *m, ad_rng *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AD_FEEDBACK_H */

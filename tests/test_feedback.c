@@ -1,0 +1,191 @@
+/*
+** test_feedback.c: the feedback-learning rules. Feedback slots are compared with
+** references written here by loops (never the library's kernels), weight slots with
+** finite differences, and the tied cases with backprop.
+*/
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "support.h"
+
+/* ---- naive references for the feedback slots ---- */
+
+/* din[slot] (+)= dY F with F[o][i] = f(k) for k = o * in + i. */
+static void naive_dy_times(const ad_tensor *dy, const ad_tensor *w, double (*f)(const ad_tensor *const[], int64_t),
+                           const ad_tensor *const in[], ad_tensor *d, float beta)
+{
+    int64_t n = dy->shape[0], o = w->shape[0], i = w->shape[1];
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t c = 0; c < i; c++) {
+            double s = beta ? ts_get(d, r * i + c) : 0.0;
+            for (int64_t a = 0; a < o; a++)
+                s += ts_get(dy, r * o + a) * f(in, a * i + c);
+            ts_set(d, r * i + c, s);
+        }
+}
+
+static double feedback_b(const ad_tensor *const in[], int64_t k) { return ts_get(in[2], k); }
+static double sign_w(const ad_tensor *const in[], int64_t k)
+{
+    double w = ts_get(in[0], k);
+    return (w > 0) - (w < 0);
+}
+static double sign_w_mag(const ad_tensor *const in[], int64_t k)
+{
+    return sign_w(in, k) * fabs(ts_get(in[2], k));
+}
+
+#define NAIVE_REFERENCE(name, f)                                                        \
+    static ad_status name(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],  \
+                          const ad_tensor *y, ad_tensor *const din[], const float beta[]) \
+    {                                                                                    \
+        (void)cx, (void)y;                                                               \
+        if (din[1])                                                                      \
+            naive_dy_times(dy, in[0], f, in, din[1], beta[1]);                           \
+        return AD_OK;                                                                    \
+    }
+NAIVE_REFERENCE(naive_fa, feedback_b)
+NAIVE_REFERENCE(naive_usf, sign_w)
+NAIVE_REFERENCE(naive_sf, sign_w_mag)
+
+/* KP's feedback slots: dX = dY B, and dB = dY' X (W's update, by loops). */
+static ad_status naive_kp(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                          const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    naive_fa(cx, dy, in, y, din, beta);
+    int64_t n = dy->shape[0], o = in[0]->shape[0], i = in[0]->shape[1];
+    for (int64_t a = 0; din[2] && a < o; a++)
+        for (int64_t c = 0; c < i; c++) {
+            double s = beta[2] ? ts_get(din[2], a * i + c) : 0.0;
+            for (int64_t r = 0; r < n; r++)
+                s += ts_get(dy, r * o + a) * ts_get(in[1], r * i + c);
+            ts_set(din[2], a * i + c, s);
+        }
+    return AD_OK;
+}
+
+static ad_tensor *random_f64(int64_t rows, int64_t cols, uint64_t *rng)
+{
+    ad_tensor *t = ts_tensor(AD_F64, 2, TS_SHAPE(rows, cols));
+    ts_fill_uniform(t, rng, -1, 1);
+    return t;
+}
+
+static const int64_t shapes[3][3] = {{5, 3, 4}, {1, 6, 2}, {7, 4, 9}}; /* batch, in, out */
+
+static void check_dense_rule(ad_primal_fn fn, const char *name, int n_in, ad_pullback_fn ref)
+{
+    for (int s = 0; s < 3; s++) {
+        uint64_t rng = 40 + (uint64_t)s;
+        int64_t n = shapes[s][0], i = shapes[s][1], o = shapes[s][2];
+        ad_tensor *w = random_f64(o, i, &rng), *x = random_f64(n, i, &rng);
+        ad_tensor *b = random_f64(o, i, &rng);
+        const ad_tensor *in[3] = {w, x, b};
+        ad_check_options opts = {.reference = ref};
+        ad_check_report rep = {0};
+        ad_status rc = ad_rule_check_as(fn, name, in, n_in, &opts, &rep);
+        cr_expect_eq(rc, AD_OK, "%s shape %d: %s", name, s, ad_last_error());
+        cr_expect_geq(rep.slots_checked, 2, "%s", name);
+        ad_tensor_free(w);
+        ad_tensor_free(x);
+        ad_tensor_free(b);
+    }
+}
+
+Test(feedback, fa_rule_dw_by_finite_differences_dx_by_naive_b)
+{
+    check_dense_rule(ad_op_dense_fa, "ad_op_dense_fa", 3, naive_fa);
+}
+
+Test(feedback, usf_rule_dx_is_dy_times_sign_w)
+{
+    check_dense_rule(ad_op_dense_usf, "ad_op_dense_usf", 2, naive_usf);
+}
+
+Test(feedback, sf_rule_dx_is_dy_times_sign_w_times_magnitudes)
+{
+    check_dense_rule(ad_op_dense_sf, "ad_op_dense_sf", 3, naive_sf);
+}
+
+Test(feedback, kp_rule_sends_dy_b_down_and_gives_b_the_update_of_w)
+{
+    check_dense_rule(ad_op_dense_kp, "ad_op_dense_kp", 3, naive_kp);
+}
+
+Test(feedback, fa_rule_against_backprop_reference_fails_unless_b_is_w)
+{
+    uint64_t rng = 3;
+    ad_tensor *w = random_f64(4, 3, &rng), *x = random_f64(5, 3, &rng);
+    ad_tensor *b = random_f64(4, 3, &rng);
+    const ad_tensor *in[3] = {w, x, b};
+    cr_expect_eq(ad_rule_check(ad_op_dense_fa, in, 3, NULL, NULL), AD_ERR_CHECK_FAILED);
+    cr_assert_eq(ad_tensor_copy_from(b, w), AD_OK);
+    cr_expect_eq(ad_rule_check(ad_op_dense_fa, in, 3, NULL, NULL), AD_OK, "%s",
+                 ad_last_error());
+    ad_tensor_free(w);
+    ad_tensor_free(x);
+    ad_tensor_free(b);
+}
+
+/* e B' by loops, into want[rows x units]. */
+static void naive_e_bt(const ad_tensor *e, const ad_tensor *b, double *want)
+{
+    int64_t rows = e->shape[0], outs = e->shape[1], units = b->shape[0];
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < units; j++) {
+            double s = 0;
+            for (int64_t k = 0; k < outs; k++)
+                s += ts_get(e, i * outs + k) * ts_get(b, j * outs + k);
+            want[i * units + j] = s;
+        }
+}
+
+Test(feedback, dfa_hidden_ignores_dy_and_sends_e_times_b_transposed)
+{
+    uint64_t rng = 9;
+    ad_tensor *h = random_f64(6, 5, &rng), *b = random_f64(5, 3, &rng);
+    ad_tensor *e = random_f64(6, 3, &rng);
+    ad_dfa dfa = {.error_ = e}; /* as the output rule leaves it during a sweep */
+    ad_tape *t;
+    ad_params *ps;
+    ad_grads *gs;
+    cr_assert_eq(ad_tape_new(&t), AD_OK);
+    cr_assert_eq(ad_params_new(&ps), AD_OK);
+    cr_assert_eq(ad_params_add(ps, h, NULL), AD_OK);
+    cr_assert_eq(ad_grads_new(ps, &gs), AD_OK);
+    ad_var y = ad_dfa_hidden(t, &dfa, ad_use(t, h), ad_use(t, b));
+    cr_assert(ad_var_ok(y), "%s", ad_tape_error(t));
+    cr_expect_eq(ts_max_abs_diff(ad_value(t, y), h), 0.0, "forward is the identity");
+    ad_var loss = ad_sum(t, ad_scale(t, y, 3.0)); /* dy = 3 everywhere: must be ignored */
+    cr_assert_eq(ad_backward(t, loss, ps, gs), AD_OK, "%s", ad_last_error());
+    double want[30];
+    naive_e_bt(e, b, want);
+    const ad_tensor *g = ad_grads_get(gs, h);
+    cr_assert_not_null(g);
+    for (int k = 0; k < 30; k++)
+        cr_expect_float_eq(ts_get(g, k), want[k], 1e-12, "element %d", k);
+    cr_expect_null(ad_cotangent(t, y), "the cotangent above the DFA layer was computed");
+    ad_grads_free(gs);
+    ad_params_free(ps);
+    ad_tape_free(t);
+    ad_tensor_free(h);
+    ad_tensor_free(b);
+    ad_tensor_free(e);
+}
+
+Test(feedback, random_signals_are_ninety_degrees_apart)
+{
+    uint64_t rng = 77;
+    ad_tensor *a = ts_tensor(AD_F32, 2, TS_SHAPE(256, 64));
+    ad_tensor *b = ts_tensor(AD_F32, 2, TS_SHAPE(256, 64));
+    ts_fill_uniform(a, &rng, -1, 1);
+    ts_fill_uniform(b, &rng, -1, 1);
+    double angle = ad_angle_degrees(a, b);
+    cr_expect(fabs(angle - 90.0) <= 5.0, "angle %g", angle);
+    cr_expect_float_eq(ad_angle_degrees(a, a), 0.0, 1e-3);
+    ad_tensor_fill(b, 0.0);
+    cr_expect(isnan(ad_angle_degrees(a, b)));
+    ad_tensor_free(a);
+    ad_tensor_free(b);
+}
