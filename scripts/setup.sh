@@ -2,7 +2,8 @@
 # adtape needs (only those missing) and configures the build folder.
 
 ADTAPE_PACKAGES="gcc libc6-dev meson ninja-build pkg-config libopenblas-dev uthash-dev \
-libcriterion-dev zlib1g-dev"
+libcriterion-dev zlib1g-dev \
+dataset-fashion-mnist"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

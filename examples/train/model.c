@@ -1,0 +1,234 @@
+/*
+** model.c: the MLP of adtape-train, recorded with the op its rule asks for.
+*/
+#include "model.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+static const char *const names[RULE_COUNT] = {"bp",   "fa",   "dfa", "usf",
+                                              "brsf", "frsf", "kp",  "frozen"};
+
+const char *rule_name(rule_kind r)
+{
+    return r < RULE_COUNT ? names[r] : "?";
+}
+
+rule_kind rule_parse(const char *name)
+{
+    for (int r = 0; r < RULE_COUNT; r++)
+        if (strcmp(name, names[r]) == 0)
+            return (rule_kind)r;
+    return RULE_COUNT;
+}
+
+static int hidden_layers(const model *m)
+{
+    return m->cfg.n_layers - 1;
+}
+
+/* The feedback tensor layer l needs under the model's rule, or no tensor. */
+static ad_status make_feedback(model *m, int l)
+{
+    rule_kind r = m->cfg.rule;
+    const int64_t *w = m->W[l]->shape;
+    ad_status rc = AD_OK;
+    if (r == RULE_FA || r == RULE_KP) {
+        rc = ad_tensor_new(AD_F32, 2, w, &m->B[l]);
+        rc = rc ? rc : ad_init_glorot_uniform(m->B[l], &m->rng);
+    } else if (r == RULE_BRSF || r == RULE_FRSF) {
+        rc = ad_tensor_new(AD_F32, 2, w, &m->B[l]);
+        rc = rc ? rc : ad_sf_draw_magnitudes(m->B[l], &m->rng);
+    } else if (r == RULE_DFA && l < hidden_layers(m)) {
+        int64_t shape[2] = {m->cfg.widths[l + 1], m->cfg.widths[m->cfg.n_layers]};
+        rc = ad_tensor_new(AD_F32, 2, shape, &m->B[l]);
+        rc = rc ? rc : ad_init_glorot_uniform(m->B[l], &m->rng);
+    }
+    return rc;
+}
+
+/* Which tensors train: every W and b, KP's B too, only the top layer for the control. */
+static ad_status add_params(model *m)
+{
+    ad_status rc = ad_params_new(&m->ps);
+    for (int l = 0; rc == AD_OK && l < m->cfg.n_layers; l++) {
+        if (m->cfg.rule == RULE_FROZEN && l < hidden_layers(m))
+            continue;
+        rc = ad_params_add(m->ps, m->W[l], NULL);
+        rc = rc ? rc : ad_params_add(m->ps, m->b[l], NULL);
+        if (rc == AD_OK && m->cfg.rule == RULE_KP)
+            rc = ad_params_add(m->ps, m->B[l], NULL);
+    }
+    return rc;
+}
+
+ad_status model_init(model *m, const model_config *cfg)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    ad_rng_seed(&m->rng, cfg->seed);
+    ad_status rc = AD_OK;
+    for (int l = 0; rc == AD_OK && l < cfg->n_layers; l++) {
+        const int64_t w[2] = {cfg->widths[l + 1], cfg->widths[l]};
+        rc = ad_tensor_new(AD_F32, 2, w, &m->W[l]);
+        rc = rc ? rc : ad_tensor_new(AD_F32, 1, &w[0], &m->b[l]);
+        rc = rc ? rc : ad_init_glorot_uniform(m->W[l], &m->rng);
+        rc = rc ? rc : make_feedback(m, l);
+    }
+    const int64_t xs[2] = {cfg->batch, cfg->widths[0]};
+    rc = rc ? rc : ad_tensor_new(AD_F32, 2, xs, &m->x);
+    rc = rc ? rc : ad_tensor_new(AD_I32, 1, xs, &m->labels);
+    rc = rc ? rc : add_params(m);
+    rc = rc ? rc : ad_grads_new(m->ps, &m->gs);
+    rc = rc ? rc : ad_optim_new(m->ps, &cfg->optim, &m->opt);
+    rc = rc ? rc : ad_tape_new(&m->tape);
+    rc = rc ? rc : ad_tape_new(&m->eval_tape);
+    if (rc == AD_OK)
+        ad_tape_set_grad_enabled(m->eval_tape, 0);
+    return rc;
+}
+
+void model_free(model *m)
+{
+    for (int l = 0; l < MODEL_MAX_LAYERS; l++) {
+        ad_tensor_free(m->W[l]);
+        ad_tensor_free(m->b[l]);
+        ad_tensor_free(m->B[l]);
+    }
+    ad_tensor_free(m->x);
+    ad_tensor_free(m->labels);
+    ad_optim_free(m->opt);
+    ad_grads_free(m->gs);
+    ad_params_free(m->ps);
+    ad_tape_free(m->tape);
+    ad_tape_free(m->eval_tape);
+}
+
+/* One dense layer, z = h W' + b, with the op the rule records. */
+static ad_var dense(model *m, ad_tape *t, int l, ad_var h)
+{
+    ad_var w = ad_use(t, m->W[l]), z;
+    switch (m->cfg.rule) {
+    case RULE_FA: z = ad_dense_fa(t, w, h, ad_use(t, m->B[l])); break;
+    case RULE_KP: z = ad_dense_kp(t, w, h, ad_use(t, m->B[l])); break;
+    case RULE_USF: z = ad_dense_usf(t, w, h); break;
+    case RULE_BRSF:
+    case RULE_FRSF: z = ad_dense_sf(t, w, h, ad_use(t, m->B[l])); break;
+    default: z = ad_matmul(t, h, w, 0, 1); break;
+    }
+    return ad_bias_add(t, z, ad_use(t, m->b[l]));
+}
+
+/* The logits for x, recording pre-activations; DFA layers wrap hidden outputs. */
+static ad_var forward(model *m, ad_tape *t, const ad_tensor *x)
+{
+    ad_var h = ad_use(t, x);
+    int hidden = hidden_layers(m);
+    for (int l = 0; l < hidden; l++) {
+        m->pre[l] = dense(m, t, l, h);
+        h = m->cfg.relu ? ad_relu(t, m->pre[l]) : ad_tanh(t, m->pre[l]);
+        if (m->cfg.rule == RULE_DFA)
+            h = ad_dfa_hidden(t, &m->dfa, h, ad_use(t, m->B[l]));
+    }
+    ad_var logits = dense(m, t, hidden, h);
+    return m->cfg.rule == RULE_DFA ? ad_dfa_output(t, &m->dfa, logits) : logits;
+}
+
+/* Copies rows idx[0..batch) into the batch tensors and bumps their versions. */
+static void gather(model *m, const ad_tensor *images, const ad_tensor *labels,
+                   const int64_t *idx)
+{
+    int64_t d = images->shape[1];
+    for (int64_t r = 0; r < m->cfg.batch; r++) {
+        memcpy((float *)m->x->data + r * d, (const float *)images->data + idx[r] * d,
+               (size_t)d * sizeof(float));
+        ((int32_t *)m->labels->data)[r] = ((const int32_t *)labels->data)[idx[r]];
+    }
+    ad_tensor_touch(m->x);
+    ad_tensor_touch(m->labels);
+}
+
+ad_status model_step(model *m, const ad_tensor *images, const ad_tensor *labels,
+                     const int64_t *idx, double *loss)
+{
+    gather(m, images, labels, idx);
+    for (int l = 0; m->cfg.rule == RULE_BRSF && l < m->cfg.n_layers; l++) {
+        ad_status rc = ad_sf_draw_magnitudes(m->B[l], &m->rng); /* batchwise random */
+        if (rc)
+            return rc;
+    }
+    ad_tape_reset(m->tape);
+    ad_var l = ad_softmax_cross_entropy(m->tape, forward(m, m->tape, m->x),
+                                        ad_use(m->tape, m->labels));
+    ad_status rc = ad_backward(m->tape, l, m->ps, m->gs);
+    if (rc == AD_OK)
+        *loss = ad_tensor_get(ad_value(m->tape, l), 0);
+    return rc ? rc : ad_optim_step(m->opt, m->gs);
+}
+
+/* A view of rows [r0, r0 + n) of a row-major tensor, without copying. */
+static ad_status rows_view(const ad_tensor *t, int64_t r0, int64_t n, ad_tensor *view)
+{
+    int64_t shape[2] = {n, t->ndim == 2 ? t->shape[1] : 1};
+    size_t row_bytes = (size_t)shape[1] * ad_dtype_size(t->dtype);
+    return ad_tensor_init(view, t->dtype, t->ndim, shape, (char *)t->data + r0 * row_bytes);
+}
+
+static int64_t argmax_row(const float *z, int64_t k)
+{
+    int64_t best = 0;
+    for (int64_t j = 1; j < k; j++)
+        best = z[j] > z[best] ? j : best;
+    return best;
+}
+
+ad_status model_accuracy(model *m, const ad_tensor *images, const ad_tensor *labels,
+                         double *accuracy)
+{
+    int64_t n = images->shape[0], correct = 0, k = m->cfg.widths[m->cfg.n_layers];
+    for (int64_t r0 = 0; r0 < n; r0 += 1000) {
+        int64_t rows = n - r0 < 1000 ? n - r0 : 1000;
+        ad_tensor xv, lv;
+        ad_status rc = rows_view(images, r0, rows, &xv);
+        rc = rc ? rc : rows_view(labels, r0, rows, &lv);
+        if (rc)
+            return rc;
+        ad_tape_reset(m->eval_tape);
+        const ad_tensor *z = ad_value(m->eval_tape, forward(m, m->eval_tape, &xv));
+        if (!z)
+            return ad_fail(ad_tape_status(m->eval_tape), "%s", ad_tape_error(m->eval_tape));
+        for (int64_t r = 0; r < rows; r++)
+            correct += argmax_row((const float *)z->data + r * k, k) ==
+                       ((const int32_t *)lv.data)[r];
+    }
+    *accuracy = n ? (double)correct / (double)n : 0.0;
+    return AD_OK;
+}
+
+ad_status model_alignment(model *m, const ad_tensor *images, const ad_tensor *labels,
+                          int64_t n, double *grad_angle, double *weight_angle)
+{
+    ad_tensor xv, lv;
+    ad_status rc = rows_view(images, 0, n, &xv);
+    rc = rc ? rc : rows_view(labels, 0, n, &lv);
+    if (rc)
+        return rc;
+    ad_tape_reset(m->tape);
+    ad_var loss = ad_softmax_cross_entropy(m->tape, forward(m, m->tape, &xv),
+                                           ad_use(m->tape, &lv));
+    const ad_tensor *rule_grad[MODEL_MAX_LAYERS];
+    ad_sweep_options reference = {.use_reference = 1};
+    if ((rc = ad_backward(m->tape, loss, m->ps, m->gs)))
+        return rc;
+    for (int l = 0; l < hidden_layers(m); l++)
+        rule_grad[l] = ad_cotangent(m->tape, m->pre[l]);
+    if ((rc = ad_backward_ex(m->tape, loss, m->ps, m->gs, &reference)))
+        return rc;
+    for (int l = 0; l < hidden_layers(m); l++) {
+        grad_angle[l] = ad_angle_degrees(rule_grad[l], ad_cotangent(m->tape, m->pre[l]));
+        bool has_b = m->cfg.rule == RULE_FA || m->cfg.rule == RULE_KP;
+        weight_angle[l] = has_b ? ad_angle_degrees(m->B[l], m->W[l]) : NAN;
+    }
+    return AD_OK;
+}

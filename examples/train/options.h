@@ -1,0 +1,33 @@
+/*
+** options.h: adtape-train's command line. Parsing exits the process itself (0 after
+** --help, 2 with a message on a bad value): this is a program, not the library.
+*/
+#ifndef TRAIN_OPTIONS_H
+#define TRAIN_OPTIONS_H
+
+#include "model.h"
+
+enum { OPTIONS_MAX_SEEDS = 64 };
+
+typedef struct options {
+    rule_kind rules[RULE_COUNT];             /* in the order asked, no repeats */
+    int n_rules;
+    int64_t hidden[MODEL_MAX_LAYERS - 1];
+    int n_hidden, relu, epochs, threads, json;
+    int64_t batch, subset, holdout;          /* subset 0: every training image */
+    double lr, weight_decay, momentum;       /* lr, decay NaN: the rule's default */
+    ad_optim_kind optim;
+    uint64_t seeds[OPTIONS_MAX_SEEDS];
+    int n_seeds;
+    const char *data_dir, *out_dir;          /* point into argv or static text */
+} options;
+
+/* Learning rates per rule when --lr is not given; defined in main.c, shown by --help. */
+extern const double train_default_lr[RULE_COUNT];
+
+void options_parse(int argc, char **argv, options *o);
+
+/* "sgd", "momentum", ... as --optimiser spells it. */
+const char *options_optim_name(ad_optim_kind k);
+
+#endif /* TRAIN_OPTIONS_H */

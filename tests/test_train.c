@@ -1,0 +1,74 @@
+/*
+** test_train.c: every learning rule of adtape-train learns Fashion-MNIST a little:
+** 3000 training images, 2 epochs, a 784-64-64-10 tanh network. Chance is 10%.
+*/
+#include <criterion/criterion.h>
+#include <math.h>
+
+#include "model.h"
+#include "support.h"
+
+#define DATA "/usr/share/datasets/fashion-mnist/"
+
+static ad_tensor *images, *labels, *test_images, *test_labels;
+
+static void load(void)
+{
+    ad_status rc = ad_idx_read_pair(DATA "train-images-idx3-ubyte.gz",
+                                    DATA "train-labels-idx1-ubyte.gz", 10, &images, &labels);
+    cr_assert_eq(rc, AD_OK, "%s (scripts/test installs dataset-fashion-mnist)",
+                 ad_last_error());
+    rc = ad_idx_read_pair(DATA "t10k-images-idx3-ubyte.gz", DATA "t10k-labels-idx1-ubyte.gz",
+                          10, &test_images, &test_labels);
+    cr_assert_eq(rc, AD_OK, "%s", ad_last_error());
+}
+
+static void unload(void)
+{
+    ad_tensor_free(images);
+    ad_tensor_free(labels);
+    ad_tensor_free(test_images);
+    ad_tensor_free(test_labels);
+}
+
+static void train_rule(rule_kind rule)
+{
+    enum { TRAIN = 3000, BATCH = 32, EPOCHS = 2, STEPS = TRAIN / BATCH };
+    model m;
+    model_config cfg = {.rule = rule, .n_layers = 3, .widths = {784, 64, 64, 10}, .seed = 5,
+                        .batch = BATCH,
+                        .optim = {.kind = AD_OPT_MOMENTUM, .lr = 0.01, .momentum = 0.9,
+                                  .weight_decay = rule == RULE_KP ? 1e-4 : 0}};
+    cr_assert_eq(model_init(&m, &cfg), AD_OK, "%s", ad_last_error());
+    int64_t idx[TRAIN];
+    for (int64_t i = 0; i < TRAIN; i++)
+        idx[i] = i;
+    double first = 0, last = 0, acc;
+    for (int e = 0; e < EPOCHS; e++)
+        for (int s = 0; s < STEPS; s++) {
+            double loss;
+            cr_assert_eq(model_step(&m, images, labels, idx + s * BATCH, &loss), AD_OK,
+                         "%s step %d: %s", rule_name(rule), s, ad_last_error());
+            first += e == 0 && s < 20 ? loss / 20 : 0;
+            last += e == EPOCHS - 1 && s >= STEPS - 20 ? loss / 20 : 0;
+        }
+    ad_tensor view_x, view_y;
+    cr_assert_eq(ad_tensor_init(&view_x, AD_F32, 2, TS_SHAPE(1000, 784), test_images->data),
+                 AD_OK);
+    cr_assert_eq(ad_tensor_init(&view_y, AD_I32, 1, TS_SHAPE(1000), test_labels->data), AD_OK);
+    cr_assert_eq(model_accuracy(&m, &view_x, &view_y, &acc), AD_OK, "%s", ad_last_error());
+    cr_expect_gt(acc, 0.55, "%s: test accuracy %.3f", rule_name(rule), acc);
+    cr_expect_lt(last, 0.7 * first, "%s: loss %.3f -> %.3f", rule_name(rule), first, last);
+    model_free(&m);
+}
+
+TestSuite(train, .init = load, .fini = unload, .timeout = 60);
+
+Test(train, backprop_learns) { train_rule(RULE_BP); }
+Test(train, feedback_alignment_learns) { train_rule(RULE_FA); }
+Test(train, direct_feedback_alignment_learns) { train_rule(RULE_DFA); }
+Test(train, usf_sign_symmetry_learns) { train_rule(RULE_USF); }
+Test(train, brsf_learns) { train_rule(RULE_BRSF); }
+Test(train, frsf_learns) { train_rule(RULE_FRSF); }
+Test(train, kolen_pollack_learns) { train_rule(RULE_KP); }
+Test(train, frozen_hidden_control_learns_its_output_layer) { train_rule(RULE_FROZEN); }
