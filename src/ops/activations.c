@@ -5,6 +5,7 @@
 ** makes tanh and exp resolve to tanhf/expf for float, so float stays float. The
 ** tanh and sigmoid pullbacks use the saved output y, relu reads its input x.
 */
+#include <string.h>
 #include <tgmath.h>
 
 #include "ops_internal.h"
@@ -21,12 +22,14 @@ ad_status ad_op_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
     ad_status rc = unary_out(cx, in[0], out);
     if (rc)
         return rc;
-    AD_TYPED(in[0]->dtype, {
-        const T *x = in[0]->data;
-        T *y = (*out)->data;
-        for (int64_t i = 0; i < in[0]->size; i++)
-            y[i] = tanh(x[i]);
-    });
+    if (in[0]->dtype == AD_F32) { /* glibc's tanhf is scalar: see tanh_f32.c */
+        ad_tanh_f32(in[0]->data, (*out)->data, in[0]->size);
+        return AD_OK;
+    }
+    const double *x = in[0]->data;
+    double *y = (*out)->data;
+    for (int64_t i = 0; i < in[0]->size; i++)
+        y[i] = tanh(x[i]);
     return AD_OK;
 }
 
@@ -40,8 +43,7 @@ static ad_status tanh_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     AD_TYPED(y->dtype, {
         const T *g = dy->data, *ys = y->data;
         T *dx = din[0]->data;
-        for (int64_t i = 0; i < y->size; i++)
-            AD_PUT(dx, i, g[i] * (1 - ys[i] * ys[i]), beta[0]);
+        AD_PUT_EACH(dx, y->size, beta[0], i, g[i] * (1 - ys[i] * ys[i]));
     });
     return AD_OK;
 }
@@ -64,6 +66,26 @@ ad_status ad_op_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
     return AD_OK;
 }
 
+/* g where x > 0, else +0, by masking g's bits: a ?: here would become a branch once
+** AD_PUT_EACH adds it to d[i] (see ops_internal.h), and a branch stops vectorisation. */
+static inline float relu_grad_f32(float g, float x)
+{
+    uint32_t b;
+    memcpy(&b, &g, sizeof b);
+    b &= -(uint32_t)(x > 0);
+    memcpy(&g, &b, sizeof g);
+    return g;
+}
+
+static inline double relu_grad_f64(double g, double x)
+{
+    uint64_t b;
+    memcpy(&b, &g, sizeof b);
+    b &= -(uint64_t)(x > 0);
+    memcpy(&g, &b, sizeof g);
+    return g;
+}
+
 /* y = max(x, 0):  dx = dy where x > 0, else 0 (the subgradient 0 at x = 0) */
 static ad_status relu_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
                                const ad_tensor *y, ad_tensor *const din[], const float beta[])
@@ -71,12 +93,15 @@ static ad_status relu_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     (void)cx, (void)y;
     if (!din[0])
         return AD_OK;
-    AD_TYPED(dy->dtype, {
-        const T *g = dy->data, *x = in[0]->data;
-        T *dx = din[0]->data;
-        for (int64_t i = 0; i < dy->size; i++)
-            AD_PUT(dx, i, x[i] > 0 ? g[i] : (T)0, beta[0]);
-    });
+    if (dy->dtype == AD_F32) {
+        const float *g = dy->data, *x = in[0]->data;
+        float *dx = din[0]->data;
+        AD_PUT_EACH(dx, dy->size, beta[0], i, relu_grad_f32(g[i], x[i]));
+    } else {
+        const double *g = dy->data, *x = in[0]->data;
+        double *dx = din[0]->data;
+        AD_PUT_EACH(dx, dy->size, beta[0], i, relu_grad_f64(g[i], x[i]));
+    }
     return AD_OK;
 }
 
@@ -115,8 +140,7 @@ static ad_status sigmoid_pullback(ad_ctx *cx, const ad_tensor *dy,
     AD_TYPED(y->dtype, {
         const T *g = dy->data, *ys = y->data;
         T *dx = din[0]->data;
-        for (int64_t i = 0; i < y->size; i++)
-            AD_PUT(dx, i, g[i] * ys[i] * (1 - ys[i]), beta[0]);
+        AD_PUT_EACH(dx, y->size, beta[0], i, g[i] * ys[i] * (1 - ys[i]));
     });
     return AD_OK;
 }

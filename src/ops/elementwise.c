@@ -5,6 +5,8 @@
 ** TYPED. Pullbacks honour the beta contract of ad_rule.h through PUT: beta 0 means
 ** the buffer holds garbage and is overwritten, beta 1 means add to what is there.
 */
+#include <string.h>
+
 #include "ops_internal.h"
 
 /* d = alpha s, or d += alpha s; d and s have one dtype and size. */
@@ -13,8 +15,7 @@ static void put_scaled(ad_tensor *d, float beta, double alpha, const ad_tensor *
     AD_TYPED(d->dtype, {
         T *o = d->data;
         const T *x = s->data, a = (T)alpha;
-        for (int64_t i = 0; i < d->size; i++)
-            AD_PUT(o, i, a * x[i], beta);
+        AD_PUT_EACH(o, d->size, beta, i, a * x[i]);
     });
 }
 
@@ -24,8 +25,7 @@ static void put_product(ad_tensor *d, float beta, const ad_tensor *s, const ad_t
     AD_TYPED(d->dtype, {
         T *o = d->data;
         const T *x = s->data, *y = u->data;
-        for (int64_t i = 0; i < d->size; i++)
-            AD_PUT(o, i, x[i] * y[i], beta);
+        AD_PUT_EACH(o, d->size, beta, i, x[i] * y[i]);
     });
 }
 
@@ -181,21 +181,27 @@ static ad_status bias_add_pullback(ad_ctx *cx, const ad_tensor *dy,
                                    const ad_tensor *const in[], const ad_tensor *y,
                                    ad_tensor *const din[], const float beta[])
 {
-    (void)cx, (void)in;
+    (void)in;
     int64_t n = y->shape[0], m = y->shape[1];
     if (din[0])
         put_scaled(din[0], beta[0], 1.0, dy);
     if (!din[1])
         return AD_OK;
+    /* Row by row into double accumulators: contiguous and vectorisable, where summing
+    ** one column at a time strides through memory; each column's order is the same. */
+    ad_tensor *acc;
+    ad_status rc = ad_scratch(cx, AD_F64, 1, &m, &acc);
+    if (rc)
+        return rc;
+    double *s = acc->data;
+    memset(s, 0, (size_t)m * sizeof *s);
     AD_TYPED(dy->dtype, {
         const T *g = dy->data;
         T *db = din[1]->data;
-        for (int64_t j = 0; j < m; j++) {
-            double s = 0.0;
-            for (int64_t i = 0; i < n; i++)
-                s += g[i * m + j];
-            AD_PUT(db, j, (T)s, beta[1]);
-        }
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < m; j++)
+                s[j] += g[i * m + j];
+        AD_PUT_EACH(db, m, beta[1], j, (T)s[j]);
     });
     return AD_OK;
 }

@@ -39,8 +39,7 @@ static ad_status mse_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
         const T *a = p->data, *b = t->data;
         const T c = (T)(2.0 * *(const T *)dy->data / (double)p->size);
         T *d = din[0]->data;
-        for (int64_t i = 0; i < p->size; i++)
-            AD_PUT(d, i, c * (a[i] - b[i]), beta[0]);
+        AD_PUT_EACH(d, p->size, beta[0], i, c * (a[i] - b[i]));
     });
     return AD_OK;
 }
@@ -133,8 +132,7 @@ static ad_status ce_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *c
         const T c = (T)(*(const T *)dy->data / (double)n);
         T *d = din[0]->data;
         for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < k; j++)
-                AD_PUT(d, i * k + j, c * (ps[i * k + j] - (j == l[i])), beta[0]);
+            AD_PUT_EACH(d + i * k, k, beta[0], j, c * (ps[i * k + j] - (T)(j == l[i])));
     });
     return AD_OK;
 }

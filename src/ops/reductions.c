@@ -29,8 +29,7 @@ static void broadcast_into(ad_tensor *dx, float beta, const ad_tensor *dy, doubl
     AD_TYPED(dx->dtype, {
         T *d = dx->data;
         const T g = (T)(*(const T *)dy->data * scale);
-        for (int64_t i = 0; i < dx->size; i++)
-            AD_PUT(d, i, g, beta);
+        AD_PUT_EACH(d, dx->size, beta, i, g);
     });
 }
 
