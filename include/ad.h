@@ -11,6 +11,7 @@
 **   ad_nn.h      generator, initialisers, optimisers
 **   ad_feedback.h  feedback-learning layers (FA, sign symmetry, KP, DFA), angles
 **   ad_io.h      data set readers (IDX)
+**   ad_checkpoint.h  checkpoints (safetensors): save, validated load, exact resume
 */
 #ifndef AD_H
 #define AD_H
@@ -30,6 +31,7 @@
 #include "ad_nn.h"
 #include "ad_feedback.h"
 #include "ad_io.h"
+#include "ad_checkpoint.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -83,6 +83,44 @@ ad_status ad_optim_step(ad_optim *o, const ad_grads *gs);
 /* Changes the learning rate for later steps (schedules). AD_ERR_INVALID if < 0. */
 ad_status ad_optim_set_lr(ad_optim *o, double lr);
 
+/*
+** Reading and restoring optimiser state, as checkpoints do (ad_checkpoint.h). The
+** state of parameter `index` is ad_optim_state_count buffers of the parameter's dtype
+** and shape (momentum, Nesterov: the velocity; Adam, AdamW: the first moment, then the
+** second) and a step count: the updates that parameter has had, which Adam's bias
+** correction reads.
+*/
+
+/* The parameter set o was made for (NULL for a NULL o). */
+const ad_params *ad_optim_params(const ad_optim *o);
+
+/* The configuration in force: defaults filled in, the learning rate as last set.
+** Errors: AD_ERR_NULL. */
+ad_status ad_optim_get_config(const ad_optim *o, ad_optim_config *out);
+
+/* State buffers per parameter: 0 (descent), 1 (momentum, Nesterov), 2 (Adam, AdamW);
+** -1 for a NULL o. */
+int ad_optim_state_count(const ad_optim *o);
+
+/*
+** Fills *view (out) with a descriptor of state buffer k of parameter `index`. Its data
+** is the optimiser's own memory: writing elements through view->data changes the
+** state; the view's version means nothing. Valid until ad_optim_free. State for
+** parameters added to the set since the last step is made first (zeros, as a step
+** would make it). Errors: AD_ERR_NULL, AD_ERR_INVALID (index or k out of range),
+** AD_ERR_NOMEM; *view and the state are unchanged on error.
+*/
+ad_status ad_optim_state(ad_optim *o, int index, int k, ad_tensor *view);
+
+/* The step count of parameter `index` into *steps (0 before its first update).
+** Errors: AD_ERR_NULL, AD_ERR_INVALID (index out of range). */
+ad_status ad_optim_get_steps(const ad_optim *o, int index, int64_t *steps);
+
+/* Sets the step count of parameter `index`. Errors: AD_ERR_NULL, AD_ERR_INVALID (index
+** out of range, steps < 0), AD_ERR_NOMEM (making state for new parameters); the
+** optimiser is unchanged on error. */
+ad_status ad_optim_set_steps(ad_optim *o, int index, int64_t steps);
+
 /* The global L2 norm of every present gradient in gs (0 if none). */
 double ad_grads_global_norm(const ad_grads *gs);
 

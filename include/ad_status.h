@@ -38,6 +38,17 @@ typedef enum ad_status {
     AD_ERR_TRUNCATED,      /* a file ends before the data its header announces */
     AD_ERR_BAD_MAGIC,      /* a file does not start with its format's magic number */
     AD_ERR_COUNT_MISMATCH, /* counts that must agree do not (images vs labels, sizes) */
+    AD_ERR_HEADER_TOO_LARGE, /* a file's header is longer than its format allows */
+    AD_ERR_JSON,           /* a file's JSON header is malformed or not of the schema */
+    AD_ERR_UNKNOWN_DTYPE,  /* a file stores a dtype adtape does not read */
+    AD_ERR_DUPLICATE_NAME, /* a name given or stored twice */
+    AD_ERR_BAD_NAME,       /* a name empty, not UTF-8, with a NUL byte, or reserved */
+    AD_ERR_METADATA,       /* a file's metadata is malformed or disagrees with the caller */
+    AD_ERR_OFFSETS,        /* data offsets out of order, overlapping, with gaps or sizes
+                              that do not match dtype and shape */
+    AD_ERR_TRAILING_DATA,  /* bytes after the last tensor's data */
+    AD_ERR_MISSING_TENSOR, /* a tensor the caller needs is not in the file */
+    AD_ERR_EXTRA_TENSOR,   /* the file holds a tensor the caller did not ask for */
     AD_STATUS_COUNT        /* number of codes; not a code */
 } ad_status;
 

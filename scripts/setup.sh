@@ -2,7 +2,7 @@
 # adtape needs (only those missing) and configures the build folder.
 
 ADTAPE_PACKAGES="gcc libc6-dev meson ninja-build pkg-config libopenblas-dev uthash-dev \
-libcriterion-dev zlib1g-dev \
+libcriterion-dev zlib1g-dev libjansson-dev python3-numpy python3-torch \
 dataset-fashion-mnist"
 
 as_root() {

@@ -34,6 +34,16 @@ static const char *const status_text[AD_STATUS_COUNT] = {
     [AD_ERR_TRUNCATED] = "file truncated",
     [AD_ERR_BAD_MAGIC] = "wrong magic number",
     [AD_ERR_COUNT_MISMATCH] = "counts do not match",
+    [AD_ERR_HEADER_TOO_LARGE] = "file header too large",
+    [AD_ERR_JSON] = "malformed file header",
+    [AD_ERR_UNKNOWN_DTYPE] = "dtype not supported in files",
+    [AD_ERR_DUPLICATE_NAME] = "duplicate name",
+    [AD_ERR_BAD_NAME] = "invalid name",
+    [AD_ERR_METADATA] = "bad or mismatching metadata",
+    [AD_ERR_OFFSETS] = "bad data offsets",
+    [AD_ERR_TRAILING_DATA] = "trailing data after the last tensor",
+    [AD_ERR_MISSING_TENSOR] = "tensor missing from file",
+    [AD_ERR_EXTRA_TENSOR] = "unexpected tensor in file",
 };
 
 const char *ad_status_str(ad_status code)

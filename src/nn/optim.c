@@ -309,3 +309,79 @@ ad_status ad_optim_step(ad_optim *o, const ad_grads *gs)
     }
     return AD_OK;
 }
+
+const ad_params *ad_optim_params(const ad_optim *o)
+{
+    return o ? o->ps : NULL;
+}
+
+ad_status ad_optim_get_config(const ad_optim *o, ad_optim_config *out)
+{
+    if (!o || !out)
+        return ad_fail(AD_ERR_NULL, "ad_optim_get_config: %s is NULL",
+                       o ? "out" : "optimiser");
+    *out = o->cfg;
+    return AD_OK;
+}
+
+int ad_optim_state_count(const ad_optim *o)
+{
+    return o ? state_buffers(o->cfg.kind) : -1;
+}
+
+/* Checks index against the parameter set (not o->n: parameters added since the last
+** step are valid and get their state on demand). */
+static ad_status check_index(const ad_optim *o, int index, const char *what)
+{
+    if (!o)
+        return ad_fail(AD_ERR_NULL, "%s: optimiser is NULL", what);
+    if (index < 0 || index >= ad_params_count(o->ps))
+        return ad_fail(AD_ERR_INVALID, "%s: parameter index %d is outside 0..%d", what,
+                       index, ad_params_count(o->ps) - 1);
+    return AD_OK;
+}
+
+ad_status ad_optim_state(ad_optim *o, int index, int k, ad_tensor *view)
+{
+    ad_status rc = check_index(o, index, "ad_optim_state");
+    if (rc)
+        return rc;
+    if (!view)
+        return ad_fail(AD_ERR_NULL, "ad_optim_state: view is NULL");
+    if (k < 0 || k >= state_buffers(o->cfg.kind))
+        return ad_fail(AD_ERR_INVALID, "ad_optim_state: buffer %d is outside 0..%d", k,
+                       state_buffers(o->cfg.kind) - 1);
+    rc = ensure_state(o, "ad_optim_state");
+    if (rc)
+        return rc;
+    const ad_tensor *p = ad_params_at(o->ps, index);
+    void *data = k == 0 ? o->slots[index].m : o->slots[index].v;
+    ad_tensor_describe_into(view, p->dtype, p->ndim, p->shape, p->size, data);
+    return AD_OK;
+}
+
+ad_status ad_optim_get_steps(const ad_optim *o, int index, int64_t *steps)
+{
+    ad_status rc = check_index(o, index, "ad_optim_get_steps");
+    if (rc)
+        return rc;
+    if (!steps)
+        return ad_fail(AD_ERR_NULL, "ad_optim_get_steps: steps is NULL");
+    *steps = index < o->n ? o->slots[index].steps : 0;
+    return AD_OK;
+}
+
+ad_status ad_optim_set_steps(ad_optim *o, int index, int64_t steps)
+{
+    ad_status rc = check_index(o, index, "ad_optim_set_steps");
+    if (rc)
+        return rc;
+    if (steps < 0)
+        return ad_fail(AD_ERR_INVALID, "ad_optim_set_steps: steps = %lld is negative",
+                       (long long)steps);
+    rc = ensure_state(o, "ad_optim_set_steps");
+    if (rc)
+        return rc;
+    o->slots[index].steps = steps;
+    return AD_OK;
+}

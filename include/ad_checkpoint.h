@@ -1,0 +1,166 @@
+/*
+** ad_checkpoint.h: checkpoints as safetensors files: crash-safe saving, loading that
+** validates the whole file before it touches anything, and exact resumption.
+**
+**     const char *const names[] = {"w1", "b1", "w2", "b2"};  // ps's order, by index
+**     ad_checkpoint_extras x = {.optim = opt, .rng = &rng, .step = step};
+**     ad_checkpoint_save("run.safetensors", ps, names, &x);
+**     ...
+**     ad_checkpoint_load("run.safetensors", ps, names, &x);   // x.step is restored
+**
+** The file is what the safetensors reference writes and PyTorch reads
+** (safetensors.torch.load_file): an 8-byte little-endian header length N, N bytes of
+** UTF-8 JSON, then the raw little-endian data. The JSON maps each tensor name to
+** {"dtype": "F32" | "F64", "shape": [...], "data_offsets": [begin, end]} (offsets into
+** the data section) and "__metadata__" to an object of string values. adtape writes
+** the header padded with spaces to a multiple of 8 bytes, tensors in the order below,
+** and these entries:
+**   <names[i]>                     parameter i of ps, in its dtype and shape
+**   __optim__.<names[i]>.m / .v    the optimiser's state buffers (ad_optim_state: .m
+**                                  the velocity or first moment, .v the second moment)
+**   __metadata__ "format": "pt"    as safetensors.torch writes it
+**                "adtape.step"     the step count (decimal)
+**                "adtape.rng"      the generator's four state words (64 hex digits)
+**                "adtape.optim.kind", "adtape.optim.lr" (the IEEE-754 bits of the
+**                                  learning rate, 16 hex digits: exact and independent
+**                                  of the locale), "adtape.optim.steps.<names[i]>"
+**                                  (parameter i's step count, decimal)
+**                plus the caller's own string pairs.
+** Only the pieces asked for are written: no optimiser, no __optim__ entries.
+**
+** Names: every name is non-empty UTF-8 without NUL bytes, unique, not "__metadata__"
+** and not starting with "__optim__."; user metadata keys are non-empty UTF-8, unique,
+** not "format" and not starting with "adtape.".
+**
+** JSON goes through jansson. The first save or load routes jansson's allocation through
+** adtape's hooks (json_set_alloc_funcs), so allocation failures inside the parser are
+** reported as AD_ERR_NOMEM like any other; it does so only while jansson still uses
+** malloc and free, so a program that installs its own jansson allocator keeps it (and
+** an out-of-memory inside jansson may then be reported as AD_ERR_JSON). A program that
+** uses jansson itself and keeps the default should not free, after adtape's first
+** checkpoint call, jansson values made before it while custom adtape hooks are set.
+**
+** Thread safety: saving or loading distinct objects from several threads is safe; a
+** parameter, optimiser or generator must not be used by another thread during a call.
+*/
+#ifndef AD_CHECKPOINT_H
+#define AD_CHECKPOINT_H
+
+#include "ad_nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One metadata pair. Both strings are the caller's. */
+typedef struct ad_checkpoint_meta {
+    const char *key;
+    const char *value;
+} ad_checkpoint_meta;
+
+/* Called by ad_checkpoint_load with every "__metadata__" pair of the file (adtape's own
+** keys too, in file order) after the whole file has been validated and before anything
+** is written. The strings are valid only during the call. Returning anything but AD_OK
+** stops the load with that status (set a message with ad_fail) and nothing is changed. */
+typedef ad_status (*ad_checkpoint_meta_fn)(const char *key, const char *value, void *user);
+
+/* What a checkpoint carries besides the parameters. Plain data: zero fields mean
+** "not asked for"; fields marked save or load are read only by that call. */
+typedef struct ad_checkpoint_extras {
+    ad_optim *optim;                /* its state (buffers, step counts, kind, lr); it
+                                       must have been made for the same parameter set */
+    ad_rng *rng;                    /* the generator's state */
+    uint64_t step;                  /* save: written; load: set from "adtape.step", 0
+                                       when the file has none */
+    const ad_checkpoint_meta *meta; /* save: n_meta pairs of the caller's metadata */
+    int n_meta;
+    ad_checkpoint_meta_fn on_meta;  /* load: sees each metadata pair (NULL: none) */
+    void *user;                     /* load: passed to on_meta */
+} ad_checkpoint_extras;
+
+/*
+** Writes a checkpoint of ps (names[i] names parameter i; ad_params_count(ps) names) and,
+** when extras is not NULL, the optimiser, generator, step and metadata it holds.
+**
+** Crash-safe: the file is written to a temporary file in path's folder
+** ("<path>.tmp.XXXXXX", mode 0600, or the mode of the file it replaces), flushed with
+** fsync, closed, renamed over path, and the folder is fsynced. At every moment path
+** holds either the previous checkpoint or the new one, complete. A failed fsync is
+** never retried and never followed by a success.
+**
+** Errors, each naming what failed:
+**   AD_ERR_NULL      path, ps, names (with parameters) or a name, key or value is NULL
+**   AD_ERR_INVALID   n_meta < 0, or an optimiser made for another parameter set
+**   AD_ERR_BAD_NAME  a name or metadata key breaks the rules above
+**   AD_ERR_DUPLICATE_NAME  two names or two metadata keys are equal
+**   AD_ERR_METADATA  a metadata value is not UTF-8
+**   AD_ERR_HEADER_TOO_LARGE  the header would be above the 100,000,000 bytes readers
+**                    accept
+**   AD_ERR_OVERFLOW  the data would be larger than a file offset can say
+**   AD_ERR_NOMEM     an allocation failed
+**   AD_ERR_IO        a system call failed; the message names the step (mkstemp, fchmod,
+**                    write, fsync, close, rename, open or fsync of the folder) and the
+**                    system's reason
+** What a failure leaves: the parameters, optimiser and generator are never written
+** (the optimiser may make zeroed state for parameters added since its last step, as
+** its next step would);
+** the temporary file is removed; path holds the previous checkpoint (or nothing, if
+** there was none) -- except after a failed fsync of the folder, when the rename has
+** already happened: path then holds the new checkpoint, complete, but whether it
+** survives a power loss is unknown, so the call still fails.
+*/
+ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const char *const names[],
+                             const ad_checkpoint_extras *extras);
+
+/*
+** Reads a checkpoint into ps (names as for ad_checkpoint_save) and, when extras is not
+** NULL, into the optimiser and generator it holds and its step; calls on_meta.
+**
+** The whole file is validated first: the header length (at most 100,000,000 bytes, as
+** the reference allows), the JSON, every entry, every offset, the file's size; then
+** every parameter (and, with an optimiser, every state buffer) must have a tensor of
+** its name, dtype and shape, and every tensor in the file must be one of those. The
+** __optim__ tensors and adtape's metadata are ignored when no optimiser (or generator)
+** is asked for, so a training checkpoint loads into a model for evaluation. Only then
+** are the data copied in; the versions of the parameters are bumped. The optimiser
+** gets its state buffers, step counts and learning rate (as torch's load_state_dict
+** restores lr; call ad_optim_set_lr afterwards to change it).
+**
+** Errors, each naming the file and the tensor or key:
+**   AD_ERR_NULL, AD_ERR_INVALID, AD_ERR_BAD_NAME, AD_ERR_DUPLICATE_NAME  as for saving,
+**                    for the arguments
+**   AD_ERR_IO        the file cannot be opened, examined or read (system's reason)
+**   AD_ERR_TRUNCATED the file ends before 8 bytes, before its header, or before the
+**                    data its header announces
+**   AD_ERR_HEADER_TOO_LARGE  the header length is above 100,000,000
+**   AD_ERR_JSON      the header is not a JSON object of UTF-8 text, or an entry is not
+**                    {"dtype": string, "shape": [integers >= 0], "data_offsets":
+**                    [integer >= 0, integer >= 0]} with no other fields
+**   AD_ERR_UNKNOWN_DTYPE  a dtype other than F32 and F64
+**   AD_ERR_DUPLICATE_NAME a name twice in the header
+**   AD_ERR_BAD_NAME  an empty name, or a NUL byte in a name
+**   AD_ERR_METADATA  "__metadata__" is not an object of strings; or, when asked for,
+**                    adtape's optimiser or generator keys are missing or malformed, or
+**                    the optimiser's kind differs from the file's
+**   AD_ERR_OVERFLOW  a shape whose element count or byte size overflows
+**   AD_ERR_OFFSETS   data_offsets with begin > end, a size that is not the shape's,
+**                    or tensors that do not tile the data section from 0 without gaps
+**                    or overlaps (in the order of their offsets)
+**   AD_ERR_TRAILING_DATA  bytes after the end of the last tensor
+**   AD_ERR_MISSING_TENSOR a parameter (or optimiser buffer) has no tensor
+**   AD_ERR_EXTRA_TENSOR   the file holds a tensor nobody asked for
+**   AD_ERR_DTYPE, AD_ERR_SHAPE  a tensor's dtype or shape differs from its parameter's
+**                    (both in the message)
+**   AD_ERR_NOMEM     an allocation failed
+**   anything on_meta returns
+** What a failure leaves: every parameter (data and version), the optimiser's state, the
+** generator and extras->step exactly as they were. (The optimiser may have made zeroed
+** state for parameters added since its last step, as its next step would.)
+*/
+ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *const names[],
+                             ad_checkpoint_extras *extras);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AD_CHECKPOINT_H */

@@ -1,0 +1,238 @@
+/*
+** checkpoint.c: what saving and loading share: the system-call table, jansson's
+** allocation, and the checks of names and arguments. The writer is checkpoint_save.c,
+** the reader checkpoint_load.c on top of safetensors_parse.c.
+*/
+#define _POSIX_C_SOURCE 200809L /* mkstemp, fchmod, fsync */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint_internal.h"
+#include "checkpoint_io.h"
+
+static int open_dir(const char *path)
+{
+    return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+const ad_checkpoint_io ad_checkpoint_io_system_ = {mkstemp, fchmod, write, fsync,
+                                                   close,   rename, open_dir};
+ad_checkpoint_io ad_checkpoint_io_hooks_ = {mkstemp, fchmod, write, fsync,
+                                            close,   rename, open_dir};
+
+/* ---- jansson through the allocation hooks ---- */
+
+/* Set when an allocation jansson asked for failed: jansson sometimes reports that as a
+** syntax error, and a failed growth of its token buffer can even go unreported, so the
+** callers treat any jansson result as an out-of-memory once this is set. */
+static _Thread_local bool json_oom;
+
+static void *json_alloc(size_t size)
+{
+    void *p = ad_malloc(size);
+    if (!p)
+        json_oom = true;
+    return p;
+}
+
+static void json_release(void *p)
+{
+    ad_free(p);
+}
+
+static pthread_once_t json_once = PTHREAD_ONCE_INIT;
+
+/* jansson's allocator is process-wide. Take it over only from jansson's own default,
+** so a program that set its own keeps it (see ad_checkpoint.h). */
+static void json_route(void)
+{
+    json_malloc_t m;
+    json_free_t f;
+    json_get_alloc_funcs(&m, &f);
+    if (m == malloc && f == free)
+        json_set_alloc_funcs(json_alloc, json_release);
+}
+
+void ckpt_json_begin(void)
+{
+    pthread_once(&json_once, json_route);
+    json_oom = false;
+}
+
+bool ckpt_json_oom(void)
+{
+    return json_oom;
+}
+
+/* ---- names ---- */
+
+/* UTF-8 as RFC 3629 defines it: shortest forms, no surrogates, at most U+10FFFF.
+** jansson refuses anything else, so the writer checks first and can tell a bad name
+** from an out-of-memory. */
+static bool utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned long c = *p++, min;
+        int extra;
+        if (c < 0x80)
+            continue;
+        if ((c & 0xE0) == 0xC0)
+            extra = 1, min = 0x80, c &= 0x1F;
+        else if ((c & 0xF0) == 0xE0)
+            extra = 2, min = 0x800, c &= 0x0F;
+        else if ((c & 0xF8) == 0xF0)
+            extra = 3, min = 0x10000, c &= 0x07;
+        else
+            return false;
+        for (int i = 0; i < extra; i++, p++) {
+            if ((*p & 0xC0) != 0x80) /* also stops at the terminating NUL */
+                return false;
+            c = (c << 6) | (*p & 0x3Fu);
+        }
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return false;
+    }
+    return true;
+}
+
+static ad_status check_name(const char *what, const char *name, int i)
+{
+    if (!name)
+        return ad_fail(AD_ERR_NULL, "%s: the name of parameter %d is NULL", what, i);
+    if (!*name || !utf8_valid(name))
+        return ad_fail(AD_ERR_BAD_NAME, "%s: the name of parameter %d is %s", what, i,
+                       *name ? "not UTF-8" : "empty");
+    if (!strcmp(name, CKPT_METADATA) || ckpt_has_prefix(name, CKPT_OPTIM_PREFIX))
+        return ad_fail(AD_ERR_BAD_NAME, "%s: the name of parameter %d, '%s', is reserved",
+                       what, i, name);
+    return AD_OK;
+}
+
+static ad_status check_meta(const char *what, const ad_checkpoint_meta *m, int i)
+{
+    if (!m->key || !m->value)
+        return ad_fail(AD_ERR_NULL, "%s: the %s of metadata pair %d is NULL", what,
+                       m->key ? "value" : "key", i);
+    if (!*m->key || !utf8_valid(m->key))
+        return ad_fail(AD_ERR_BAD_NAME, "%s: metadata key %d is %s", what, i,
+                       *m->key ? "not UTF-8" : "empty");
+    if (!strcmp(m->key, "format") || ckpt_has_prefix(m->key, CKPT_KEY_PREFIX))
+        return ad_fail(AD_ERR_BAD_NAME, "%s: metadata key '%s' is reserved", what, m->key);
+    if (!utf8_valid(m->value))
+        return ad_fail(AD_ERR_METADATA, "%s: the value of metadata key '%s' is not UTF-8",
+                       what, m->key);
+    return AD_OK;
+}
+
+static int compare_strings(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static const char *name_at(const void *base, int i)
+{
+    return ((const char *const *)base)[i];
+}
+
+static const char *key_at(const void *base, int i)
+{
+    return ((const ad_checkpoint_meta *)base)[i].key;
+}
+
+/* Sorts a copy of the n strings get(base, i) to find a repeated one in n log n;
+** `kind` names them in the message. */
+static ad_status check_unique(const char *what, const void *base, int n,
+                              const char *(*get)(const void *, int), const char *kind)
+{
+    if (n < 2)
+        return AD_OK;
+    const char **sorted = ad_calloc((size_t)n, sizeof *sorted);
+    if (!sorted)
+        return ad_fail(AD_ERR_NOMEM, "%s: out of memory checking %d names", what, n);
+    for (int i = 0; i < n; i++)
+        sorted[i] = get(base, i);
+    qsort(sorted, (size_t)n, sizeof *sorted, compare_strings);
+    ad_status rc = AD_OK;
+    for (int i = 1; i < n && !rc; i++)
+        if (!strcmp(sorted[i - 1], sorted[i]))
+            rc = ad_fail(AD_ERR_DUPLICATE_NAME, "%s: %s '%s' is given twice", what, kind,
+                         sorted[i]);
+    ad_free(sorted);
+    return rc;
+}
+
+static ad_status check_extras(const char *what, const ad_params *ps,
+                              const ad_checkpoint_extras *x, bool with_meta)
+{
+    if (x->optim && ad_optim_params(x->optim) != ps)
+        return ad_fail(AD_ERR_INVALID, "%s: the optimiser was made for another parameter "
+                       "set", what);
+    if (!with_meta)
+        return AD_OK;
+    if (x->n_meta < 0)
+        return ad_fail(AD_ERR_INVALID, "%s: n_meta = %d is negative", what, x->n_meta);
+    if (x->n_meta > 0 && !x->meta)
+        return ad_fail(AD_ERR_NULL, "%s: meta is NULL for %d pairs", what, x->n_meta);
+    for (int i = 0; i < x->n_meta; i++) {
+        ad_status rc = check_meta(what, &x->meta[i], i);
+        if (rc)
+            return rc;
+    }
+    return check_unique(what, x->meta, x->n_meta, key_at, "metadata key");
+}
+
+ad_status ckpt_check_args(const char *what, const char *path, const ad_params *ps,
+                          const char *const names[], const ad_checkpoint_extras *x,
+                          bool with_meta)
+{
+    if (!path || !ps)
+        return ad_fail(AD_ERR_NULL, "%s: %s is NULL", what, path ? "parameter set" : "path");
+    int n = ad_params_count(ps);
+    if (n > 0 && !names)
+        return ad_fail(AD_ERR_NULL, "%s: names is NULL for %d parameters", what, n);
+    for (int i = 0; i < n; i++) {
+        ad_status rc = check_name(what, names[i], i);
+        if (rc)
+            return rc;
+    }
+    ad_status rc = check_unique(what, names, n, name_at, "parameter name");
+    if (rc || !x)
+        return rc;
+    return check_extras(what, ps, x, with_meta);
+}
+
+char *ckpt_join(const char *a, const char *b, const char *c)
+{
+    size_t la = strlen(a), lb = strlen(b), lc = strlen(c), n;
+    if (!ad_size_add(la, lb, &n) || !ad_size_add(n, lc, &n) || !ad_size_add(n, 1, &n))
+        return NULL;
+    char *s = ad_malloc(n);
+    if (!s)
+        return NULL;
+    memcpy(s, a, la);
+    memcpy(s + la, b, lb);
+    memcpy(s + la + lb, c, lc + 1);
+    return s;
+}
+
+const char *ckpt_kind_name(ad_optim_kind kind)
+{
+    switch (kind) {
+    case AD_OPT_DESCENT: return "descent";
+    case AD_OPT_MOMENTUM: return "momentum";
+    case AD_OPT_NESTEROV: return "nesterov";
+    case AD_OPT_ADAM: return "adam";
+    case AD_OPT_ADAMW: return "adamw";
+    }
+    return "?";
+}
+
+const char *ckpt_dtype_tag(ad_dtype dtype)
+{
+    return dtype == AD_F64 ? "F64" : "F32";
+}

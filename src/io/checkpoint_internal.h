@@ -1,0 +1,88 @@
+/*
+** checkpoint_internal.h (internal): what the checkpoint writer and reader share: the
+** reserved names and keys, argument checks, jansson's allocation, and the safetensors
+** reader (safetensors_parse.c) that validates a file's structure.
+*/
+#ifndef AD_CHECKPOINT_INTERNAL_H
+#define AD_CHECKPOINT_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "../base/base.h"
+#include "ad_checkpoint.h"
+
+#define CKPT_METADATA "__metadata__"
+#define CKPT_OPTIM_PREFIX "__optim__."
+#define CKPT_KEY_PREFIX "adtape."
+#define CKPT_KEY_STEP "adtape.step"
+#define CKPT_KEY_RNG "adtape.rng"
+#define CKPT_KEY_KIND "adtape.optim.kind"
+#define CKPT_KEY_LR "adtape.optim.lr"
+#define CKPT_KEY_STEPS "adtape.optim.steps." /* followed by the parameter's name */
+
+/* The reference implementation's limit (safetensors MAX_HEADER_SIZE). */
+#define CKPT_HEADER_MAX 100000000u
+
+/* Routes jansson through the allocation hooks (once per process) and clears the
+** calling thread's record of a failed jansson allocation. Call before jansson work. */
+void ckpt_json_begin(void);
+/* Whether a jansson allocation failed on this thread since ckpt_json_begin: jansson
+** does not always say so itself (a failed buffer growth can surface as a syntax
+** error), so every jansson result is distrusted when this is true. */
+bool ckpt_json_oom(void);
+
+/* Checks the arguments both calls share: names of ps's parameters, the optimiser's
+** parameter set, the metadata pairs (save only: with_meta). */
+ad_status ckpt_check_args(const char *what, const char *path, const ad_params *ps,
+                          const char *const names[], const ad_checkpoint_extras *x,
+                          bool with_meta);
+
+static inline bool ckpt_has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* "a" "b" "c" joined into a string from ad_malloc (NULL when out of memory). */
+char *ckpt_join(const char *a, const char *b, const char *c);
+
+/* "adam", "momentum", ...: the names stored under adtape.optim.kind. */
+const char *ckpt_kind_name(ad_optim_kind kind);
+
+/* "F32" or "F64" for the file. */
+const char *ckpt_dtype_tag(ad_dtype dtype);
+
+/* One tensor entry of a file. */
+typedef struct st_entry {
+    const char *name;               /* owned by the JSON tree */
+    ad_dtype dtype;
+    int ndim;                       /* as in the file; may exceed AD_MAX_RANK */
+    int64_t shape[AD_MAX_RANK];     /* the first min(ndim, AD_MAX_RANK) extents */
+    uint64_t begin, end;            /* within the data section */
+    bool used;                      /* claimed by a parameter or optimiser buffer */
+} st_entry;
+
+/* A file whose structure has been validated; data read by st_read_data. */
+typedef struct st_file {
+    const char *path;
+    int fd;
+    json_t *root;
+    json_t *meta;       /* the "__metadata__" object, or NULL */
+    st_entry *entries;  /* n of them, in the header's key order */
+    st_entry **by_name; /* sorted by name */
+    int n;
+    uint64_t data_size;  /* the data section: from the end of the header to the end */
+    unsigned char *data; /* data_size bytes after st_read_data */
+} st_file;
+
+/* Opens path and validates everything but the caller's expectations: the length, the
+** JSON, each entry, the offsets, the file's size. On failure *f needs no st_close. */
+ad_status st_open(const char *what, const char *path, st_file *f);
+/* Reads the data section into f->data. */
+ad_status st_read_data(const char *what, st_file *f);
+/* The entry named name, or NULL. */
+st_entry *st_find(const st_file *f, const char *name);
+void st_close(st_file *f);
+
+#endif /* AD_CHECKPOINT_INTERNAL_H */

@@ -1,0 +1,274 @@
+/*
+** checkpoint_load.c: ad_checkpoint_load. Two phases: everything that can fail (the
+** file's structure in safetensors_parse.c, the names, dtypes and shapes, adtape's
+** metadata, reading the data into a scratch buffer, the caller's metadata callback)
+** runs first and builds a list of copies; only then are the copies made, which cannot
+** fail, so a failed load leaves every parameter, the optimiser and the generator as
+** they were.
+*/
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "checkpoint_internal.h"
+
+typedef struct copy {
+    void *dst;
+    const st_entry *src;
+} copy;
+
+typedef struct load {
+    st_file f;
+    copy *copies;
+    int n_copies;
+    int64_t *steps; /* the optimiser's step counts by parameter index */
+    double lr;
+    ad_rng rng;
+    uint64_t step;
+} load;
+
+static void describe_entry(const st_entry *e, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "[");
+    for (int d = 0; d < e->ndim && d < AD_MAX_RANK && n > 0 && (size_t)n < size; d++)
+        n += snprintf(buf + n, size - (size_t)n, "%s%" PRId64, d ? ", " : "", e->shape[d]);
+    if (n > 0 && (size_t)n < size)
+        snprintf(buf + n, size - (size_t)n, "%s] %s", e->ndim > AD_MAX_RANK ? ", ..." : "",
+                 ckpt_dtype_tag(e->dtype));
+}
+
+/* Finds the tensor `name` for `want` (a parameter or an optimiser buffer), checks its
+** dtype and shape and queues the copy into dst. */
+static ad_status claim(const char *what, load *l, const char *name, const ad_tensor *want,
+                       void *dst)
+{
+    char have[96], need[64];
+    st_entry *e = st_find(&l->f, name);
+    ad_tensor_describe(want, need, sizeof need);
+    if (!e)
+        return ad_fail(AD_ERR_MISSING_TENSOR, "%s: %s has no tensor '%s' (%s)", what,
+                       l->f.path, name, need);
+    describe_entry(e, have, sizeof have);
+    bool same = e->ndim == want->ndim;
+    for (int d = 0; same && d < want->ndim; d++)
+        same = e->shape[d] == want->shape[d];
+    if (e->dtype != want->dtype)
+        return ad_fail(AD_ERR_DTYPE, "%s: %s: tensor '%s' is %s in the file but %s in "
+                       "memory", what, l->f.path, name, have, need);
+    if (!same)
+        return ad_fail(AD_ERR_SHAPE, "%s: %s: tensor '%s' is %s in the file but %s in "
+                       "memory", what, l->f.path, name, have, need);
+    e->used = true;
+    l->copies[l->n_copies++] = (copy){dst, e};
+    return AD_OK;
+}
+
+static const char *meta_get(const st_file *f, const char *key)
+{
+    return json_string_value(json_object_get(f->meta, key)); /* NULL-safe both */
+}
+
+/* Parses exactly hex_digits lowercase hex digits, or with hex_digits 0 a decimal of 1
+** to 20 digits that fits in 64 bits, into *out: no sign, no space, no prefix. */
+static bool parse_u64(const char *s, int hex_digits, uint64_t *out)
+{
+    uint64_t v = 0, base = hex_digits ? 16 : 10;
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || (hex_digits ? n != (size_t)hex_digits : n > 20))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0'
+                : hex_digits && c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                                     : -1;
+        if (d < 0 || v > (UINT64_MAX - (uint64_t)d) / base)
+            return false;
+        v = v * base + (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+static ad_status bad_meta(const char *what, const st_file *f, const char *key)
+{
+    const char *v = meta_get(f, key);
+    return ad_fail(AD_ERR_METADATA, "%s: %s: metadata %s is %s%s%s", what, f->path, key,
+                   v ? "'" : "missing", v ? v : "", v ? "', which is malformed" : "");
+}
+
+/* The kind must match (Adam's moments are not a velocity); lr and step counts are
+** read now and written in commit. */
+static ad_status plan_optim_meta(const char *what, load *l, ad_optim *o,
+                                 const char *const names[], int n)
+{
+    ad_optim_config c;
+    ad_optim_get_config(o, &c);
+    const char *kind = meta_get(&l->f, CKPT_KEY_KIND);
+    if (!kind)
+        return bad_meta(what, &l->f, CKPT_KEY_KIND);
+    if (strcmp(kind, ckpt_kind_name(c.kind)))
+        return ad_fail(AD_ERR_METADATA, "%s: %s holds the state of a %s optimiser, not of "
+                       "a %s one", what, l->f.path, kind, ckpt_kind_name(c.kind));
+    uint64_t bits;
+    if (!parse_u64(meta_get(&l->f, CKPT_KEY_LR), 16, &bits))
+        return bad_meta(what, &l->f, CKPT_KEY_LR);
+    memcpy(&l->lr, &bits, sizeof bits);
+    if (!(l->lr >= 0.0 && isfinite(l->lr)))
+        return bad_meta(what, &l->f, CKPT_KEY_LR);
+    for (int i = 0; i < n; i++) {
+        uint64_t steps = 0;
+        char *key = ckpt_join(CKPT_KEY_STEPS, names[i], "");
+        if (!key)
+            return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
+        bool ok = parse_u64(meta_get(&l->f, key), 0, &steps) && steps <= INT64_MAX;
+        ad_status rc = ok ? AD_OK : bad_meta(what, &l->f, key);
+        ad_free(key);
+        if (rc)
+            return rc;
+        l->steps[i] = (int64_t)steps;
+    }
+    return AD_OK;
+}
+
+/* Claims the optimiser's buffers. Writing each parameter's own step count back makes
+** its state exist now (it may be new since the last step), so commit cannot fail. */
+static ad_status plan_optim(const char *what, load *l, ad_optim *o,
+                            const char *const names[], int n)
+{
+    static const char *const suffix[2] = {".m", ".v"};
+    ad_status rc = plan_optim_meta(what, l, o, names, n);
+    for (int i = 0; i < n && !rc; i++) {
+        int64_t old;
+        ad_optim_get_steps(o, i, &old);
+        rc = ad_optim_set_steps(o, i, old);
+        for (int b = 0; b < ad_optim_state_count(o) && !rc; b++) {
+            ad_tensor view;
+            char *name = ckpt_join(CKPT_OPTIM_PREFIX, names[i], suffix[b]);
+            rc = name ? ad_optim_state(o, i, b, &view)
+                      : ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
+            if (!rc)
+                rc = claim(what, l, name, &view, view.data);
+            ad_free(name);
+        }
+    }
+    return rc;
+}
+
+/* Every tensor must have been claimed; the optimiser's are skipped when none was
+** asked for. */
+static ad_status check_extra(const char *what, const load *l, bool optim)
+{
+    for (int i = 0; i < l->f.n; i++) {
+        const st_entry *e = &l->f.entries[i];
+        if (!e->used && (optim || !ckpt_has_prefix(e->name, CKPT_OPTIM_PREFIX)))
+            return ad_fail(AD_ERR_EXTRA_TENSOR, "%s: %s holds tensor '%s', which is not %s",
+                           what, l->f.path, e->name,
+                           ckpt_has_prefix(e->name, CKPT_OPTIM_PREFIX)
+                               ? "a buffer of the optimiser"
+                               : "among the names given");
+    }
+    return AD_OK;
+}
+
+static ad_status plan_extras(const char *what, load *l, const ad_checkpoint_extras *x)
+{
+    if (x->rng) {
+        const char *s = meta_get(&l->f, CKPT_KEY_RNG);
+        char part[17] = {0};
+        for (int w = 0; w < 4; w++) {
+            if (!s || strlen(s) != 64)
+                return bad_meta(what, &l->f, CKPT_KEY_RNG);
+            memcpy(part, s + 16 * w, 16);
+            if (!parse_u64(part, 16, &l->rng.s[w]))
+                return bad_meta(what, &l->f, CKPT_KEY_RNG);
+        }
+        if (!(l->rng.s[0] | l->rng.s[1] | l->rng.s[2] | l->rng.s[3])) /* xoshiro's */
+            return bad_meta(what, &l->f, CKPT_KEY_RNG);                /* fixed point */
+    }
+    const char *step = meta_get(&l->f, CKPT_KEY_STEP);
+    l->step = 0;
+    if (step && !parse_u64(step, 0, &l->step))
+        return bad_meta(what, &l->f, CKPT_KEY_STEP);
+    return AD_OK;
+}
+
+static ad_status plan_load(const char *what, load *l, const ad_params *ps,
+                           const char *const names[], const ad_checkpoint_extras *x)
+{
+    int n = ad_params_count(ps);
+    ad_optim *o = x ? x->optim : NULL;
+    int k = o ? ad_optim_state_count(o) : 0;
+    l->copies = ad_calloc((size_t)n * (size_t)(1 + k) + 1, sizeof *l->copies);
+    l->steps = ad_calloc((size_t)n + 1, sizeof *l->steps);
+    if (!l->copies || !l->steps)
+        return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
+    ad_status rc = AD_OK;
+    for (int i = 0; i < n && !rc; i++)
+        rc = claim(what, l, names[i], ad_params_at(ps, i), ad_params_at(ps, i)->data);
+    if (!rc && o)
+        rc = plan_optim(what, l, o, names, n);
+    if (!rc)
+        rc = check_extra(what, l, o != NULL);
+    if (!rc && x)
+        rc = plan_extras(what, l, x);
+    return rc;
+}
+
+static ad_status call_meta(const load *l, const ad_checkpoint_extras *x)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(l->f.meta, key, v) {
+        ad_status rc = x->on_meta(key, json_string_value(v), x->user);
+        if (rc != AD_OK)
+            return rc;
+    }
+    return AD_OK;
+}
+
+/* Nothing here can fail: every check and allocation happened in plan_load. */
+static void commit(const load *l, const ad_params *ps, ad_checkpoint_extras *x)
+{
+    for (int i = 0; i < l->n_copies; i++) {
+        const st_entry *e = l->copies[i].src;
+        if (e->end > e->begin)
+            memcpy(l->copies[i].dst, l->f.data + e->begin, (size_t)(e->end - e->begin));
+    }
+    for (int i = 0; i < ad_params_count(ps); i++)
+        ad_tensor_touch(ad_params_at(ps, i));
+    if (!x)
+        return;
+    if (x->optim) {
+        for (int i = 0; i < ad_params_count(ps); i++)
+            (void)ad_optim_set_steps(x->optim, i, l->steps[i]); /* state made, steps >= 0 */
+        (void)ad_optim_set_lr(x->optim, l->lr);                 /* checked finite, >= 0 */
+    }
+    if (x->rng)
+        *x->rng = l->rng;
+    x->step = l->step;
+}
+
+ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *const names[],
+                             ad_checkpoint_extras *extras)
+{
+    static const char what[] = "ad_checkpoint_load";
+    ad_status rc = ckpt_check_args(what, path, ps, names, extras, false);
+    if (rc)
+        return rc;
+    load l = {0};
+    rc = st_open(what, path, &l.f);
+    if (rc)
+        return rc;
+    rc = plan_load(what, &l, ps, names, extras);
+    if (!rc)
+        rc = st_read_data(what, &l.f);
+    if (!rc && extras && extras->on_meta)
+        rc = call_meta(&l, extras);
+    if (!rc)
+        commit(&l, ps, extras);
+    st_close(&l.f);
+    ad_free(l.copies);
+    ad_free(l.steps);
+    return rc;
+}
