@@ -1,0 +1,212 @@
+/*
+** bench_model.c: the workloads recorded with adtape, the GEMM floor, the epoch run.
+*/
+#define _GNU_SOURCE
+#include "bench_model.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+static double rss_mb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+ad_status bench_model_init(bench_model *m, const workload *w, int fa, uint64_t seed)
+{
+    memset(m, 0, sizeof *m);
+    m->w = w;
+    m->fa = fa;
+    m->lr = 0.01;
+    ad_rng rng;
+    ad_rng_seed(&rng, seed);
+    ad_status rc = ad_params_new(&m->ps);
+    for (int l = 0; rc == AD_OK && l < w->n_layers; l++) {
+        const int64_t shape[2] = {w->widths[l + 1], w->widths[l]};
+        rc = ad_tensor_new(AD_F32, 2, shape, &m->W[l]);
+        rc = rc ? rc : ad_init_glorot_uniform(m->W[l], &rng);
+        rc = rc ? rc : ad_params_add(m->ps, m->W[l], NULL);
+        if (rc == AD_OK && fa) {
+            rc = ad_tensor_new(AD_F32, 2, shape, &m->B[l]);
+            rc = rc ? rc : ad_init_glorot_uniform(m->B[l], &rng);
+        }
+        if (rc == AD_OK && w->bias) {
+            rc = ad_tensor_new(AD_F32, 1, shape, &m->b[l]);
+            rc = rc ? rc : ad_params_add(m->ps, m->b[l], NULL);
+        }
+    }
+    int64_t n_out = w->widths[w->n_layers];
+    rc = rc ? rc : ad_tensor_new(AD_F32, 2, (int64_t[]){w->batch, w->widths[0]}, &m->x);
+    rc = rc ? rc : ad_init_uniform(m->x, &rng, -1, 1);
+    if (rc == AD_OK && w->loss == LOSS_MSE) {
+        rc = ad_tensor_new(AD_F32, 2, (int64_t[]){w->batch, n_out}, &m->target);
+        rc = rc ? rc : ad_init_uniform(m->target, &rng, -1, 1);
+    } else if (rc == AD_OK) {
+        rc = ad_tensor_new(AD_I32, 1, &w->batch, &m->target);
+        for (int64_t i = 0; rc == AD_OK && i < w->batch; i++)
+            ((int32_t *)m->target->data)[i] = (int32_t)(ad_rng_u64(&rng) % (uint64_t)n_out);
+    }
+    rc = rc ? rc : ad_grads_new(m->ps, &m->gs);
+    rc = rc ? rc : ad_tape_new(&m->tape);
+    m->baseline_rss_mb = rss_mb();
+    return rc;
+}
+
+void bench_model_free(bench_model *m)
+{
+    for (int l = 0; l < BENCH_MAX_LAYERS; l++) {
+        ad_tensor_free(m->W[l]);
+        ad_tensor_free(m->b[l]);
+        ad_tensor_free(m->B[l]);
+    }
+    ad_tensor_free(m->x);
+    ad_tensor_free(m->target);
+    ad_grads_free(m->gs);
+    ad_params_free(m->ps);
+    ad_tape_free(m->tape);
+}
+
+static ad_var record(ad_tape *t, void *user)
+{
+    bench_model *m = user;
+    const workload *w = m->w;
+    ad_var h = ad_use(t, m->x);
+    for (int l = 0; l < w->n_layers; l++) {
+        ad_var W = ad_use(t, m->W[l]);
+        h = m->fa ? ad_dense_fa(t, W, h, ad_use(t, m->B[l])) : ad_matmul(t, h, W, 0, 1);
+        if (w->bias)
+            h = ad_bias_add(t, h, ad_use(t, m->b[l]));
+        if (l + 1 < w->n_layers && w->act == ACT_TANH)
+            h = ad_tanh(t, h);
+        else if (l + 1 < w->n_layers && w->act == ACT_RELU)
+            h = ad_relu(t, h);
+    }
+    ad_var y = ad_use(t, m->target);
+    return w->loss == LOSS_MSE ? ad_mse(t, h, y) : ad_softmax_cross_entropy(t, h, y);
+}
+
+ad_status bench_model_step(bench_model *m)
+{
+    double loss;
+    ad_status rc = ad_gradient(m->tape, m->ps, record, m, m->gs, &loss);
+    return rc ? rc : ad_descent_step(m->ps, m->gs, m->lr);
+}
+
+typedef struct gemm_case {
+    const char *what;
+    int ta, tb, M, N, K;
+} gemm_case;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median over reps of one sgemm with fresh-but-reused operands, in ms. */
+static double time_gemm(const gemm_case *g, int reps, int warmup, float *a, float *b, float *c)
+{
+    double *ms = calloc((size_t)reps, sizeof *ms);
+    int lda = g->ta ? g->M : g->K, ldb = g->tb ? g->K : g->N;
+    for (int i = 0; i < warmup + reps; i++) {
+        double t0 = now_ms();
+        cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans,
+                    g->tb ? CblasTrans : CblasNoTrans, g->M, g->N, g->K, 1.0f, a, lda, b, ldb,
+                    0.0f, c, g->N);
+        if (i >= warmup)
+            ms[i - warmup] = now_ms() - t0;
+    }
+    qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
+    double med = ms[reps / 2];
+    free(ms);
+    return med;
+}
+
+/*
+** The floor: forward Y = X W' (NoTrans, Trans) per layer, dW = dY' X (Trans, NoTrans)
+** per layer, dX = dY W (NoTrans, NoTrans) for every layer but the first.
+*/
+int bench_floor(const workload *w, int threads, int reps, int warmup)
+{
+    gemm_case cases[3 * BENCH_MAX_LAYERS];
+    int n = 0;
+    int B = (int)w->batch;
+    for (int l = 0; l < w->n_layers; l++) {
+        int in = (int)w->widths[l], out = (int)w->widths[l + 1];
+        cases[n++] = (gemm_case){"forward", 0, 1, B, out, in};
+        cases[n++] = (gemm_case){"dW", 1, 0, out, in, B};
+        if (l > 0)
+            cases[n++] = (gemm_case){"dX", 0, 0, B, in, out};
+    }
+    size_t big = 0;
+    for (int i = 0; i < n; i++) {
+        size_t s[3] = {(size_t)cases[i].M * cases[i].K, (size_t)cases[i].K * cases[i].N,
+                       (size_t)cases[i].M * cases[i].N};
+        for (int k = 0; k < 3; k++)
+            big = s[k] > big ? s[k] : big;
+    }
+    float *a = calloc(big, sizeof(float)), *b = calloc(big, sizeof(float));
+    float *c = calloc(big, sizeof(float));
+    for (size_t i = 0; i < big; i++)
+        a[i] = b[i] = (float)((i % 17) * 0.01);
+    double total = 0;
+    printf("{\"contender\": \"floor\", \"workload\": \"%s\", \"threads\": %d, \"gemms\": [",
+           w->name, threads);
+    for (int i = 0; i < n; i++) {
+        double ms = time_gemm(&cases[i], reps, warmup, a, b, c);
+        total += ms;
+        printf("%s{\"what\": \"%s\", \"M\": %d, \"N\": %d, \"K\": %d, \"ms\": %.6f}", i ? ", " : "",
+               cases[i].what, cases[i].M, cases[i].N, cases[i].K, ms);
+    }
+    printf("], \"ms\": [%.6f], \"blas_core\": \"%s\"}\n", total, openblas_get_corename());
+    free(a);
+    free(b);
+    free(c);
+    return 0;
+}
+
+int bench_epoch(int threads)
+{
+    const char *d = "/usr/share/datasets/fashion-mnist/";
+    char xi[256], yi[256];
+    snprintf(xi, sizeof xi, "%strain-images-idx3-ubyte.gz", d);
+    snprintf(yi, sizeof yi, "%strain-labels-idx1-ubyte.gz", d);
+    ad_tensor *images, *labels;
+    bench_model m;
+    if (ad_idx_read_pair(xi, yi, 10, &images, &labels) ||
+        bench_model_init(&m, &bench_workloads[1], 0, 1))
+        return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
+    int64_t batch = m.w->batch, steps = images->shape[0] / batch, dim = images->shape[1];
+    double t0 = now_ms();
+    for (int64_t s = 0; s < steps; s++) {
+        memcpy(m.x->data, (float *)images->data + s * batch * dim,
+               (size_t)(batch * dim) * sizeof(float));
+        memcpy(m.target->data, (int32_t *)labels->data + s * batch,
+               (size_t)batch * sizeof(int32_t));
+        ad_tensor_touch(m.x);
+        ad_tensor_touch(m.target);
+        if (bench_model_step(&m))
+            return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
+    }
+    double sec = (now_ms() - t0) / 1e3;
+    printf("{\"contender\": \"adtape\", \"mode\": \"epoch\", \"threads\": %d, "
+           "\"images_per_s\": %.1f, \"seconds\": %.4f}\n", threads,
+           (double)(steps * batch) / sec, sec);
+    bench_model_free(&m);
+    ad_tensor_free(images);
+    ad_tensor_free(labels);
+    return 0;
+}

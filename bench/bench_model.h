@@ -1,0 +1,36 @@
+/*
+** bench_model.h: a workload as an adtape model, its GEMM floor, and the epoch run.
+*/
+#ifndef BENCH_MODEL_H
+#define BENCH_MODEL_H
+
+#include "ad.h"
+#include "workloads.h"
+
+typedef struct bench_model {
+    const workload *w;
+    int fa;
+    ad_tensor *W[BENCH_MAX_LAYERS], *b[BENCH_MAX_LAYERS], *B[BENCH_MAX_LAYERS];
+    ad_tensor *x, *target; /* target: f32 batch x out (MSE) or i32 labels (CE) */
+    ad_params *ps;
+    ad_grads *gs;
+    ad_tape *tape;
+    double lr;
+    double baseline_rss_mb; /* peak RSS after building, before the first step */
+} bench_model;
+
+/* Glorot-uniform W (and FA's B), zero biases, random inputs and targets from seed. */
+ad_status bench_model_init(bench_model *m, const workload *w, int fa, uint64_t seed);
+void bench_model_free(bench_model *m);
+
+/* One training step: ad_gradient, then ad_descent_step(lr). */
+ad_status bench_model_step(bench_model *m);
+
+/* Times every GEMM of the workload's step alone (median of reps each) and prints the
+** JSON line of the floor: the sum, and each GEMM's median. */
+int bench_floor(const workload *w, int threads, int reps, int warmup);
+
+/* One epoch of W2 (backprop) on Fashion-MNIST in file order; prints images/s. */
+int bench_epoch(int threads);
+
+#endif /* BENCH_MODEL_H */

@@ -1,0 +1,145 @@
+/*
+** bench_step.c: one contender of bench/run in its own process: adtape's full training
+** step (forward, loss, backward, SGD update through the ordinary gradient set), or the
+** GEMM floor (each GEMM the step needs, timed alone). Prints one JSON line.
+**
+**   bench_step --workload W2 --rule fa --threads 1 --mode adtape --reps 50 --warmup 10
+**   bench_step --mode floor --workload W2 --rule bp --threads 2
+**   bench_step --epoch --threads 1      (one epoch of W2 on Fashion-MNIST, images/s)
+**
+** Heap allocations are counted by bench/malloc_count.c when the process runs with it
+** in LD_PRELOAD; peak RSS is reported above the baseline taken before the first step.
+*/
+#define _GNU_SOURCE /* dlsym(RTLD_DEFAULT), clock_gettime */
+#include <cblas.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "ad.h"
+#include "bench_model.h"
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+static uint64_t (*malloc_count)(void);
+
+static uint64_t allocs_now(void)
+{
+    return malloc_count ? malloc_count() : 0;
+}
+
+static double peak_rss_mb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+typedef struct args {
+    const workload *w;
+    int fa, threads, reps, warmup, floor, epoch;
+} args;
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: bench_step [--workload W1..W4] [--rule bp|fa] [--threads N] "
+                    "[--reps N] [--warmup N] [--mode adtape|floor] [--epoch]\n");
+    exit(2);
+}
+
+static args parse(int argc, char **argv)
+{
+    args a = {&bench_workloads[0], 0, 1, 30, 5, 0, 0};
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--epoch")) {
+            a.epoch = 1;
+            continue;
+        }
+        if (!v)
+            usage();
+        i++;
+        if (!strcmp(k, "--workload")) {
+            a.w = NULL;
+            for (size_t j = 0; j < sizeof bench_workloads / sizeof *bench_workloads; j++)
+                if (!strcmp(v, bench_workloads[j].name))
+                    a.w = &bench_workloads[j];
+            if (!a.w)
+                usage();
+        } else if (!strcmp(k, "--rule")) {
+            a.fa = !strcmp(v, "fa");
+        } else if (!strcmp(k, "--threads")) {
+            a.threads = atoi(v);
+        } else if (!strcmp(k, "--reps")) {
+            a.reps = atoi(v);
+        } else if (!strcmp(k, "--warmup")) {
+            a.warmup = atoi(v);
+        } else if (!strcmp(k, "--mode")) {
+            a.floor = !strcmp(v, "floor");
+        } else {
+            usage();
+        }
+    }
+    if (a.threads < 1 || a.reps < 1 || a.warmup < 0)
+        usage();
+    return a;
+}
+
+static void print_ms(const double *ms, int n)
+{
+    printf("\"ms\": [");
+    for (int i = 0; i < n; i++)
+        printf("%s%.6f", i ? ", " : "", ms[i]);
+    printf("]");
+}
+
+static int run_adtape(const args *a)
+{
+    bench_model m;
+    if (bench_model_init(&m, a->w, a->fa, 1) != AD_OK)
+        return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
+    double *ms = calloc((size_t)a->reps, sizeof *ms);
+    for (int i = 0; i < a->warmup; i++)
+        if (bench_model_step(&m) != AD_OK)
+            return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
+    uint64_t base_allocs = allocs_now();
+    for (int i = 0; i < a->reps; i++) {
+        double t0 = now_ms();
+        if (bench_model_step(&m) != AD_OK)
+            return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
+        ms[i] = now_ms() - t0;
+    }
+    uint64_t allocs = allocs_now() - base_allocs;
+    printf("{\"contender\": \"adtape\", \"workload\": \"%s\", \"rule\": \"%s\", "
+           "\"threads\": %d, ", a->w->name, a->fa ? "fa" : "bp", a->threads);
+    print_ms(ms, a->reps);
+    char count[32] = "null";
+    if (malloc_count)
+        snprintf(count, sizeof count, "%.3f", (double)allocs / a->reps);
+    printf(", \"allocs_per_step\": %s, \"peak_rss_mb\": %.3f, \"blas_core\": \"%s\", "
+           "\"blas_config\": \"%s\"}\n", count, peak_rss_mb() - m.baseline_rss_mb,
+           openblas_get_corename(), openblas_get_config());
+    free(ms);
+    bench_model_free(&m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    args a = parse(argc, argv);
+    openblas_set_num_threads(a.threads);
+    void *sym = dlsym(RTLD_DEFAULT, "malloc_count_get");
+    memcpy(&malloc_count, &sym, sizeof sym);
+    if (a.epoch)
+        return bench_epoch(a.threads);
+    return a.floor ? bench_floor(a.w, a.threads, a.reps, a.warmup) : run_adtape(&a);
+}
