@@ -1,9 +1,11 @@
 # setup.sh: sourced by scripts/test and scripts/demo. Installs the Debian packages
 # adtape needs (only those missing) and configures the build folder.
 
+# What building and the demo need; the tests add a reference implementation in Python
+# (numpy and PyTorch from Debian: large, so the demo does not install them).
 ADTAPE_PACKAGES="gcc libc6-dev meson ninja-build pkg-config libopenblas-dev uthash-dev \
-libcriterion-dev zlib1g-dev libjansson-dev python3-numpy python3-torch \
-dataset-fashion-mnist"
+libcriterion-dev zlib1g-dev libjansson-dev dataset-fashion-mnist"
+ADTAPE_TEST_PACKAGES="python3-numpy python3-torch"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
