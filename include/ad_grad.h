@@ -66,7 +66,8 @@ void ad_grads_on_ready(ad_grads *gs, ad_grad_ready_fn fn, void *user);
 ** Errors: the tape's first recording error (with its message), AD_ERR_NULL,
 ** AD_ERR_BAD_HANDLE, AD_ERR_NOT_SCALAR, AD_ERR_NO_GRAD, AD_ERR_STALE_INPUT (a recorded
 ** tensor was written after recording; the message names op and input), AD_ERR_NOMEM,
-** or a pullback's own status. After a failure gs is valid but its contents are
+** AD_ERR_NONFINITE (anomaly mode: a pullback wrote NaN or Inf; see ad_tape.h), or a
+** pullback's own status. After a failure gs is valid but its contents are
 ** unspecified; parameters are never touched by the sweep.
 */
 ad_status ad_backward(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs);
@@ -96,7 +97,8 @@ typedef ad_var (*ad_loss_fn)(ad_tape *tape, void *user);
 /*
 ** gradient(() -> loss(...), ps): resets tape, calls loss_fn(tape, user), runs the
 ** sweep into gs and stores the loss in *loss_value (optional out). Errors and what a
-** failure leaves behind: as ad_backward. The tape may be reused for the next step.
+** failure leaves behind: as ad_backward; a NULL tape, ps, loss_fn or gs is AD_ERR_NULL
+** before the tape is reset or loss_fn runs. The tape may be reused for the next step.
 */
 ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, void *user,
                       ad_grads *gs, double *loss_value);

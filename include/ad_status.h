@@ -49,6 +49,7 @@ typedef enum ad_status {
     AD_ERR_TRAILING_DATA,  /* bytes after the last tensor's data */
     AD_ERR_MISSING_TENSOR, /* a tensor the caller needs is not in the file */
     AD_ERR_EXTRA_TENSOR,   /* the file holds a tensor the caller did not ask for */
+    AD_ERR_NONFINITE,      /* anomaly mode: an op's value or a cotangent holds NaN or Inf */
     AD_STATUS_COUNT        /* number of codes; not a code */
 } ad_status;
 
@@ -62,7 +63,7 @@ const char *ad_last_error(void);
 /* Records `code` and a printf-style message as the calling thread's last error and
 ** returns `code`, so user primals and pullbacks can write
 **     return ad_fail(AD_ERR_SHAPE, "my_op: %s", why);
-** Messages longer than 511 bytes are truncated. */
+** Messages longer than 511 bytes are truncated; a NULL fmt leaves the message empty. */
 ad_status ad_fail(ad_status code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))

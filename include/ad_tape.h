@@ -47,10 +47,30 @@ void ad_tape_reset(ad_tape *tape);
 ** The setting survives resets. */
 void ad_tape_set_grad_enabled(ad_tape *tape, int enabled);
 
+/*
+** Anomaly mode (like torch.autograd.set_detect_anomaly): with enabled != 0, every
+** float32/float64 output a primal computes is checked for NaN and Inf before its node
+** is recorded, and so is every cotangent buffer a pullback writes during a sweep.
+** The first non-finite element is an error, AD_ERR_NONFINITE, whose message names the
+** op, its rule, the node's index on the tape, the element, and whether it was the
+** forward value or the cotangent of input i:
+**   ad_call fails and poisons the tape (the node is not recorded), as any record-time
+**   error does; ad_backward / ad_gradient stop at that pullback and return it (the
+**   gradient set's contents are then unspecified, parameters untouched).
+** A non-finite leaf is not itself checked; it is reported at the first op whose output
+** it makes non-finite. int32 values are never checked. Checking reads every element
+** once; it changes no value, so gradients are bitwise the same with it on or off.
+** Off by default; when off it costs one branch per node. The setting survives resets;
+** a NULL tape is ignored.
+*/
+void ad_tape_set_anomaly_mode(ad_tape *tape, int enabled);
+
 /* A leaf for a user tensor: constant data, a feedback matrix, or a parameter (it gets
 ** a gradient when ad_backward is given a parameter set holding it). The tensor is not
 ** copied: it must stay alive and unchanged until the sweep (its version is checked).
-** `name` labels the leaf in prints; the macro passes the spelled expression. */
+** `name` labels the leaf in prints; the macro passes the spelled expression.
+** A NULL or malformed t (rank, dtype, size not its shape's, NULL data with elements)
+** poisons the tape: AD_ERR_NULL, AD_ERR_RANK, AD_ERR_INVALID or AD_ERR_OVERFLOW. */
 ad_var ad_use_named(ad_tape *tape, const ad_tensor *t, const char *name);
 #define ad_use(tape, t) ad_use_named((tape), (t), #t)
 
@@ -60,7 +80,9 @@ ad_var ad_use_named(ad_tape *tape, const ad_tensor *t, const char *name);
 ** be NULL/0) is copied to the tape and readable by fn and its pullback (ad_attrs).
 ** Returns the output's handle, or a poisoned handle with the tape's first error set:
 ** AD_ERR_NO_RULE ("no rule registered for my_matmul"), AD_ERR_ARITY, AD_ERR_DTYPE,
-** AD_ERR_RANK, AD_ERR_BAD_HANDLE, AD_ERR_NOMEM, or whatever fn returned.
+** AD_ERR_RANK, AD_ERR_BAD_HANDLE, AD_ERR_NULL (tape, fn or inputs), AD_ERR_NOMEM,
+** AD_ERR_BAD_RULE (fn returned without its tensor from ad_out), AD_ERR_NONFINITE
+** (anomaly mode), or whatever fn returned. A NULL tape sets only the thread's error.
 */
 ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
                   const ad_var *inputs, int n, const void *attrs, size_t attrs_size);

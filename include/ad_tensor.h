@@ -75,7 +75,8 @@ ad_status ad_tensor_copy_from(ad_tensor *dst, const ad_tensor *src);
 /* Writes "64x50 f32" (rank 0: "scalar f64") into buf; returns buf. */
 char *ad_tensor_describe(const ad_tensor *t, char *buf, size_t buf_size);
 
-/* Element i (row-major flat index) as a double; no bounds check. */
+/* Element i (row-major flat index) as a double; no bounds check. NaN for a NULL t
+** or NULL data. */
 double ad_tensor_get(const ad_tensor *t, int64_t i);
 
 #ifdef __cplusplus

@@ -44,6 +44,7 @@ static const char *const status_text[AD_STATUS_COUNT] = {
     [AD_ERR_TRAILING_DATA] = "trailing data after the last tensor",
     [AD_ERR_MISSING_TENSOR] = "tensor missing from file",
     [AD_ERR_EXTRA_TENSOR] = "unexpected tensor in file",
+    [AD_ERR_NONFINITE] = "non-finite value (NaN or Inf)",
 };
 
 const char *ad_status_str(ad_status code)
@@ -61,6 +62,10 @@ const char *ad_last_error(void)
 ad_status ad_fail(ad_status code, const char *fmt, ...)
 {
     va_list ap;
+    if (!fmt) {
+        last_error[0] = '\0';
+        return code;
+    }
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);

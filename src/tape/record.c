@@ -118,9 +118,11 @@ static ad_status reserve_counter(ad_tape *tape, const ad_rule_entry *e)
 static ad_status resolve_inputs(ad_tape *tape, const char *fn_name, const ad_var *inputs,
                                 int n, tape_value *out[])
 {
-    if (n < 1 || n > AD_MAX_INPUTS || !inputs)
+    if (n < 1 || n > AD_MAX_INPUTS)
         return ad_fail(AD_ERR_ARITY, "ad_call %s: %d inputs (1..%d allowed)", fn_name, n,
                        AD_MAX_INPUTS);
+    if (!inputs)
+        return ad_fail(AD_ERR_NULL, "ad_call %s: inputs is NULL for %d inputs", fn_name, n);
     for (int i = 0; i < n; i++) {
         out[i] = ad_tape_resolve(tape, inputs[i]);
         if (!out[i])
@@ -189,9 +191,12 @@ static ad_status record(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
     node->saving = tape->grad_enabled;
     out->producer = node;
     out->tensor = &out->out;
+    node->index = tape->n_nodes; /* its index once linked below; messages name it */
     if ((rc = run_primal(tape, node, fn)))
         return rc;
-    node->index = tape->n_nodes++;
+    if (tape->anomaly && (rc = ad_anomaly_check_value(node)))
+        return rc;
+    tape->n_nodes++;
     out->index = tape->n_values++;
     node->prev = tape->last;
     if (tape->last)

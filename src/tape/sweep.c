@@ -165,6 +165,8 @@ static ad_status pull_node(ad_tape *tape, ad_grads *gs, ad_node *n, bool referen
     ad_pullback_fn pullback = reference && r->reference ? r->reference : r->pullback;
     if (rc == AD_OK)
         rc = ad_node_pullback(tape, n, pullback, n->out->cot, din, beta);
+    if (rc == AD_OK && tape->anomaly)
+        rc = ad_anomaly_check_cotangents(n, din);
     if (rc)
         return rc;
     if (!reference) {
@@ -276,8 +278,9 @@ const ad_tensor *ad_cotangent(const ad_tape *tape, ad_var v)
 ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, void *user,
                       ad_grads *gs, double *loss_value)
 {
-    if (!tape || !loss_fn)
-        return ad_fail(AD_ERR_NULL, "ad_gradient: %s is NULL", tape ? "loss_fn" : "tape");
+    if (!tape || !loss_fn || !ps || !gs) /* before the reset: the tape is kept too */
+        return ad_fail(AD_ERR_NULL, "ad_gradient: %s is NULL",
+                       !tape ? "tape" : !loss_fn ? "loss_fn" : !ps ? "ps" : "gs");
     ad_tape_reset(tape);
     ad_var loss = loss_fn(tape, user);
     ad_status rc = ad_backward(tape, loss, ps, gs);

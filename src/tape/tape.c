@@ -2,6 +2,7 @@
 ** tape.c: the tape's life cycle, leaves, and what primals and pullbacks may ask of
 ** their context (ad_out, ad_save, ad_scratch, ad_attrs).
 */
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -55,6 +56,12 @@ void ad_tape_set_grad_enabled(ad_tape *tape, int enabled)
 {
     if (tape)
         tape->grad_enabled = enabled != 0;
+}
+
+void ad_tape_set_anomaly_mode(ad_tape *tape, int enabled)
+{
+    if (tape)
+        tape->anomaly = enabled != 0;
 }
 
 ad_status ad_tape_poison(ad_tape *tape, ad_status code)
@@ -116,6 +123,11 @@ ad_var ad_use_named(ad_tape *tape, const ad_tensor *t, const char *name)
         ad_tape_poison(tape, rc ? rc : ad_fail(AD_ERR_INVALID,
                                                "ad_use: %s has a size that does not match "
                                                "its shape", name ? name : "tensor"));
+        return poisoned;
+    }
+    if (!t->data && count > 0) { /* primals would read through it */
+        ad_tape_poison(tape, ad_fail(AD_ERR_NULL, "ad_use: %s has %" PRId64 " elements and "
+                                     "NULL data", name ? name : "tensor", count));
         return poisoned;
     }
     tape_value *v = ad_arena_alloc(&tape->arena, sizeof *v);

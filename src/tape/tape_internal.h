@@ -59,6 +59,7 @@ struct ad_tape {
     uint32_t n_nodes, n_values;
     tape_value *leaves, *last_leaf;
     bool grad_enabled;
+    bool anomaly;           /* anomaly mode: NaN/Inf checks (anomaly.c); survives resets */
     bool sweep_ready;       /* nodes recorded since the last reset all kept state */
     ad_status err;          /* first error since the last reset */
     char err_msg[512];
@@ -81,6 +82,12 @@ ad_status ad_tape_alloc_tensor(ad_tape *tape, const char *what, ad_dtype dtype, 
 /* Runs `pullback` for node with explicit buffers (the sweep and the rule checker). */
 ad_status ad_node_pullback(ad_tape *tape, ad_node *node, ad_pullback_fn pullback,
                            const ad_tensor *dy, ad_tensor *const din[], const float beta[]);
+
+/* Anomaly mode (anomaly.c), called only when tape->anomaly is set: AD_ERR_NONFINITE
+** naming the node if its output (a primal just ran) or one of the cotangent buffers
+** din[] (its pullback just ran) holds a NaN or an Inf; AD_OK otherwise. */
+ad_status ad_anomaly_check_value(const ad_node *node);
+ad_status ad_anomaly_check_cotangents(const ad_node *node, ad_tensor *const din[]);
 
 /* The node that produced v, or NULL (leaf or invalid handle). */
 ad_node *ad_tape_node_of(const ad_tape *tape, ad_var v);

@@ -2,6 +2,7 @@
 ** tensor.c: tensor descriptors, shape validation and the writes that bump versions.
 */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -192,6 +193,8 @@ char *ad_tensor_describe(const ad_tensor *t, char *buf, size_t buf_size)
 
 double ad_tensor_get(const ad_tensor *t, int64_t i)
 {
+    if (!t || !t->data)
+        return NAN;
     switch (t->dtype) {
     case AD_F32: return ((const float *)t->data)[i];
     case AD_F64: return ((const double *)t->data)[i];
