@@ -165,7 +165,7 @@ ad_status ad_op_bias_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **ou
     ad_status rc = ad_out(cx, x->dtype, 2, x->shape, out);
     if (rc)
         return rc;
-    int64_t n = x->shape[0], m = x->shape[1];
+    int64_t m = x->shape[1], n = m ? x->shape[0] : 0; /* [2^40 x 0]: no 2^40 rows */
     AD_TYPED(x->dtype, {
         const T *xs = x->data, *bs = b->data;
         T *ys = (*out)->data;
@@ -182,7 +182,7 @@ static ad_status bias_add_pullback(ad_ctx *cx, const ad_tensor *dy,
                                    ad_tensor *const din[], const float beta[])
 {
     (void)in;
-    int64_t n = y->shape[0], m = y->shape[1];
+    int64_t m = y->shape[1], n = m ? y->shape[0] : 0; /* [2^40 x 0]: no 2^40 rows */
     if (din[0])
         put_scaled(din[0], beta[0], 1.0, dy);
     if (!din[1])
