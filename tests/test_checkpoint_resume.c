@@ -130,8 +130,8 @@ static void resume_fails(const char *key, const char *value, ad_optim_kind kind,
 
 Test(checkpoint_resume, optimiser_of_another_kind_is_metadata_error)
 {
-    resume_fails(NULL, NULL, AD_OPT_MOMENTUM, AD_ERR_METADATA, "adam optimiser, not of a "
-                 "momentum one");
+    resume_fails(NULL, NULL, AD_OPT_MOMENTUM, AD_ERR_METADATA,
+                 "adam optimiser state, but the optimiser is momentum");
 }
 
 Test(checkpoint_resume, file_without_optimiser_state_is_metadata_error)

@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L /* mkstemp, fchmod, fsync */
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,17 +32,45 @@ ad_checkpoint_io ad_checkpoint_io_hooks_ = {mkstemp, fchmod, write, fsync,
 ** callers treat any jansson result as an out-of-memory once this is set. */
 static _Thread_local bool json_oom;
 
+/*
+** jansson 2.14 does not survive a NULL from its allocator everywhere (its lexer ignores
+** a failed growth of the token buffer and reads past it: akheron/jansson#362), so a
+** failed hook allocation is recorded, then served from plain malloc so jansson carries
+** on safely; the caller reports AD_ERR_NOMEM all the same. A header before each block
+** says which allocator made it, so the release goes to the right one.
+*/
+typedef union json_block {
+    int from_hooks;
+    max_align_t align;
+} json_block;
+
 static void *json_alloc(size_t size)
 {
-    void *p = ad_malloc(size);
-    if (!p)
-        json_oom = true;
-    return p;
+    size_t total;
+    if (!ad_size_add(size, sizeof(json_block), &total))
+        return json_oom = true, NULL;
+    json_block *b = ad_malloc(total);
+    if (b) {
+        b->from_hooks = 1;
+        return b + 1;
+    }
+    json_oom = true;
+    b = malloc(total);
+    if (!b)
+        return NULL; /* the process itself is out of memory */
+    b->from_hooks = 0;
+    return b + 1;
 }
 
 static void json_release(void *p)
 {
-    ad_free(p);
+    if (!p)
+        return;
+    json_block *b = (json_block *)p - 1;
+    if (b->from_hooks)
+        ad_free(b);
+    else
+        free(b);
 }
 
 static pthread_once_t json_once = PTHREAD_ONCE_INIT;

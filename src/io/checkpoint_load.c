@@ -108,8 +108,8 @@ static ad_status plan_optim_meta(const char *what, load *l, ad_optim *o,
     if (!kind)
         return bad_meta(what, &l->f, CKPT_KEY_KIND);
     if (strcmp(kind, ckpt_kind_name(c.kind)))
-        return ad_fail(AD_ERR_METADATA, "%s: %s holds the state of a %s optimiser, not of "
-                       "a %s one", what, l->f.path, kind, ckpt_kind_name(c.kind));
+        return ad_fail(AD_ERR_METADATA, "%s: %s holds %s optimiser state, but the "
+                       "optimiser is %s", what, l->f.path, kind, ckpt_kind_name(c.kind));
     uint64_t bits;
     if (!parse_u64(meta_get(&l->f, CKPT_KEY_LR), 16, &bits))
         return bad_meta(what, &l->f, CKPT_KEY_LR);
