@@ -78,12 +78,16 @@ static ad_status dfa_output_pullback(ad_ctx *cx, const ad_tensor *dy,
 const ad_rule ad_rule_dfa_output = {
     .name = "dfa output (captures e)", .pullback = dfa_output_pullback, .n_inputs = 1};
 
+/* Identity forward. Recording clears e too: an e left by a sweep of another (perhaps
+** freed) tape must never reach this layer's pullback. */
 ad_status ad_op_dfa_hidden(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
 {
     const ad_tensor *h = in[0], *b = in[1];
     char dh[64], db[64];
-    if (!attrs_dfa(cx))
+    ad_dfa *dfa = attrs_dfa(cx);
+    if (!dfa)
         return ad_fail(AD_ERR_NULL, "dfa_hidden: no ad_dfa given");
+    dfa->error_ = NULL;
     if (h->ndim != 2 || b->shape[0] != h->shape[1])
         return ad_fail(AD_ERR_SHAPE, "dfa_hidden: B %s must be (units of h) x outputs for "
                        "h %s", ad_tensor_describe(b, db, sizeof db),
