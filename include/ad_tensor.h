@@ -65,7 +65,8 @@ void ad_tensor_free(ad_tensor *t);
 /* Declares that elements were written through `data`: bumps the version. */
 void ad_tensor_touch(ad_tensor *t);
 
-/* Sets every element to `value` (converted to the dtype) and bumps the version. */
+/* Sets every element to `value` (converted to the dtype) and bumps the version.
+** AD_ERR_INVALID (tensor untouched) for an i32 tensor and a value outside int32. */
 ad_status ad_tensor_fill(ad_tensor *t, double value);
 
 /* Copies src's elements into dst; both must have the same dtype and shape. Bumps dst's

@@ -140,6 +140,10 @@ ad_status ad_tensor_fill(ad_tensor *t, double value)
 {
     if (!t)
         return ad_fail(AD_ERR_NULL, "ad_tensor_fill: tensor is NULL");
+    /* Converting a value outside int32's range (or NaN) to int32 is undefined. */
+    if (t->dtype == AD_I32 && !(value >= INT32_MIN && value <= INT32_MAX))
+        return ad_fail(AD_ERR_INVALID, "ad_tensor_fill: %g does not fit an i32 tensor",
+                       value);
     for (int64_t i = 0; i < t->size; i++) {
         switch (t->dtype) {
         case AD_F32: ((float *)t->data)[i] = (float)value; break;
