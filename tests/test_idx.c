@@ -20,24 +20,12 @@ static char dir[64];
 
 static void make_dir(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/adtape-idx-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+    ts_tmpdir_make(dir, sizeof dir, "idx");
 }
 
 static void remove_dir(void)
 {
-    char p[600];
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    }
-    closedir(d);
-    rmdir(dir);
+    ts_tmpdir_remove(dir);
 }
 
 TestSuite(idx, .init = make_dir, .fini = remove_dir);

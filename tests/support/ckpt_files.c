@@ -19,24 +19,12 @@ static char dir[64];
 
 void cf_make_dir(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/adtape-ckpt-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+    ts_tmpdir_make(dir, sizeof dir, "ckpt");
 }
 
 void cf_remove_dir(void)
 {
-    char p[600];
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    }
-    closedir(d);
-    rmdir(dir);
+    ts_tmpdir_remove(dir);
 }
 
 const char *cf_dir(void)

@@ -1,9 +1,15 @@
 /*
 ** support.c: see support.h.
 */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include "support.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -134,6 +140,28 @@ void ts_naive_matmul_raw(const double *h, int64_t n, int64_t in, const ad_tensor
                 s += h[r * in + b] * ts_get(w, a * in + b);
             out[r * o + a] = s;
         }
+}
+
+void ts_tmpdir_make(char *buf, size_t size, const char *tag)
+{
+    snprintf(buf, size, "/tmp/adtape-%s-XXXXXX", tag);
+    cr_assert_not_null(mkdtemp(buf), "mkdtemp %s: %s", buf, strerror(errno));
+}
+
+void ts_tmpdir_remove(const char *dir)
+{
+    char p[600];
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+    }
+    closedir(d);
+    rmdir(dir);
 }
 
 /* ---- counting allocator ---- */

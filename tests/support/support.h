@@ -46,6 +46,11 @@ void ts_naive_matmul(const ad_tensor *a, int trans_a, const ad_tensor *b, int tr
 void ts_naive_matmul_raw(const double *h, int64_t n, int64_t in, const ad_tensor *w,
                          double *out);
 
+/* A fresh directory /tmp/adtape-<tag>-XXXXXX in buf (the test fails if it cannot be
+** made), and its removal with the files in it (not recursive). */
+void ts_tmpdir_make(char *buf, size_t size, const char *tag);
+void ts_tmpdir_remove(const char *dir);
+
 /* Counting allocator installed through ad_set_allocator. fail_at = N makes the N-th
 ** allocation from now fail (0: never). */
 void ts_alloc_install(void);
