@@ -52,6 +52,15 @@ ad_var ad_tanh(ad_tape *t, ad_var x);
 ad_var ad_relu(ad_tape *t, ad_var x);
 ad_var ad_sigmoid(ad_tape *t, ad_var x);
 
+/* A dense layer's tail in one op: relu(X + b) and tanh(X + b), b added to every row
+** of X (n x m). Bitwise the values and gradients of ad_relu(t, ad_bias_add(t, x, b))
+** and its tanh twin, in one pass over the batch each way instead of two (the plain
+** ops stay for models that need the pre-activation X + b on the tape). */
+ad_status ad_op_bias_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status ad_op_bias_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_var ad_bias_relu(ad_tape *t, ad_var x, ad_var b);
+ad_var ad_bias_tanh(ad_tape *t, ad_var x, ad_var b);
+
 /* Reductions to a rank-0 value: sum and mean of every element. */
 ad_status ad_op_sum(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
 ad_status ad_op_mean(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);

@@ -19,6 +19,8 @@ const ad_rule_seed ad_builtin_rule_seeds[] = {
     SEED(ad_op_tanh, ad_rule_tanh),
     SEED(ad_op_relu, ad_rule_relu),
     SEED(ad_op_sigmoid, ad_rule_sigmoid),
+    SEED(ad_op_bias_relu, ad_rule_bias_relu),
+    SEED(ad_op_bias_tanh, ad_rule_bias_tanh),
     SEED(ad_op_sum, ad_rule_sum),
     SEED(ad_op_mean, ad_rule_mean),
     SEED(ad_op_mse, ad_rule_mse),

@@ -66,26 +66,6 @@ ad_status ad_op_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
     return AD_OK;
 }
 
-/* g where x > 0, else +0, by masking g's bits: a ?: here would become a branch once
-** AD_PUT_EACH adds it to d[i] (see ops_internal.h), and a branch stops vectorisation. */
-static inline float relu_grad_f32(float g, float x)
-{
-    uint32_t b;
-    memcpy(&b, &g, sizeof b);
-    b &= -(uint32_t)(x > 0);
-    memcpy(&g, &b, sizeof g);
-    return g;
-}
-
-static inline double relu_grad_f64(double g, double x)
-{
-    uint64_t b;
-    memcpy(&b, &g, sizeof b);
-    b &= -(uint64_t)(x > 0);
-    memcpy(&g, &b, sizeof g);
-    return g;
-}
-
 /* y = max(x, 0):  dx = dy where x > 0, else 0 (the subgradient 0 at x = 0) */
 static ad_status relu_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
                                const ad_tensor *y, ad_tensor *const din[], const float beta[])
@@ -96,11 +76,11 @@ static ad_status relu_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     if (dy->dtype == AD_F32) {
         const float *g = dy->data, *x = in[0]->data;
         float *dx = din[0]->data;
-        AD_PUT_EACH(dx, dy->size, beta[0], i, relu_grad_f32(g[i], x[i]));
+        AD_PUT_EACH(dx, dy->size, beta[0], i, ad_relu_grad_f32(g[i], x[i]));
     } else {
         const double *g = dy->data, *x = in[0]->data;
         double *dx = din[0]->data;
-        AD_PUT_EACH(dx, dy->size, beta[0], i, relu_grad_f64(g[i], x[i]));
+        AD_PUT_EACH(dx, dy->size, beta[0], i, ad_relu_grad_f64(g[i], x[i]));
     }
     return AD_OK;
 }

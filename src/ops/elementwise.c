@@ -153,16 +153,22 @@ const ad_rule ad_rule_scale = {.name = "scale", .pullback = scale_pullback, .n_i
 
 /* ---- bias_add ---- */
 
+ad_status ad_require_bias_shape(const char *op, const ad_tensor *x, const ad_tensor *b)
+{
+    if (b->shape[0] == x->shape[1])
+        return AD_OK;
+    char dx[64], db[64];
+    return ad_fail(AD_ERR_SHAPE, "%s: bias %s does not match the columns of %s", op,
+                   ad_tensor_describe(b, db, sizeof db), ad_tensor_describe(x, dx, sizeof dx));
+}
+
 ad_status ad_op_bias_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
 {
     const ad_tensor *x = in[0], *b = in[1];
-    if (b->shape[0] != x->shape[1]) {
-        char dx[64], db[64];
-        return ad_fail(AD_ERR_SHAPE, "bias_add: bias %s does not match the columns of %s",
-                       ad_tensor_describe(b, db, sizeof db),
-                       ad_tensor_describe(x, dx, sizeof dx));
-    }
-    ad_status rc = ad_out(cx, x->dtype, 2, x->shape, out);
+    ad_status rc = ad_require_bias_shape("bias_add", x, b);
+    if (rc)
+        return rc;
+    rc = ad_out(cx, x->dtype, 2, x->shape, out);
     if (rc)
         return rc;
     int64_t m = x->shape[1], n = m ? x->shape[0] : 0; /* [2^40 x 0]: no 2^40 rows */

@@ -6,6 +6,8 @@
 #define AD_OPS_INTERNAL_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "ad.h"
 #include "../base/base.h"
@@ -55,11 +57,36 @@ void ad_tanh_f32(const float *x, float *y, int64_t n);
 /* Two tensors of one shape, or AD_ERR_SHAPE naming both (`op` names the op). */
 ad_status ad_require_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b);
 
+/* A bias b (m) for the columns of x (n x m), or AD_ERR_SHAPE naming both. */
+ad_status ad_require_bias_shape(const char *op, const ad_tensor *x, const ad_tensor *b);
+
+/* relu's pullback for one element: g where x > 0, else +0, by masking g's bits: a ?:
+** here would become a branch once AD_PUT_EACH adds it to d[i], and a branch stops
+** vectorisation. Shared by relu and the fused bias + relu, so both give the same bits. */
+static inline float ad_relu_grad_f32(float g, float x)
+{
+    uint32_t b;
+    memcpy(&b, &g, sizeof b);
+    b &= -(uint32_t)(x > 0);
+    memcpy(&g, &b, sizeof g);
+    return g;
+}
+
+static inline double ad_relu_grad_f64(double g, double x)
+{
+    uint64_t b;
+    memcpy(&b, &g, sizeof b);
+    b &= -(uint64_t)(x > 0);
+    memcpy(&g, &b, sizeof g);
+    return g;
+}
+
 /* Rules of the built-in ops, one family a file, gathered by builtin_rules.c. */
 extern const ad_rule ad_rule_matmul;
 extern const ad_rule ad_rule_add, ad_rule_sub, ad_rule_mul, ad_rule_scale,
     ad_rule_bias_add;
 extern const ad_rule ad_rule_tanh, ad_rule_relu, ad_rule_sigmoid;
+extern const ad_rule ad_rule_bias_relu, ad_rule_bias_tanh;
 extern const ad_rule ad_rule_sum, ad_rule_mean;
 extern const ad_rule ad_rule_mse, ad_rule_softmax_cross_entropy;
 
