@@ -3,7 +3,8 @@
 ** resumed from a checkpoint (parameters, Adam's moments and step counts, the
 ** generator, the step) must continue bit for bit as the uninterrupted run; the
 ** optimiser's and generator's metadata are validated like the tensors, and a load that
-** fails on them leaves parameters, optimiser and generator as they were.
+** fails on them leaves parameters, optimiser and generator as they were. The caller's
+** own metadata pairs are checked in test_checkpoint_args.c.
 */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -13,18 +14,28 @@
 
 TestSuite(checkpoint_resume, .init = cf_make_dir, .fini = cf_remove_dir);
 
+/* Parameters, optimiser (buffers, step counts, rate), generator and step. */
 static void assert_nets_equal(cf_net *a, cf_net *b)
 {
+    cr_assert_eq(ad_optim_state_count(b->opt), ad_optim_state_count(a->opt));
     for (int i = 0; i < 4; i++) {
         cf_assert_bits_equal(ad_params_at(b->ps, i), ad_params_at(a->ps, i),
                              cf_net_names[i]);
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < ad_optim_state_count(a->opt); k++) {
             ad_tensor va, vb;
             cr_assert_eq(ad_optim_state(a->opt, i, k, &va), AD_OK);
             cr_assert_eq(ad_optim_state(b->opt, i, k, &vb), AD_OK);
             cf_assert_bits_equal(&vb, &va, "optimiser state");
         }
+        int64_t sa, sb;
+        cr_assert_eq(ad_optim_get_steps(a->opt, i, &sa), AD_OK);
+        cr_assert_eq(ad_optim_get_steps(b->opt, i, &sb), AD_OK);
+        cr_assert_eq(sb, sa, "step counts of %s differ", cf_net_names[i]);
     }
+    ad_optim_config ca, cb;
+    ad_optim_get_config(a->opt, &ca);
+    ad_optim_get_config(b->opt, &cb);
+    cr_assert(!memcmp(&ca.lr, &cb.lr, sizeof ca.lr), "learning rates differ");
     cr_assert(!memcmp(&a->rng, &b->rng, sizeof a->rng), "generators differ");
     cr_assert_eq(a->step, b->step);
 }
@@ -95,19 +106,25 @@ Test(checkpoint_resume, training_checkpoint_loads_weights_only_into_a_model_with
     cf_net_close(&b);
 }
 
-/* Saves net a (3 steps) to a file, lets `edit` spoil it, loads into net b with
-** optimiser and generator: expects `code` with `needle`, and b exactly as it was. */
+/* Gives the net a fresh optimiser of that kind (its other settings the defaults). */
+static void set_kind(cf_net *n, ad_optim_kind kind, double lr)
+{
+    ad_optim_free(n->opt);
+    ad_optim_config c = {.kind = kind, .lr = lr};
+    cr_assert_eq(ad_optim_new(n->ps, &c, &n->opt), AD_OK);
+}
+
+/* Saves net a (3 steps) to a file, sets its metadata key to value (NULL: removed),
+** loads into net b with optimiser and generator: expects `code` with `needle`, and b
+** exactly as it was. */
 static void resume_fails(const char *key, const char *value, ad_optim_kind kind,
                          ad_status code, const char *needle)
 {
     cf_net a, b;
     cf_net_open(&a, 1);
     cf_net_open(&b, 2);
-    if (kind != AD_OPT_ADAM) {
-        ad_optim_free(b.opt);
-        ad_optim_config c = {.kind = kind};
-        cr_assert_eq(ad_optim_new(b.ps, &c, &b.opt), AD_OK);
-    }
+    if (kind != AD_OPT_ADAM)
+        set_kind(&b, kind, 0.0);
     cf_net_train(&a, 3);
     cf_net_train(&b, 2);
     const char *p = cf_path("spoiled.safetensors");
@@ -146,6 +163,8 @@ Test(checkpoint_resume, malformed_generator_state_is_metadata_error)
     resume_fails("adtape.rng", "0000000000000000000000000000000000000000000000000000000000000000",
                  AD_OPT_ADAM, AD_ERR_METADATA, "adtape.rng");
     resume_fails("adtape.rng", NULL, AD_OPT_ADAM, AD_ERR_METADATA, "adtape.rng is missing");
+    resume_fails("adtape.rng", "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF",
+                 AD_OPT_ADAM, AD_ERR_METADATA, "adtape.rng"); /* upper case */
 }
 
 Test(checkpoint_resume, malformed_step_counts_and_rate_are_metadata_error)
@@ -159,6 +178,30 @@ Test(checkpoint_resume, malformed_step_counts_and_rate_are_metadata_error)
                  "fc1.weight is missing");
     resume_fails("adtape.optim.lr", "7ff8000000000000", AD_OPT_ADAM, AD_ERR_METADATA,
                  "adtape.optim.lr"); /* a NaN */
+    resume_fails("adtape.step", "000000000000000000001", AD_OPT_ADAM, AD_ERR_METADATA,
+                 "adtape.step"); /* 21 digits */
+    resume_fails("adtape.step", "1a", AD_OPT_ADAM, AD_ERR_METADATA, "adtape.step");
+    resume_fails("adtape.optim.steps.fc1.bias", "9223372036854775808", AD_OPT_ADAM,
+                 AD_ERR_METADATA, "adtape.optim.steps.fc1.bias"); /* INT64_MAX + 1 */
+}
+
+/* The rate is the 16 lowercase hex digits of a finite double >= 0. */
+Test(checkpoint_resume, learning_rate_not_the_bits_of_a_rate_is_metadata_error)
+{
+    /* 15 digits, upper case, not hex, -1.0, +Inf */
+    static const char *const bad[] = {"3f847ae147ae147", "3F847AE147AE147B",
+                                      "3f847ae147ae147g", "bff0000000000000",
+                                      "7ff0000000000000"};
+    for (int i = 0; i < 5; i++)
+        resume_fails("adtape.optim.lr", bad[i], AD_OPT_ADAM, AD_ERR_METADATA, bad[i]);
+}
+
+/* Adam's file read by momentum, its kind rewritten to match: the first moments serve
+** as velocities, and the second moments are buffers this optimiser does not have. */
+Test(checkpoint_resume, optimiser_buffer_the_optimiser_lacks_is_extra_tensor)
+{
+    resume_fails("adtape.optim.kind", "momentum", AD_OPT_MOMENTUM, AD_ERR_EXTRA_TENSOR,
+                 "'__optim__.fc1.weight.v', which is not a buffer of the optimiser");
 }
 
 Test(checkpoint_resume, weights_only_file_lacks_the_optimiser_buffers)
@@ -186,49 +229,60 @@ Test(checkpoint_resume, weights_only_file_lacks_the_optimiser_buffers)
     cf_net_close(&b);
 }
 
-/* ---- the caller's metadata ---- */
-
-typedef struct seen {
-    int count;
-    char run[32];
-    ad_status veto;
-} seen;
-
-static ad_status on_meta(const char *key, const char *value, void *user)
+/* A checkpoint of no parameters (names may then be NULL) still carries the generator
+** and the step. */
+Test(checkpoint_resume, checkpoint_without_parameters_carries_generator_and_step)
 {
-    seen *s = user;
-    s->count++;
-    if (!strcmp(key, "run"))
-        snprintf(s->run, sizeof s->run, "%s", value);
-    if (s->veto && !strcmp(key, "run"))
-        return ad_fail(s->veto, "run %s is not this model's", value);
+    ad_params *ps;
+    cr_assert_eq(ad_params_new(&ps), AD_OK);
+    ad_rng r, r2;
+    ad_rng_seed(&r, 5);
+    ad_rng_seed(&r2, 6);
+    ad_checkpoint_extras x = {.rng = &r, .step = 7}, y = {.rng = &r2};
+    const char *p = cf_path("empty.safetensors");
+    cr_assert_eq(ad_checkpoint_save(p, ps, NULL, &x), AD_OK, "%s", ad_last_error());
+    cr_assert_eq(ad_checkpoint_load(p, ps, NULL, &y), AD_OK, "%s", ad_last_error());
+    cr_assert(!memcmp(&r, &r2, sizeof r), "the generator was not restored");
+    cr_assert_eq(y.step, 7);
+    ad_params_free(ps);
+}
+
+/* ---- every optimiser ---- */
+
+static ad_status kind_of(const char *key, const char *value, void *user)
+{
+    if (!strcmp(key, "adtape.optim.kind"))
+        snprintf(user, 16, "%s", value);
     return AD_OK;
 }
 
-Test(checkpoint_resume, metadata_pairs_reach_the_callback_and_a_veto_changes_nothing)
+/* Each kind is stored under its name and restores its buffers, step counts and rate
+** (b's rate differs from a's until the load). */
+Test(checkpoint_resume, every_optimiser_kind_restores_its_state)
 {
-    cf_net a, b;
-    cf_net_open(&a, 1);
-    cf_net_open(&b, 2);
-    const char *p = cf_path("meta.safetensors");
-    ad_checkpoint_meta m[] = {{"run", "r17"}, {"note", "caf\xc3\xa9"}};
-    ad_checkpoint_extras xa = cf_net_extras(&a);
-    xa.meta = m, xa.n_meta = 2;
-    cr_assert_eq(ad_checkpoint_save(p, a.ps, cf_net_names, &xa), AD_OK, "%s",
-                 ad_last_error());
-    seen sn = {.veto = AD_ERR_INVALID};
-    ad_checkpoint_extras xb = {.on_meta = on_meta, .user = &sn};
-    cf_snapshot *s = cf_snap(b.ps, NULL, NULL);
-    cr_assert_eq(ad_checkpoint_load(p, b.ps, cf_net_names, &xb), AD_ERR_INVALID);
-    cr_assert(strstr(ad_last_error(), "run r17 is not"), "%s", ad_last_error());
-    cf_assert_unchanged(s, b.ps, NULL, NULL, "after a veto");
-    sn = (seen){0};
-    cr_assert_eq(ad_checkpoint_load(p, b.ps, cf_net_names, &xb), AD_OK, "%s",
-                 ad_last_error());
-    cr_assert_str_eq(sn.run, "r17");
-    /* format, step, rng, kind, lr, four step counts, and the two of the caller */
-    cr_assert_eq(sn.count, 11, "%d pairs", sn.count);
-    cf_snap_free(s);
-    cf_net_close(&a);
-    cf_net_close(&b);
+    static const char *const names[] = {"descent", "momentum", "nesterov", "adam", "adamw"};
+    ad_optim_kind kinds[] = {AD_OPT_DESCENT, AD_OPT_MOMENTUM, AD_OPT_NESTEROV, AD_OPT_ADAM,
+                             AD_OPT_ADAMW};
+    for (int i = 0; i < 5; i++) {
+        cf_net a, b;
+        cf_net_open(&a, 1);
+        cf_net_open(&b, 2);
+        set_kind(&a, kinds[i], 0.05);
+        set_kind(&b, kinds[i], 0.01);
+        cf_net_train(&a, 2);
+        const char *p = cf_path("kind.safetensors");
+        ad_checkpoint_extras xa = cf_net_extras(&a);
+        cr_assert_eq(ad_checkpoint_save(p, a.ps, cf_net_names, &xa), AD_OK, "%s",
+                     ad_last_error());
+        char kind[16] = "";
+        ad_checkpoint_extras xb = cf_net_extras(&b);
+        xb.on_meta = kind_of, xb.user = kind;
+        cr_assert_eq(ad_checkpoint_load(p, b.ps, cf_net_names, &xb), AD_OK, "%s: %s",
+                     names[i], ad_last_error());
+        cr_assert_str_eq(kind, names[i]);
+        b.step = xb.step;
+        assert_nets_equal(&a, &b);
+        cf_net_close(&a);
+        cf_net_close(&b);
+    }
 }

@@ -152,8 +152,11 @@ static ad_status dump_header(const char *what, plan *p)
     if (padded > CKPT_HEADER_MAX)
         return ad_fail(AD_ERR_HEADER_TOO_LARGE, "%s: a header of %zu bytes is above the "
                        "limit of %u readers accept", what, padded, CKPT_HEADER_MAX);
+    /* Each dump allocates (jansson's loop check): a refused allocation fails the save
+    ** even though the fallback served it, as in the first dump. */
     p->header = ad_malloc(8 + padded);
-    if (!p->header || json_dumpb(p->root, (char *)p->header + 8, n, JSON_COMPACT) != n)
+    if (!p->header || json_dumpb(p->root, (char *)p->header + 8, n, JSON_COMPACT) != n ||
+        ckpt_json_oom())
         return ad_fail(AD_ERR_NOMEM, "%s: out of memory for a header of %zu bytes", what,
                        padded);
     memset(p->header + 8 + n, ' ', padded - n);

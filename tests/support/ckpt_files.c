@@ -204,6 +204,52 @@ void cf_assert_bits_equal(const ad_tensor *a, const ad_tensor *b, const char *wh
               "%s: bytes differ", what);
 }
 
+void cf_assert_file_is(const char *path, const unsigned char *want, size_t n,
+                       const char *what)
+{
+    size_t size;
+    unsigned char *got = cf_read(path, &size);
+    cr_assert(size == n && !memcmp(got, want, n), "%s: the file is not the expected one",
+              what);
+    free(got);
+}
+
+/* ---- two parameters, w and b ---- */
+
+const char *const cf_wb_names[2] = {"w", "b"};
+
+void cf_wb_open(ad_tensor **w, ad_tensor **b, ad_params **ps)
+{
+    *w = ts_tensor(AD_F32, 2, TS_SHAPE(2, 2));
+    *b = ts_tensor(AD_F64, 1, TS_SHAPE(2));
+    ad_tensor_fill(*w, 7.0);
+    ad_tensor_fill(*b, -7.0);
+    cr_assert_eq(ad_params_new(ps), AD_OK);
+    ad_params_add(*ps, *w, NULL);
+    ad_params_add(*ps, *b, NULL);
+}
+
+void cf_wb_close(ad_tensor *w, ad_tensor *b, ad_params *ps)
+{
+    ad_params_free(ps);
+    ad_tensor_free(w);
+    ad_tensor_free(b);
+}
+
+void cf_load_fails(const char *path, ad_params *ps, const char *const names[],
+                   ad_status code, const char *needle)
+{
+    cf_snapshot *s = cf_snap(ps, NULL, NULL);
+    ad_status rc = ad_checkpoint_load(path, ps, names, NULL);
+    cr_assert_eq(rc, code, "got %s, expected %s (%s)", ad_status_str(rc),
+                 ad_status_str(code), ad_last_error());
+    if (needle)
+        cr_assert(strstr(ad_last_error(), needle), "message lacks \"%s\": %s", needle,
+                  ad_last_error());
+    cf_assert_unchanged(s, ps, NULL, NULL, "after a failed load");
+    cf_snap_free(s);
+}
+
 /* ---- a small model to train and resume ---- */
 
 const char *const cf_net_names[4] = {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"};
@@ -273,6 +319,13 @@ void cf_net_train(cf_net *n, int steps)
 ad_checkpoint_extras cf_net_extras(cf_net *n)
 {
     return (ad_checkpoint_extras){.optim = n->opt, .rng = &n->rng, .step = n->step};
+}
+
+void cf_net_save(const char *path, cf_net *n)
+{
+    ad_checkpoint_extras x = cf_net_extras(n);
+    cr_assert_eq(ad_checkpoint_save(path, n->ps, cf_net_names, &x), AD_OK, "%s",
+                 ad_last_error());
 }
 
 void cf_rewrite_meta(const char *path, const char *key, const char *value)

@@ -1,8 +1,9 @@
 /*
-** ckpt_files.h: what the two checkpoint suites share: a fresh folder per test, raw
-** files written byte by byte (so a crafted header says exactly what the test means),
-** and snapshots of parameters, optimiser and generator for "left exactly as it was"
-** checks. Plain malloc throughout, so the counting allocator sees only the library.
+** ckpt_files.h: what the checkpoint suites share: a fresh folder per test, raw files
+** written byte by byte (so a crafted header says exactly what the test means),
+** snapshots of parameters, optimiser and generator for "left exactly as it was"
+** checks, and the two small models the tests save and load. Plain malloc throughout,
+** so the counting allocator sees only the library.
 */
 #ifndef TEST_CKPT_FILES_H
 #define TEST_CKPT_FILES_H
@@ -38,6 +39,19 @@ void cf_snap_free(cf_snapshot *s);
 
 /* Fails unless the two tensors have the same dtype, shape and bytes. */
 void cf_assert_bits_equal(const ad_tensor *a, const ad_tensor *b, const char *what);
+/* Fails unless the file at path is exactly the n bytes of want; `what` names the moment. */
+void cf_assert_file_is(const char *path, const unsigned char *want, size_t n,
+                       const char *what);
+
+/* The target of the crafted files and of the argument checks: w (f32 2x2, all 7) and
+** b (f64 2, all -7), added to a fresh *ps in that order and named by cf_wb_names. */
+extern const char *const cf_wb_names[2];
+void cf_wb_open(ad_tensor **w, ad_tensor **b, ad_params **ps);
+void cf_wb_close(ad_tensor *w, ad_tensor *b, ad_params *ps);
+/* Loads path into ps under names; expects `code`, a message holding `needle` (unless
+** NULL), and ps bitwise unchanged (data and versions). */
+void cf_load_fails(const char *path, ad_params *ps, const char *const names[],
+                   ad_status code, const char *needle);
 
 /* A small model trained with Adam: tanh(x W1' + b1) W2' + b2 against y by MSE, x 8x4,
 ** hidden 6, out 2, float32; each batch drawn from the net's own generator. */
@@ -60,6 +74,8 @@ void cf_net_close(cf_net *n);
 void cf_net_train(cf_net *n, int steps);
 /* Extras carrying the net's optimiser, generator and step. */
 ad_checkpoint_extras cf_net_extras(cf_net *n);
+/* Saves the net with those extras to path; fails the test on any error. */
+void cf_net_save(const char *path, cf_net *n);
 
 /* Rewrites the checkpoint at path with metadata key set to value (NULL: removed),
 ** keeping the tensors and their bytes: for files that are valid but for one value. */
