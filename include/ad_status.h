@@ -50,6 +50,9 @@ typedef enum ad_status {
     AD_ERR_MISSING_TENSOR, /* a tensor the caller needs is not in the file */
     AD_ERR_EXTRA_TENSOR,   /* the file holds a tensor the caller did not ask for */
     AD_ERR_NONFINITE,      /* anomaly mode: an op's value or a cotangent holds NaN or Inf */
+    AD_ERR_MPI,            /* an MPI call failed (adtape-mpi; MPI's own text in the message) */
+    AD_ERR_PEER_FAILED,    /* another rank failed this step; the message names the rank */
+    AD_ERR_MODEL_MISMATCH, /* ranks hold parameter sets of different count, dtype or shape */
     AD_STATUS_COUNT        /* number of codes; not a code */
 } ad_status;
 

@@ -2,10 +2,11 @@
 # adtape needs (only those missing) and configures the build folder.
 
 # What building and the demo need; the tests add a reference implementation in Python
-# (numpy and PyTorch from Debian: large, so the demo does not install them).
+# (numpy and PyTorch from Debian: large, so the demo does not install them) and Open MPI,
+# so that libadtape-mpi (meson's optional 'mpi' feature) is built and tested.
 ADTAPE_PACKAGES="gcc libc6-dev meson ninja-build pkg-config libopenblas-dev uthash-dev \
 libcriterion-dev zlib1g-dev libjansson-dev dataset-fashion-mnist"
-ADTAPE_TEST_PACKAGES="python3-numpy python3-torch"
+ADTAPE_TEST_PACKAGES="python3-numpy python3-torch libopenmpi-dev openmpi-bin"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

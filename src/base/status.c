@@ -45,6 +45,9 @@ static const char *const status_text[AD_STATUS_COUNT] = {
     [AD_ERR_MISSING_TENSOR] = "tensor missing from file",
     [AD_ERR_EXTRA_TENSOR] = "unexpected tensor in file",
     [AD_ERR_NONFINITE] = "non-finite value (NaN or Inf)",
+    [AD_ERR_MPI] = "MPI call failed",
+    [AD_ERR_PEER_FAILED] = "another rank failed",
+    [AD_ERR_MODEL_MISMATCH] = "ranks hold different models",
 };
 
 const char *ad_status_str(ad_status code)
