@@ -1,7 +1,12 @@
 /*
 ** adtape-train: trains the MLP of model.h on Fashion-MNIST with each learning rule
 ** asked for, once per seed, and reports accuracy and alignment with backprop per epoch.
-** This file orchestrates; options.c parses, report.c prints and writes.
+** This file orchestrates; options.c parses, report.c prints and writes, parallel.c
+** makes it one rank of an MPI job (under mpirun, when built with MPI).
+**
+** Under MPI the global batch is --batch: every rank shuffles the same way (same seed)
+** and takes its contiguous share of each batch, so the shards together are exactly
+** the single-process batch and ad_mpi_gradient's step is the single-process step.
 */
 #define _GNU_SOURCE /* clock_gettime, isatty, fileno */
 
@@ -15,11 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "data.h"
 #include "model.h"
 #include "options.h"
+#include "parallel.h"
 #include "report.h"
 
-enum { ALIGN_ROWS = 1000, PATH_BYTES = 4096 };
+enum { PATH_BYTES = 4096 };
 
 /* Learning rates per rule when --lr is not given, chosen on held-out training data by
 ** scripts/select-lr (train on 50,000 images for 8 epochs, best of 0.003, 0.01 and 0.03
@@ -35,14 +42,6 @@ static double default_decay(rule_kind r)
     return r == RULE_KP ? 1e-4 : 0.0;
 }
 
-/* The training rows used, the evaluation rows (test set or holdout), and the test set
-** whose first rows are the fixed alignment batch. Views share the owned tensors. */
-typedef struct dataset {
-    ad_tensor *train_x, *train_y, *test_x, *test_y;
-    ad_tensor fit_x, fit_y, eval_x, eval_y;
-    int64_t n_align;
-} dataset;
-
 /* Everything a run needs besides its model: options, data, the log it fills, and
 ** the job-wide step count the progress bar's ETA comes from. */
 typedef struct trainer {
@@ -54,10 +53,31 @@ typedef struct trainer {
     double last_draw;
 } trainer;
 
+/* The process's place in the MPI job (rank 0 of 1 without MPI); fail() needs it. */
+static parallel par;
+
+static void say_error(ad_status rc)
+{
+    char who[32] = "";
+    if (par.size > 1)
+        snprintf(who, sizeof who, "rank %d: ", par.rank);
+    fprintf(stderr, "adtape-train: %s%s: %s\n", who, ad_status_str(rc), ad_last_error());
+}
+
+/* An error every rank got at this point (agreed, or from a collective): every rank
+** exits, and only the one that failed says why (the others got AD_ERR_PEER_FAILED). */
 static _Noreturn void fail(ad_status rc)
 {
-    fprintf(stderr, "adtape-train: %s: %s\n", ad_status_str(rc), ad_last_error());
+    if (rc != AD_ERR_PEER_FAILED)
+        say_error(rc);
     exit(1);
+}
+
+/* An error only this rank has, while the others may wait in a collective: abort all. */
+static _Noreturn void fail_alone(ad_status rc)
+{
+    say_error(rc);
+    parallel_abort(&par, 1);
 }
 
 static double now(void)
@@ -89,6 +109,7 @@ static int make_dirs(const char *path)
     return S_ISDIR(st.st_mode) ? 0 : (errno = ENOTDIR, -1);
 }
 
+/* Only rank 0 writes, after the last collective: it may simply stop. */
 static void join(char *out, const char *dir, const char *file)
 {
     if (snprintf(out, PATH_BYTES, "%s/%s", dir, file) >= PATH_BYTES) {
@@ -97,54 +118,22 @@ static void join(char *out, const char *dir, const char *file)
     }
 }
 
-static void read_pair(const char *dir, const char *images, const char *labels,
-                      ad_tensor **x, ad_tensor **y)
-{
-    char xp[PATH_BYTES], yp[PATH_BYTES];
-    join(xp, dir, images);
-    join(yp, dir, labels);
-    ad_status rc = ad_idx_read_pair(xp, yp, 10, x, y);
-    if (rc)
-        fail(rc);
-}
-
-/* A view of rows [r0, r0 + n) of t, sharing its memory. */
-static void rows_view(const ad_tensor *t, int64_t r0, int64_t n, ad_tensor *view)
-{
-    int64_t shape[2] = {n, t->ndim == 2 ? t->shape[1] : 1};
-    size_t row = (size_t)shape[1] * ad_dtype_size(t->dtype);
-    ad_status rc = ad_tensor_init(view, t->dtype, t->ndim, shape,
-                                  (char *)t->data + (size_t)r0 * row);
-    if (rc)
-        fail(rc);
-}
-
-/* The holdout is the last rows, so it is the same set whatever --subset says and
-** --subset never reaches into it. */
+/* Every rank reads the files (no scatter: 200 MB of floats is cheap beside training)
+** and they agree before going on; a short training set is alike on every rank. */
 static void load_data(const options *o, dataset *d)
 {
-    read_pair(o->data_dir, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-              &d->train_x, &d->train_y);
-    read_pair(o->data_dir, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-              &d->test_x, &d->test_y);
-    int64_t n = d->train_x->shape[0], n_test = d->test_x->shape[0];
-    int64_t avail = n - o->holdout;
-    int64_t n_fit = o->subset && o->subset < avail ? o->subset : avail;
-    if (avail <= 0 || n_fit < o->batch) {
-        fprintf(stderr, "adtape-train: %lld training images (after --holdout %lld) are "
-                        "fewer than one batch of %lld\n",
-                (long long)(avail > 0 ? n_fit : 0), (long long)o->holdout,
-                (long long)o->batch);
+    int64_t n_fit = 0;
+    ad_status rc = parallel_agree(&par, data_read(o->data_dir, d));
+    rc = rc ? rc : data_split(d, o->subset, o->holdout, &n_fit);
+    if (rc)
+        fail(rc);
+    if (n_fit < o->batch) {
+        if (par.rank == 0)
+            fprintf(stderr, "adtape-train: %lld training images (after --holdout %lld) are "
+                            "fewer than one batch of %lld\n",
+                    (long long)n_fit, (long long)o->holdout, (long long)o->batch);
         exit(2);
     }
-    rows_view(d->train_x, 0, n_fit, &d->fit_x);
-    rows_view(d->train_y, 0, n_fit, &d->fit_y);
-    const ad_tensor *ex = o->holdout ? d->train_x : d->test_x;
-    const ad_tensor *ey = o->holdout ? d->train_y : d->test_y;
-    int64_t e0 = o->holdout ? avail : 0, en = o->holdout ? o->holdout : n_test;
-    rows_view(ex, e0, en, &d->eval_x);
-    rows_view(ey, e0, en, &d->eval_y);
-    d->n_align = n_test < ALIGN_ROWS ? n_test : ALIGN_ROWS;
 }
 
 /* Fisher-Yates with the run's own generator, so the order depends on the seed only.
@@ -160,13 +149,18 @@ static void shuffle(int64_t *idx, int64_t n, ad_rng *rng)
 }
 
 /* Accuracy on the evaluation rows; angles on the fixed alignment batch, the same rows
-** every epoch so the curve shows the model changing, not the batch. */
+** every epoch so the curve shows the model changing, not the batch. On rank 0 only
+** (every rank holds its model): the figures are those of one process, model.c needs no
+** reductions, and it is cheap beside an epoch; the others wait at the agreement. */
 static void evaluate(model *m, const dataset *d, epoch_stats *st)
 {
-    ad_status rc = model_accuracy(m, &d->eval_x, &d->eval_y, &st->accuracy);
-    rc = rc ? rc : model_alignment(m, d->test_x, d->test_y, d->n_align, st->grad_angle,
-                                   st->weight_angle);
-    if (rc)
+    ad_status rc = AD_OK;
+    if (par.rank == 0) {
+        rc = model_accuracy(m, &d->eval_x, &d->eval_y, &st->accuracy);
+        rc = rc ? rc : model_alignment(m, d->test_x, d->test_y, d->n_align,
+                                       st->grad_angle, st->weight_angle);
+    }
+    if ((rc = parallel_agree(&par, rc)))
         fail(rc);
 }
 
@@ -183,16 +177,23 @@ static void draw_bar(trainer *t, const run_log *run, int e, double frac, double 
     report_bar(t->bar, &p);
 }
 
-/* One pass over floor(n / batch) shuffled batches; returns the mean batch loss. */
+/* One pass over floor(n / batch) shuffled batches, this rank's shard of each; returns
+** the mean batch loss (of the global batches). */
 static double train_epoch(trainer *t, model *m, int64_t *idx, ad_rng *rng,
                           const run_log *run, int e)
 {
     int64_t n = t->d.fit_x.shape[0], batch = t->o->batch, steps = n / batch;
+    int64_t shard = par.rank * (batch / par.size);
     double loss_sum = 0.0, t0 = now();
     shuffle(idx, n, rng);
     for (int64_t s = 0; s < steps; s++) {
         double loss;
-        ad_status rc = model_step(m, &t->d.fit_x, &t->d.fit_y, idx + s * batch, &loss);
+        ad_status rc = model_step(m, &t->d.fit_x, &t->d.fit_y, idx + s * batch + shard,
+                                  &loss);
+        /* The gradient's errors reach every rank at this step; the optimiser's only
+        ** this one, while the others already wait in the next step's reduction. */
+        if (rc && par.size > 1 && rc != par.gradient_status)
+            fail_alone(rc);
         if (rc)
             fail(rc);
         loss_sum += loss;
@@ -206,7 +207,7 @@ static double train_epoch(trainer *t, model *m, int64_t *idx, ad_rng *rng,
 static model_config make_config(const options *o, const run_log *run)
 {
     model_config cfg = {.rule = run->rule, .n_layers = o->n_hidden + 1, .relu = o->relu,
-                        .seed = run->seed, .batch = o->batch};
+                        .seed = run->seed, .batch = o->batch / par.size};
     cfg.widths[0] = 784;
     for (int l = 0; l < o->n_hidden; l++)
         cfg.widths[l + 1] = o->hidden[l];
@@ -221,12 +222,14 @@ static void train_run(trainer *t, run_log *run)
     model m;
     model_config cfg = make_config(t->o, run);
     ad_status rc = model_init(&m, &cfg);
-    if (rc)
-        fail(rc);
     int64_t n = t->d.fit_x.shape[0];
     int64_t *idx = malloc((size_t)n * sizeof *idx);
-    if (!idx)
-        fail(ad_fail(AD_ERR_NOMEM, "adtape-train: %lld batch indices", (long long)n));
+    if (rc == AD_OK && !idx)
+        rc = ad_fail(AD_ERR_NOMEM, "adtape-train: %lld batch indices", (long long)n);
+    rc = parallel_agree(&par, rc);
+    rc = rc ? rc : parallel_attach(&par, &m);
+    if (rc)
+        fail(rc);
     for (int64_t i = 0; i < n; i++)
         idx[i] = i;
     /* Apart from the model's generator and seeded alike for every rule: for a seed,
@@ -238,20 +241,22 @@ static void train_run(trainer *t, run_log *run)
     report_epoch(t->log, &t->job, run, 0);
     for (int e = 1; e <= t->o->epochs; e++) {
         epoch_stats *st = &run->epochs[e];
-        double t0 = now();
+        double t0 = now(), comm0 = parallel_comm_seconds(&par);
         st->train_loss = train_epoch(t, &m, idx, &rng, run, e);
         st->seconds = now() - t0;
+        st->comm_seconds = parallel_comm_seconds(&par) - comm0;
         evaluate(&m, &t->d, st);
         if (t->bar)
             report_clear_bar(t->bar);
         report_epoch(t->log, &t->job, run, e);
     }
     free(idx);
+    parallel_detach(&par);
     model_free(&m);
 }
 
 /* One run_log per (rule, seed), rule-major, with lr and decay resolved per rule. */
-static void plan_job(trainer *t)
+static ad_status plan_job(trainer *t)
 {
     const options *o = t->o;
     job_log *j = &t->job;
@@ -259,12 +264,13 @@ static void plan_job(trainer *t)
                    .n_hidden = o->n_hidden, .activation = o->relu ? "relu" : "tanh",
                    .optimiser = options_optim_name(o->optim), .batch = o->batch,
                    .n_train = t->d.fit_x.shape[0], .n_eval = t->d.eval_x.shape[0],
-                   .eval_name = o->holdout ? "val" : "test", .out_dir = o->out_dir};
+                   .eval_name = o->holdout ? "val" : "test", .out_dir = o->out_dir,
+                   .ranks = par.size};
     memcpy(j->hidden, o->hidden, (size_t)o->n_hidden * sizeof *o->hidden);
     size_t n_runs = (size_t)o->n_rules * (size_t)o->n_seeds;
     j->runs = calloc(n_runs, sizeof *j->runs);
     if (!j->runs)
-        fail(ad_fail(AD_ERR_NOMEM, "adtape-train: run log"));
+        return ad_fail(AD_ERR_NOMEM, "adtape-train: run log");
     for (size_t i = 0; i < n_runs; i++) {
         run_log *run = &j->runs[i];
         run->rule = o->rules[i / (size_t)o->n_seeds];
@@ -274,9 +280,10 @@ static void plan_job(trainer *t)
                                                    : o->weight_decay;
         run->epochs = calloc((size_t)o->epochs + 1, sizeof *run->epochs);
         if (!run->epochs)
-            fail(ad_fail(AD_ERR_NOMEM, "adtape-train: epoch log"));
+            return ad_fail(AD_ERR_NOMEM, "adtape-train: epoch log");
     }
     t->steps_total = (int64_t)n_runs * o->epochs * (j->n_train / o->batch);
+    return AD_OK;
 }
 
 static void say_plan(const trainer *t)
@@ -286,9 +293,12 @@ static void say_plan(const trainer *t)
             (long long)t->job.n_train, t->job.eval_name, (long long)t->job.n_eval);
     for (int l = 0; l < o->n_hidden; l++)
         fprintf(t->log, "-%lld", (long long)o->hidden[l]);
-    fprintf(t->log, "-10 %s, %s, batch %lld, %d epoch%s, %d thread%s\n",
-            t->job.activation, t->job.optimiser, (long long)o->batch, o->epochs,
-            o->epochs == 1 ? "" : "s", o->threads, o->threads == 1 ? "" : "s");
+    fprintf(t->log, "-10 %s, %s, batch %lld, %d epoch%s, ", t->job.activation,
+            t->job.optimiser, (long long)o->batch, o->epochs, o->epochs == 1 ? "" : "s");
+    if (par.size > 1)
+        fprintf(t->log, "%d ranks (shards of %lld) x ", par.size,
+                (long long)(o->batch / par.size));
+    fprintf(t->log, "%d thread%s\n", o->threads, o->threads == 1 ? "" : "s");
 }
 
 /* CSV, plot, then the table or the JSON (which names the plot). Returns the status. */
@@ -319,31 +329,50 @@ static void free_job(trainer *t)
     for (int i = 0; t->job.runs && i < t->job.n_rules * t->job.n_seeds; i++)
         free(t->job.runs[i].epochs);
     free(t->job.runs);
-    ad_tensor_free(t->d.train_x);
-    ad_tensor_free(t->d.train_y);
-    ad_tensor_free(t->d.test_x);
-    ad_tensor_free(t->d.test_y);
+    data_free(&t->d);
+}
+
+/* Every rank meets the same command line: rank 0 alone reports what is wrong with it. */
+static void parse_command_line(int argc, char **argv, options *o)
+{
+    parallel_mute(&par, 1);
+    options_parse(argc, argv, o);
+    parallel_mute(&par, 0);
+    if (o->batch % par.size != 0) {
+        if (par.rank == 0)
+            fprintf(stderr, "adtape-train: --batch %lld does not split into %d equal "
+                            "shards: use a multiple of the number of ranks\n",
+                    (long long)o->batch, par.size);
+        exit(2);
+    }
 }
 
 int main(int argc, char **argv)
 {
     options o;
-    options_parse(argc, argv, &o);
+    parallel_start(&par, &argc, &argv);
+    parse_command_line(argc, argv, &o);
     openblas_set_num_threads(o.threads);
-    trainer t = {.o = &o, .log = o.json ? stderr : stdout};
-    /* The bar shares the per-epoch lines' stream, so --json keeps stdout clean. */
-    t.bar = isatty(fileno(t.log)) ? t.log : NULL;
+    /* Ranks other than 0 log to stdout, which parallel_start pointed at /dev/null. */
+    trainer t = {.o = &o, .log = o.json && par.rank == 0 ? stderr : stdout};
+    /* The bar shares the per-epoch lines' stream, so --json keeps stdout clean. Not
+    ** under mpirun: it hands rank 0 a pseudo-terminal even when its own output goes
+    ** to a file, so isatty cannot tell, and a log would fill with redraws. */
+    t.bar = par.size == 1 && isatty(fileno(t.log)) ? t.log : NULL;
     load_data(&o, &t.d);
     /* Before training, so an unwritable --out fails in seconds, not after hours. */
-    if (make_dirs(o.out_dir) != 0) {
+    int bad_dir = par.rank == 0 && make_dirs(o.out_dir) != 0;
+    if (bad_dir)
         fprintf(stderr, "adtape-train: cannot create %s: %s\n", o.out_dir, strerror(errno));
+    if (parallel_agree(&par, bad_dir ? AD_ERR_IO : AD_OK) != AD_OK)
         return 1;
-    }
-    plan_job(&t);
+    ad_status rc = parallel_agree(&par, plan_job(&t));
+    if (rc)
+        fail(rc);
     say_plan(&t);
     for (int i = 0; i < o.n_rules * o.n_seeds; i++)
         train_run(&t, &t.job.runs[i]);
-    int status = finish(&t);
+    int status = par.rank == 0 ? finish(&t) : 0;
     free_job(&t);
     return status;
 }

@@ -63,6 +63,14 @@ static ad_status add_params(model *m)
     return rc;
 }
 
+/* The single-process gradient: ctx unused. */
+static ad_status local_gradient(void *ctx, ad_tape *tape, const ad_params *ps,
+                                ad_loss_fn loss_fn, void *user, ad_grads *gs, double *loss)
+{
+    (void)ctx;
+    return ad_gradient(tape, ps, loss_fn, user, gs, loss);
+}
+
 ad_status model_init(model *m, const model_config *cfg)
 {
     memset(m, 0, sizeof *m);
@@ -81,6 +89,8 @@ ad_status model_init(model *m, const model_config *cfg)
     rc = rc ? rc : ad_tensor_new(AD_I32, 1, xs, &m->labels);
     rc = rc ? rc : add_params(m);
     rc = rc ? rc : ad_grads_new(m->ps, &m->gs);
+    rc = rc ? rc : ad_grads_new(m->ps, &m->align_gs);
+    m->gradient = local_gradient;
     rc = rc ? rc : ad_optim_new(m->ps, &cfg->optim, &m->opt);
     rc = rc ? rc : ad_tape_new(&m->tape);
     rc = rc ? rc : ad_tape_new(&m->eval_tape);
@@ -100,6 +110,7 @@ void model_free(model *m)
     ad_tensor_free(m->labels);
     ad_optim_free(m->opt);
     ad_grads_free(m->gs);
+    ad_grads_free(m->align_gs);
     ad_params_free(m->ps);
     ad_tape_free(m->tape);
     ad_tape_free(m->eval_tape);
@@ -149,6 +160,13 @@ static void gather(model *m, const ad_tensor *images, const ad_tensor *labels,
     ad_tensor_touch(m->labels);
 }
 
+/* The loss of the current batch: what m->gradient records on a fresh tape. */
+static ad_var batch_loss(ad_tape *t, void *user)
+{
+    model *m = user;
+    return ad_softmax_cross_entropy(t, forward(m, t, m->x), ad_use(t, m->labels));
+}
+
 ad_status model_step(model *m, const ad_tensor *images, const ad_tensor *labels,
                      const int64_t *idx, double *loss)
 {
@@ -158,12 +176,7 @@ ad_status model_step(model *m, const ad_tensor *images, const ad_tensor *labels,
         if (rc)
             return rc;
     }
-    ad_tape_reset(m->tape);
-    ad_var l = ad_softmax_cross_entropy(m->tape, forward(m, m->tape, m->x),
-                                        ad_use(m->tape, m->labels));
-    ad_status rc = ad_backward(m->tape, l, m->ps, m->gs);
-    if (rc == AD_OK)
-        *loss = ad_tensor_get(ad_value(m->tape, l), 0);
+    ad_status rc = m->gradient(m->gradient_ctx, m->tape, m->ps, batch_loss, m, m->gs, loss);
     return rc ? rc : ad_optim_step(m->opt, m->gs);
 }
 
@@ -219,11 +232,11 @@ ad_status model_alignment(model *m, const ad_tensor *images, const ad_tensor *la
                                            ad_use(m->tape, &lv));
     const ad_tensor *rule_grad[MODEL_MAX_LAYERS];
     ad_sweep_options reference = {.use_reference = 1};
-    if ((rc = ad_backward(m->tape, loss, m->ps, m->gs)))
+    if ((rc = ad_backward(m->tape, loss, m->ps, m->align_gs)))
         return rc;
     for (int l = 0; l < hidden_layers(m); l++)
         rule_grad[l] = ad_cotangent(m->tape, m->pre[l]);
-    if ((rc = ad_backward_ex(m->tape, loss, m->ps, m->gs, &reference)))
+    if ((rc = ad_backward_ex(m->tape, loss, m->ps, m->align_gs, &reference)))
         return rc;
     for (int l = 0; l < hidden_layers(m); l++) {
         grad_angle[l] = ad_angle_degrees(rule_grad[l], ad_cotangent(m->tape, m->pre[l]));

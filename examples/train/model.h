@@ -39,6 +39,15 @@ typedef struct model_config {
     int64_t batch;
 } model_config;
 
+/*
+** Where model_step gets its gradient: ad_gradient's contract, plus ctx, the hook's own
+** state. model_init installs a call of ad_gradient; adtape-train under MPI installs
+** ad_mpi_gradient (examples/train/parallel.c), so that this file needs no MPI.
+*/
+typedef ad_status (*model_gradient_fn)(void *ctx, ad_tape *tape, const ad_params *ps,
+                                       ad_loss_fn loss_fn, void *user, ad_grads *gs,
+                                       double *loss);
+
 typedef struct model {
     model_config cfg;
     ad_tensor *W[MODEL_MAX_LAYERS], *b[MODEL_MAX_LAYERS];
@@ -46,6 +55,9 @@ typedef struct model {
     ad_tensor *x, *labels;          /* the current batch, filled by model_step's caller */
     ad_params *ps;
     ad_grads *gs;
+    ad_grads *align_gs;             /* model_alignment's sweeps write here, never into gs */
+    model_gradient_fn gradient;     /* model_step's gradient (see above) */
+    void *gradient_ctx;
     ad_optim *opt;
     ad_tape *tape, *eval_tape;
     ad_dfa dfa;
@@ -58,7 +70,8 @@ ad_status model_init(model *m, const model_config *cfg);
 void model_free(model *m);
 
 /* One training step on rows idx[0..batch) of images/labels (copied into the batch):
-** gradient with the model's rule, optimiser step. *loss gets the batch loss. */
+** gradient with the model's rule through m->gradient, optimiser step. *loss gets the
+** batch loss (under MPI: the mean over the ranks' shards). */
 ad_status model_step(model *m, const ad_tensor *images, const ad_tensor *labels,
                      const int64_t *idx, double *loss);
 
@@ -71,6 +84,7 @@ ad_status model_accuracy(model *m, const ad_tensor *images, const ad_tensor *lab
 ** degrees between the rule's pre-activation gradient and backprop's (two sweeps of one
 ** tape, the second with reference pullbacks), flattened over batch x units, and the
 ** angle between B_l and W_l (NaN where the rule has no such B). n_hidden entries each.
+** Sweeps into align_gs, so it neither calls m->gradient nor fires gs's ready callback.
 */
 ad_status model_alignment(model *m, const ad_tensor *images, const ad_tensor *labels,
                           int64_t n, double *grad_angle, double *weight_angle);

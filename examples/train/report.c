@@ -77,10 +77,13 @@ void report_epoch(FILE *f, const job_log *job, const run_log *run, int e)
     else
         snprintf(loss, sizeof loss, "%7.4f", st->train_loss);
     fprintf(f, "%-6s seed %-3llu epoch %3d/%-3d  loss %s  %s %6.2f%%  angle(l%d) %6.2f deg"
-               "  %6.2f s\n",
+               "  %6.2f s",
             rule_name(run->rule), (unsigned long long)run->seed, e, job->n_epochs, loss,
             job->eval_name, 100.0 * st->accuracy, top(job) + 1,
             st->grad_angle[top(job)], st->seconds);
+    if (job->ranks > 1 && e > 0)
+        fprintf(f, "  allreduce %4.1f%%", 100.0 * st->comm_seconds / st->seconds);
+    fputc('\n', f);
     fflush(f);
 }
 
@@ -216,9 +219,10 @@ static void json_config(FILE *f, const job_log *job)
     for (int l = 0; l < job->n_hidden; l++)
         fprintf(f, "%s%lld", l ? ", " : "", (long long)job->hidden[l]);
     fprintf(f, "], \"activation\": \"%s\", \"optimiser\": \"%s\", \"epochs\": %d, "
-               "\"batch\": %lld, \"n_train\": %lld, \"eval_set\": \"%s\", \"n_eval\": %lld},\n",
+               "\"batch\": %lld, \"n_train\": %lld, \"eval_set\": \"%s\", \"n_eval\": %lld, "
+               "\"ranks\": %d},\n",
             job->activation, job->optimiser, job->n_epochs, (long long)job->batch,
-            (long long)job->n_train, job->eval_name, (long long)job->n_eval);
+            (long long)job->n_train, job->eval_name, (long long)job->n_eval, job->ranks);
 }
 
 static void json_run(FILE *f, const job_log *job, const run_log *run, int last)

@@ -19,6 +19,7 @@ typedef struct epoch_stats {
     double grad_angle[MODEL_MAX_LAYERS];     /* degrees, per hidden layer */
     double weight_angle[MODEL_MAX_LAYERS];   /* degrees, NaN where the rule has no B */
     double seconds;                          /* training only, evaluation excluded */
+    double comm_seconds;                     /* of those, inside MPI for gradients */
 } epoch_stats;
 
 typedef struct run_log {
@@ -37,6 +38,7 @@ typedef struct job_log {
     int64_t batch, n_train, n_eval;
     const char *eval_name;                   /* "test" or "val" (the holdout) */
     const char *out_dir;
+    int ranks;                               /* MPI processes sharing each batch */
 } job_log;
 
 /* What the progress bar shows; the caller computes the rates. */
