@@ -79,7 +79,7 @@ void bench_model_free(bench_model *m)
     ad_tape_free(m->tape);
 }
 
-static ad_var record(ad_tape *t, void *user)
+ad_var bench_model_record(ad_tape *t, void *user)
 {
     bench_model *m = user;
     const workload *w = m->w;
@@ -87,22 +87,55 @@ static ad_var record(ad_tape *t, void *user)
     for (int l = 0; l < w->n_layers; l++) {
         ad_var W = ad_use(t, m->W[l]);
         h = m->fa ? ad_dense_fa(t, W, h, ad_use(t, m->B[l])) : ad_matmul(t, h, W, 0, 1);
-        if (w->bias)
-            h = ad_bias_add(t, h, ad_use(t, m->b[l]));
-        if (l + 1 < w->n_layers && w->act == ACT_TANH)
-            h = ad_tanh(t, h);
-        else if (l + 1 < w->n_layers && w->act == ACT_RELU)
-            h = ad_relu(t, h);
+        bench_act act = l + 1 < w->n_layers ? w->act : ACT_NONE;
+        /* Bias and activation as one op where both are there (bitwise the same step
+        ** as ad_bias_add then ad_relu or ad_tanh; tests/test_bias_act.c). */
+        if (w->bias && act == ACT_RELU)
+            h = ad_bias_relu(t, h, ad_use(t, m->b[l]));
+        else if (w->bias && act == ACT_TANH)
+            h = ad_bias_tanh(t, h, ad_use(t, m->b[l]));
+        else {
+            if (w->bias)
+                h = ad_bias_add(t, h, ad_use(t, m->b[l]));
+            if (act == ACT_TANH)
+                h = ad_tanh(t, h);
+            else if (act == ACT_RELU)
+                h = ad_relu(t, h);
+        }
     }
     ad_var y = ad_use(t, m->target);
     return w->loss == LOSS_MSE ? ad_mse(t, h, y) : ad_softmax_cross_entropy(t, h, y);
 }
 
+/* p -= lr g for one parameter, the arithmetic of ad_descent_step. The sweep has run
+** every pullback that reads p by the time its gradient is final, so p may change. */
+static int update_when_ready(int index, const ad_tensor *param, const ad_tensor *grad,
+                             void *user)
+{
+    const bench_model *m = user;
+    ad_tensor *p = ad_params_at(m->ps, index);
+    float *x = p->data, a = (float)m->lr;
+    const float *d = grad->data;
+    (void)param;
+    for (int64_t k = 0; k < p->size; k++)
+        x[k] -= a * d[k];
+    ad_tensor_touch(p);
+    return 0;
+}
+
+void bench_model_fuse_update(bench_model *m)
+{
+    m->fused_update = 1;
+    ad_grads_on_ready(m->gs, update_when_ready, m);
+}
+
 ad_status bench_model_step(bench_model *m)
 {
     double loss;
-    ad_status rc = ad_gradient(m->tape, m->ps, record, m, m->gs, &loss);
-    return rc ? rc : ad_descent_step(m->ps, m->gs, m->lr);
+    ad_status rc = ad_gradient(m->tape, m->ps, bench_model_record, m, m->gs, &loss);
+    if (rc || m->fused_update)
+        return rc;
+    return ad_descent_step(m->ps, m->gs, m->lr);
 }
 
 typedef struct gemm_case {

@@ -16,6 +16,7 @@ typedef struct bench_model {
     ad_grads *gs;
     ad_tape *tape;
     double lr;
+    int fused_update; /* SGD from the gradient-ready callback, not after the sweep */
     double baseline_rss_mb; /* peak RSS after building, before the first step */
 } bench_model;
 
@@ -23,7 +24,16 @@ typedef struct bench_model {
 ad_status bench_model_init(bench_model *m, const workload *w, int fa, uint64_t seed);
 void bench_model_free(bench_model *m);
 
-/* One training step: ad_gradient, then ad_descent_step(lr). */
+/* Makes the step apply SGD to each parameter from the gradient-ready callback, as soon
+** as its gradient is final (while the cache still holds it), instead of in
+** ad_descent_step after the sweep. The parameters come out bitwise the same. */
+void bench_model_fuse_update(bench_model *m);
+
+/* The workload's loss recorded on t for the model user points to: the ad_loss_fn the
+** step hands ad_gradient (bench_mpi.c hands it ad_mpi_gradient). */
+ad_var bench_model_record(ad_tape *t, void *user);
+
+/* One training step: ad_gradient, then ad_descent_step(lr) unless fused. */
 ad_status bench_model_step(bench_model *m);
 
 /* Times every GEMM of the workload's step alone (median of reps each) and prints the

@@ -46,19 +46,19 @@ static double peak_rss_mb(void)
 
 typedef struct args {
     const workload *w;
-    int fa, threads, reps, warmup, floor, epoch;
+    int fa, fused, threads, reps, warmup, floor, epoch;
 } args;
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_step [--workload W1..W4] [--rule bp|fa] [--threads N] "
-                    "[--reps N] [--warmup N] [--mode adtape|floor] [--epoch]\n");
+    fprintf(stderr, "usage: bench_step [--workload W1..W4] [--rule bp|fa|bp-fused|fa-fused] "
+                    "[--threads N] [--reps N] [--warmup N] [--mode adtape|floor] [--epoch]\n");
     exit(2);
 }
 
 static args parse(int argc, char **argv)
 {
-    args a = {&bench_workloads[0], 0, 1, 30, 5, 0, 0};
+    args a = {.w = &bench_workloads[0], .threads = 1, .reps = 30, .warmup = 5};
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--epoch")) {
@@ -76,7 +76,9 @@ static args parse(int argc, char **argv)
             if (!a.w)
                 usage();
         } else if (!strcmp(k, "--rule")) {
-            a.fa = !strcmp(v, "fa");
+            /* bp, fa, or either with "-fused": SGD from the gradient-ready callback */
+            a.fa = !strncmp(v, "fa", 2);
+            a.fused = strstr(v, "-fused") != NULL;
         } else if (!strcmp(k, "--threads")) {
             a.threads = atoi(v);
         } else if (!strcmp(k, "--reps")) {
@@ -107,6 +109,8 @@ static int run_adtape(const args *a)
     bench_model m;
     if (bench_model_init(&m, a->w, a->fa, 1) != AD_OK)
         return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
+    if (a->fused)
+        bench_model_fuse_update(&m);
     double *ms = calloc((size_t)a->reps, sizeof *ms);
     for (int i = 0; i < a->warmup; i++)
         if (bench_model_step(&m) != AD_OK)
@@ -120,7 +124,8 @@ static int run_adtape(const args *a)
     }
     uint64_t allocs = allocs_now() - base_allocs;
     printf("{\"contender\": \"adtape\", \"workload\": \"%s\", \"rule\": \"%s\", "
-           "\"threads\": %d, ", a->w->name, a->fa ? "fa" : "bp", a->threads);
+           "\"threads\": %d, ", a->w->name, a->fa ? (a->fused ? "fa-fused" : "fa")
+           : (a->fused ? "bp-fused" : "bp"), a->threads);
     print_ms(ms, a->reps);
     char count[32] = "null";
     if (malloc_count)

@@ -32,6 +32,10 @@ def run_json(cmd, env):
 
 def contender_cmd(args, who, workload, rule, threads, reps, warmup):
     pin = ["taskset", "-c", "0"] if threads == 1 else []
+    if who != "adtape":
+        # "bp-fused" differs from "bp" only in where adtape applies SGD: the floor and
+        # PyTorch are those of the plain rule.
+        rule = rule.split("-")[0]
     if who == "torch":
         return pin + ["/usr/bin/python3", "bench/torch_step.py", "--workload", workload,
                       "--rule", rule, "--threads", str(threads), "--reps", str(reps),
@@ -138,17 +142,57 @@ def table(rows, epochs, machine):
     return "\n".join(lines)
 
 
+def combine(paths):
+    """The median over several invocations' --json outputs, row by row: the issue's
+    "median of three bench/run invocations". Ratios are medians of the invocations'
+    ratios (each from one invocation's interleaved contenders), not ratios of medians."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    rows = []
+    for i, first in enumerate(runs[0]["rows"]):
+        same = [r["rows"][i] for r in runs]
+        row = dict(first)
+        for key in ["adtape_ms", "floor_ms", "torch_ms", "adtape/floor", "adtape/torch",
+                    "peak_rss_mb", "torch_peak_rss_mb"]:
+            row[key] = statistics.median(r[key] for r in same)
+        allocs = [r["allocs/step"] for r in same]
+        row["allocs/step"] = None if None in allocs else max(allocs)
+        row["spread adtape/floor"] = [r["adtape/floor"] for r in same]
+        row["spread adtape/torch"] = [r["adtape/torch"] for r in same]
+        rows.append(row)
+    epochs = []
+    for i, first in enumerate(runs[0]["epoch"]):
+        e = dict(first)
+        for key in ["adtape_images_per_s", "torch_images_per_s"]:
+            e[key] = statistics.median(r["epoch"][i][key] for r in runs)
+        epochs.append(e)
+    return {"machine": runs[0]["machine"], "invocations": len(runs), "rows": rows,
+            "epoch": epochs}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--build", default="build")
     p.add_argument("--blocks", type=int, default=3)
     p.add_argument("--rows", default=",".join(WORKLOADS))
-    p.add_argument("--rules", default="bp,fa")
+    p.add_argument("--rules", default="bp,fa,bp-fused")
+    p.add_argument("--combine", nargs="+", metavar="JSON",
+                   help="print the median of earlier --json outputs; measure nothing")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--quick", action="store_true", help="few repetitions: a smoke test")
     p.add_argument("--json", action="store_true")
     p.add_argument("--write", action="store_true", help="record the table in bench/RESULTS.md")
     args = p.parse_args()
+    if args.combine:
+        data = combine(args.combine)
+        if args.json:
+            print(json.dumps(data, indent=1))
+        else:
+            print("median of %d invocations" % data["invocations"])
+            print(table(data["rows"], data["epoch"], data["machine"]))
+        return
     args.threads = [int(t) for t in args.threads.split(",")]
     env = environment(args)
     rows = []
