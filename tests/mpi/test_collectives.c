@@ -56,6 +56,19 @@ static void test_arguments(void)
     ad_mpi_free(NULL);
     CHECK(ad_mpi_rank(NULL) == -1 && ad_mpi_size(NULL) == 0, "rank and size of NULL");
 
+    /* An MPI call that fails comes back as AD_ERR_MPI with MPI's text. MPI reports an
+    ** invalid communicator through MPI_COMM_WORLD's handler (MPI_COMM_SELF's in newer
+    ** libraries), fatal by default: both return errors for the length of this check. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+    dp = (ad_mpi *)&m;
+    rc = ad_mpi_new(MPI_COMM_NULL, m.ps, m.gs, NULL, &dp);
+    CHECK(rc == AD_ERR_MPI && dp == (ad_mpi *)&m && strstr(ad_last_error(), "MPI_Comm_dup"),
+          "ad_mpi_new on MPI_COMM_NULL: AD_ERR_MPI naming the call (%s: %s)",
+          ad_status_str(rc), ad_last_error());
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_ARE_FATAL);
+
     dp = NULL;
     REQUIRE(ad_mpi_new(MPI_COMM_WORLD, m.ps, m.gs, NULL, &dp));
     CHECK(ad_mpi_rank(dp) == g_rank && ad_mpi_size(dp) == 2, "ad_mpi_rank %d, ad_mpi_size %d",
