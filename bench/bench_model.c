@@ -107,18 +107,15 @@ ad_var bench_model_record(ad_tape *t, void *user)
     return w->loss == LOSS_MSE ? ad_mse(t, h, y) : ad_softmax_cross_entropy(t, h, y);
 }
 
-/* p -= lr g for one parameter, the arithmetic of ad_descent_step. The sweep has run
-** every pullback that reads p by the time its gradient is final, so p may change. */
+/* p -= lr g for one parameter, as ad_descent_step computes it (saxpy). The sweep has
+** run every pullback that reads p by the time its gradient is final, so p may change. */
 static int update_when_ready(int index, const ad_tensor *param, const ad_tensor *grad,
                              void *user)
 {
     const bench_model *m = user;
     ad_tensor *p = ad_params_at(m->ps, index);
-    float *x = p->data, a = (float)m->lr;
-    const float *d = grad->data;
     (void)param;
-    for (int64_t k = 0; k < p->size; k++)
-        x[k] -= a * d[k];
+    cblas_saxpy((int)p->size, -(float)m->lr, grad->data, 1, p->data, 1);
     ad_tensor_touch(p);
     return 0;
 }

@@ -104,7 +104,10 @@ ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, vo
                       ad_grads *gs, double *loss_value);
 
 /* Descent(lr): p -= lr * grad for every parameter that got a gradient; bumps their
-** versions. Errors: AD_ERR_NULL, AD_ERR_INVALID (gs made for another set). */
+** versions. Computed as BLAS ?axpy(-lr, grad, p), spread over OpenBLAS's threads for
+** large parameters; its kernels may fuse the multiply and add (one rounding), so code
+** that must match it bit for bit calls ?axpy the same way.
+** Errors: AD_ERR_NULL, AD_ERR_INVALID (gs made for another set). */
 ad_status ad_descent_step(const ad_params *ps, const ad_grads *gs, double lr);
 
 #ifdef __cplusplus

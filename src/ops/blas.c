@@ -1,5 +1,6 @@
 /*
-** blas.c: the one place the library calls ?gemm, with the cases BLAS refuses handled.
+** blas.c: the one place the library calls BLAS (?gemm, and ?axpy for descent), with
+** the cases BLAS refuses handled.
 */
 #include <cblas.h>
 #include <limits.h>
@@ -47,6 +48,20 @@ void ad_gemm(ad_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, i
     else
         cblas_dgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, alpha, A, ld(lda), B,
                     ld(ldb), beta, C, ld(ldc));
+}
+
+void ad_axpy(ad_dtype dtype, int64_t n, double alpha, const void *x, void *y)
+{
+    /* BLAS counts in int: a larger vector goes in pieces (its elements are independent,
+    ** so the pieces give the same bits as one call would). */
+    const int64_t piece = (int64_t)1 << 30;
+    for (int64_t i = 0; i < n; i += piece) {
+        int m = (int)(n - i < piece ? n - i : piece);
+        if (dtype == AD_F32)
+            cblas_saxpy(m, (float)alpha, (const float *)x + i, 1, (float *)y + i, 1);
+        else
+            cblas_daxpy(m, alpha, (const double *)x + i, 1, (double *)y + i, 1);
+    }
 }
 
 ad_status ad_require_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b)

@@ -22,6 +22,10 @@ void ad_gemm(ad_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, i
              double alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
              double beta, void *C, int64_t ldc);
 
+/* y += alpha x over n elements of dtype, through ?axpy: OpenBLAS spreads a long vector
+** over its threads, where a loop of ours would run on one core while the others wait. */
+void ad_axpy(ad_dtype dtype, int64_t n, double alpha, const void *x, void *y);
+
 /* Runs the statements with T = float or T = double, chosen by dtype, so a kernel is
 ** written once for both float dtypes. */
 #define AD_TYPED(dtype, ...)                                                            \

@@ -288,31 +288,3 @@ ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, vo
         *loss_value = ad_tensor_get(ad_value(tape, loss), 0);
     return rc;
 }
-
-ad_status ad_descent_step(const ad_params *ps, const ad_grads *gs, double lr)
-{
-    if (!ps || !gs)
-        return ad_fail(AD_ERR_NULL, "ad_descent_step: NULL argument");
-    if (gs->ps != ps)
-        return ad_fail(AD_ERR_INVALID, "ad_descent_step: the gradient set was made for "
-                       "another parameter set");
-    for (int p = 0; p < gs->n; p++) {
-        if (!gs->present[p])
-            continue;
-        ad_tensor *w = ad_params_at(ps, p);
-        const ad_tensor *g = gs->grad[p];
-        if (w->dtype == AD_F32) {
-            float *x = w->data, a = (float)lr;
-            const float *d = g->data;
-            for (int64_t k = 0; k < w->size; k++)
-                x[k] -= a * d[k];
-        } else {
-            double *x = w->data;
-            const double *d = g->data;
-            for (int64_t k = 0; k < w->size; k++)
-                x[k] -= lr * d[k];
-        }
-        w->version++;
-    }
-    return AD_OK;
-}
