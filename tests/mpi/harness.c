@@ -3,12 +3,12 @@
 */
 #define _GNU_SOURCE /* dl_iterate_phdr, RTLD_NODELETE, RTLD_NOLOAD */
 #include "harness.h"
+#include "count_alloc.h"
 
 #include <dlfcn.h>
 #include <link.h>
 #include <mpi.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,65 +130,24 @@ void require_at(ad_status rc, const char *file, int line, const char *what)
 }
 
 
-static _Atomic uint64_t calls;
-static _Atomic int64_t outstanding;
-static _Atomic uint64_t fail_at;
-
-static int should_fail(void)
-{
-    uint64_t n = atomic_fetch_add(&calls, 1) + 1;
-    uint64_t f = atomic_load(&fail_at);
-    return f != 0 && n == f;
-}
-
-static void *count_malloc(size_t size, void *user)
-{
-    (void)user;
-    if (should_fail())
-        return NULL;
-    void *p = malloc(size);
-    if (p)
-        atomic_fetch_add(&outstanding, 1);
-    return p;
-}
-
-static void *count_realloc(void *ptr, size_t size, void *user)
-{
-    (void)user;
-    if (should_fail())
-        return NULL;
-    void *p = realloc(ptr, size);
-    if (p && !ptr)
-        atomic_fetch_add(&outstanding, 1);
-    return p;
-}
-
-static void count_free(void *ptr, void *user)
-{
-    (void)user;
-    if (ptr)
-        atomic_fetch_sub(&outstanding, 1);
-    free(ptr);
-}
-
+/* The counting allocator is tests/support/count_alloc.c, shared with the Criterion
+** suites; these names keep the MPI tests' calls short. */
 void alloc_install(void)
 {
-    ad_allocator a = {count_malloc, count_realloc, count_free, NULL};
-    REQUIRE(ad_set_allocator(&a));
+    REQUIRE(count_alloc_install());
 }
 
 uint64_t alloc_count(void)
 {
-    return atomic_load(&calls);
+    return count_alloc_calls();
 }
 
 int64_t alloc_outstanding(void)
 {
-    return atomic_load(&outstanding);
+    return count_alloc_outstanding();
 }
 
 void alloc_fail_at(uint64_t n)
 {
-    atomic_store(&calls, 0);
-    atomic_store(&fail_at, n);
+    count_alloc_fail_at(n);
 }

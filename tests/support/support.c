@@ -3,6 +3,7 @@
 */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include "support.h"
+#include "count_alloc.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -11,7 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,74 +164,29 @@ void ts_tmpdir_remove(const char *dir)
     rmdir(dir);
 }
 
-/* ---- counting allocator ---- */
-
-static _Atomic uint64_t alloc_calls;
-static _Atomic int64_t outstanding;
-static _Atomic uint64_t fail_at;
-
-static bool should_fail(void)
-{
-    uint64_t n = atomic_fetch_add(&alloc_calls, 1) + 1;
-    uint64_t f = atomic_load(&fail_at);
-    return f != 0 && n == f;
-}
-
-static void *count_malloc(size_t size, void *user)
-{
-    (void)user;
-    if (should_fail())
-        return NULL;
-    void *p = malloc(size);
-    if (p)
-        atomic_fetch_add(&outstanding, 1);
-    return p;
-}
-
-static void *count_realloc(void *ptr, size_t size, void *user)
-{
-    (void)user;
-    if (should_fail())
-        return NULL;
-    void *p = realloc(ptr, size);
-    if (p && !ptr)
-        atomic_fetch_add(&outstanding, 1);
-    return p;
-}
-
-static void count_free(void *ptr, void *user)
-{
-    (void)user;
-    if (ptr)
-        atomic_fetch_sub(&outstanding, 1);
-    free(ptr);
-}
+/* ---- counting allocator (count_alloc.c) ---- */
 
 void ts_alloc_install(void)
 {
-    atomic_store(&alloc_calls, 0);
-    atomic_store(&fail_at, 0);
-    ad_allocator a = {count_malloc, count_realloc, count_free, NULL};
-    cr_assert_eq(ad_set_allocator(&a), AD_OK);
+    cr_assert_eq(count_alloc_install(), AD_OK);
 }
 
 void ts_alloc_uninstall(void)
 {
-    ad_set_allocator(NULL);
+    count_alloc_uninstall();
 }
 
 uint64_t ts_alloc_count(void)
 {
-    return atomic_load(&alloc_calls);
+    return count_alloc_calls();
 }
 
 int64_t ts_alloc_outstanding(void)
 {
-    return atomic_load(&outstanding);
+    return count_alloc_outstanding();
 }
 
 void ts_alloc_fail_at(uint64_t n)
 {
-    atomic_store(&alloc_calls, 0);
-    atomic_store(&fail_at, n);
+    count_alloc_fail_at(n);
 }
