@@ -73,6 +73,9 @@ typedef struct ad_input_spec {
 /* The rule writes a cotangent for a feedback input that is trained by design
 ** (Kolen-Pollack's B); purely descriptive, shown so users see why B gets a gradient. */
 #define AD_RULE_TRAINS_FEEDBACK 8u
+/* The pullbacks (and the reference) never read the output's values, only its shape:
+** a memory-saving sweep may reuse the output's memory (ad_tape_set_memory_saving). */
+#define AD_RULE_OUTPUT_UNREAD 16u
 
 /*
 ** A rule: plain data the caller fills in; zero fields mean defaults. The registry
@@ -87,6 +90,10 @@ typedef struct ad_rule {
     unsigned nondiff;          /* AD_INPUT mask: never differentiated, din always NULL */
     unsigned not_gradient;     /* AD_INPUT mask: deliberately not the true gradient */
     unsigned flags;            /* AD_RULE_* */
+    unsigned unread;           /* AD_INPUT mask: input values the pullbacks (and the
+                                  reference) never read, only their shapes; a
+                                  memory-saving sweep may reuse that memory before this
+                                  node's pullback runs. 0: all read (always safe) */
 } ad_rule;
 
 #define AD_REPLACE 1u /* ad_rule_register_as flag: replace an existing rule */

@@ -53,6 +53,7 @@ typedef enum ad_status {
     AD_ERR_MPI,            /* an MPI call failed (adtape-mpi; MPI's own text in the message) */
     AD_ERR_PEER_FAILED,    /* another rank failed this step; the message names the rank */
     AD_ERR_MODEL_MISMATCH, /* ranks hold parameter sets of different count, dtype or shape */
+    AD_ERR_REUSED,         /* a memory-saving sweep reused this value's memory (ad_keep) */
     AD_STATUS_COUNT        /* number of codes; not a code */
 } ad_status;
 

@@ -65,6 +65,30 @@ void ad_tape_set_grad_enabled(ad_tape *tape, int enabled);
 */
 void ad_tape_set_anomaly_mode(ad_tape *tape, int enabled);
 
+/*
+** Memory saving (like PyTorch freeing a graph's buffers as backward goes): with
+** enabled != 0, a sweep reuses memory it no longer needs for the cotangents still to
+** come. An intermediate value's memory is reused once no pullback still to run reads
+** it, which each rule declares (ad_rule.unread, AD_RULE_OUTPUT_UNREAD; a rule that
+** declares nothing finds all it recorded intact when its pullback runs); a
+** cotangent's, once its node's pullback has run. Gradients are bitwise the same as
+** without it. After such a sweep:
+**   ad_value and ad_cotangent return NULL for a reused value or cotangent, with
+**   AD_ERR_REUSED as the last error; the loss and values marked with ad_keep before
+**   the sweep stay readable;
+**   a second sweep of the same recording fails with AD_ERR_REUSED (record again).
+** Reference sweeps (ad_sweep_options.use_reference) reuse nothing. In anomaly mode a
+** released buffer is filled with NaN, so a rule that reads what it declared unread
+** usually fails with AD_ERR_NONFINITE; not always: a cotangent may have taken the
+** buffer and written finite values before the read. Declare only what is true.
+** Off by default; the setting survives resets; a NULL tape is ignored.
+*/
+void ad_tape_set_memory_saving(ad_tape *tape, int enabled);
+
+/* Keeps v's value and cotangent readable through a memory-saving sweep (logits to
+** score, a pre-activation to inspect). Errors: AD_ERR_NULL, AD_ERR_BAD_HANDLE. */
+ad_status ad_keep(ad_tape *tape, ad_var v);
+
 /* A leaf for a user tensor: constant data, a feedback matrix, or a parameter (it gets
 ** a gradient when ad_backward is given a parameter set holding it). The tensor is not
 ** copied: it must stay alive and unchanged until the sweep (its version is checked).

@@ -47,6 +47,7 @@ static const char *const status_text[AD_STATUS_COUNT] = {
     [AD_ERR_NONFINITE] = "non-finite value (NaN or Inf)",
     [AD_ERR_MPI] = "MPI call failed",
     [AD_ERR_PEER_FAILED] = "another rank failed",
+    [AD_ERR_REUSED] = "memory reused by a memory-saving sweep",
     [AD_ERR_MODEL_MISMATCH] = "ranks hold different models",
 };
 

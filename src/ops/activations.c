@@ -48,7 +48,8 @@ static ad_status tanh_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     return AD_OK;
 }
 
-const ad_rule ad_rule_tanh = {.name = "tanh", .pullback = tanh_pullback, .n_inputs = 1};
+const ad_rule ad_rule_tanh = {.name = "tanh", .pullback = tanh_pullback, .n_inputs = 1,
+                              .unread = AD_INPUT(0)}; /* reads y */
 
 /* ---- relu ---- */
 
@@ -85,7 +86,8 @@ static ad_status relu_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     return AD_OK;
 }
 
-const ad_rule ad_rule_relu = {.name = "relu", .pullback = relu_pullback, .n_inputs = 1};
+const ad_rule ad_rule_relu = {.name = "relu", .pullback = relu_pullback, .n_inputs = 1,
+                              .flags = AD_RULE_OUTPUT_UNREAD}; /* reads x */
 
 /* ---- sigmoid ---- */
 
@@ -126,7 +128,8 @@ static ad_status sigmoid_pullback(ad_ctx *cx, const ad_tensor *dy,
 }
 
 const ad_rule ad_rule_sigmoid = {
-    .name = "sigmoid", .pullback = sigmoid_pullback, .n_inputs = 1};
+    .name = "sigmoid", .pullback = sigmoid_pullback, .n_inputs = 1,
+    .unread = AD_INPUT(0)}; /* reads y */
 
 /* ---- typed wrappers ---- */
 

@@ -160,6 +160,7 @@ const ad_rule ad_rule_bias_relu = {
     .pullback = bias_relu_pullback,
     .n_inputs = 2,
     .inputs = {{0, AD_RANK(2)}, {0, AD_RANK(1)}},
+    .unread = AD_INPUT(0) | AD_INPUT(1), /* reads y */
 };
 
 const ad_rule ad_rule_bias_tanh = {
@@ -167,6 +168,7 @@ const ad_rule ad_rule_bias_tanh = {
     .pullback = bias_tanh_pullback,
     .n_inputs = 2,
     .inputs = {{0, AD_RANK(2)}, {0, AD_RANK(1)}},
+    .unread = AD_INPUT(0) | AD_INPUT(1), /* reads y */
 };
 
 ad_var ad_bias_relu(ad_tape *t, ad_var x, ad_var b)

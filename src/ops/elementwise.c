@@ -69,7 +69,8 @@ static ad_status add_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
     return AD_OK;
 }
 
-const ad_rule ad_rule_add = {.name = "add", .pullback = add_pullback, .n_inputs = 2};
+const ad_rule ad_rule_add = {.name = "add", .pullback = add_pullback, .n_inputs = 2,
+                             .unread = AD_INPUT(0) | AD_INPUT(1), .flags = AD_RULE_OUTPUT_UNREAD};
 
 /* ---- sub ---- */
 
@@ -90,7 +91,8 @@ static ad_status sub_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
     return AD_OK;
 }
 
-const ad_rule ad_rule_sub = {.name = "sub", .pullback = sub_pullback, .n_inputs = 2};
+const ad_rule ad_rule_sub = {.name = "sub", .pullback = sub_pullback, .n_inputs = 2,
+                             .unread = AD_INPUT(0) | AD_INPUT(1), .flags = AD_RULE_OUTPUT_UNREAD};
 
 /* ---- mul ---- */
 
@@ -111,7 +113,8 @@ static ad_status mul_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
     return AD_OK;
 }
 
-const ad_rule ad_rule_mul = {.name = "mul", .pullback = mul_pullback, .n_inputs = 2};
+const ad_rule ad_rule_mul = {.name = "mul", .pullback = mul_pullback, .n_inputs = 2,
+                             .flags = AD_RULE_OUTPUT_UNREAD};
 
 /* ---- scale ---- */
 
@@ -149,7 +152,8 @@ static ad_status scale_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor
     return rc;
 }
 
-const ad_rule ad_rule_scale = {.name = "scale", .pullback = scale_pullback, .n_inputs = 1};
+const ad_rule ad_rule_scale = {.name = "scale", .pullback = scale_pullback, .n_inputs = 1,
+                               .unread = AD_INPUT(0), .flags = AD_RULE_OUTPUT_UNREAD};
 
 /* ---- bias_add ---- */
 
@@ -217,6 +221,8 @@ const ad_rule ad_rule_bias_add = {
     .pullback = bias_add_pullback,
     .n_inputs = 2,
     .inputs = {{0, AD_RANK(2)}, {0, AD_RANK(1)}},
+    .unread = AD_INPUT(0) | AD_INPUT(1), /* reads dy alone */
+    .flags = AD_RULE_OUTPUT_UNREAD,
 };
 
 /* ---- typed wrappers ---- */

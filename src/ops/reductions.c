@@ -50,7 +50,8 @@ static ad_status sum_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
     return AD_OK;
 }
 
-const ad_rule ad_rule_sum = {.name = "sum", .pullback = sum_pullback, .n_inputs = 1};
+const ad_rule ad_rule_sum = {.name = "sum", .pullback = sum_pullback, .n_inputs = 1,
+                              .unread = AD_INPUT(0), .flags = AD_RULE_OUTPUT_UNREAD};
 
 /* ---- mean ---- */
 
@@ -69,7 +70,8 @@ static ad_status mean_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     return AD_OK;
 }
 
-const ad_rule ad_rule_mean = {.name = "mean", .pullback = mean_pullback, .n_inputs = 1};
+const ad_rule ad_rule_mean = {.name = "mean", .pullback = mean_pullback, .n_inputs = 1,
+                              .unread = AD_INPUT(0), .flags = AD_RULE_OUTPUT_UNREAD};
 
 /* ---- typed wrappers ---- */
 

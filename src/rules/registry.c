@@ -53,7 +53,7 @@ static ad_status validate(const ad_rule *r, const char *fn_name)
                        "ad_rule_register: rule for %s takes %d inputs (1..%d allowed)",
                        fn_name, r->n_inputs, AD_MAX_INPUTS);
     unsigned slots = (1u << r->n_inputs) - 1u;
-    if ((r->nondiff | r->not_gradient) & ~slots)
+    if ((r->nondiff | r->not_gradient | r->unread) & ~slots)
         return ad_fail(AD_ERR_BAD_RULE,
                        "ad_rule_register: rule for %s names input slots past its %d inputs",
                        fn_name, r->n_inputs);

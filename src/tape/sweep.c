@@ -78,8 +78,9 @@ static ad_status cotangent_slot(ad_tape *tape, ad_grads *gs, tape_value *v, ad_t
     }
     if (!v->cot) {
         const ad_tensor *t = v->tensor;
-        ad_status rc = ad_tape_alloc_tensor(tape, "ad_backward", t->dtype, t->ndim,
-                                            t->shape, &v->cot);
+        ad_status rc = tape->reused ? ad_reuse_tensor_like(tape, t, &v->cot)
+                                    : ad_tape_alloc_tensor(tape, "ad_backward", t->dtype,
+                                                           t->ndim, t->shape, &v->cot);
         if (rc)
             return rc;
     }
@@ -218,6 +219,9 @@ static ad_status sweep_checks(ad_tape *tape, ad_var loss, const ad_params *ps,
         return ad_fail(AD_ERR_NULL, "ad_backward: NULL argument");
     if (tape->err)
         return ad_fail(tape->err, "%s", tape->err_msg);
+    if (tape->reused)
+        return ad_fail(AD_ERR_REUSED, "ad_backward: a memory-saving sweep has reused this "
+                       "recording's memory; record it again to sweep again");
     if (gs->ps != ps)
         return ad_fail(AD_ERR_INVALID, "ad_backward: the gradient set was made for "
                        "another parameter set");
@@ -254,12 +258,18 @@ ad_status ad_backward_ex(ad_tape *tape, ad_var loss, const ad_params *ps, ad_gra
     analyse(tape, ps, gs, last);
     if (!lv->needs_grad)
         return AD_OK; /* the loss depends on no parameter: every gradient is absent */
+    if (tape->memory_saving && !reference) { /* reuse.c; tape->reused marks this sweep */
+        tape->reused = true;
+        ad_reuse_plan(tape, last, lv);
+    }
     rc = seed_loss(tape, gs, lv);
     for (ad_node *n = last; rc == AD_OK && n; n = n->prev) {
         bool runs_without_dy = !reference && ignores_dy(n);
         if (!n->out->live || !n->out->needs_grad || !(n->out->has_cot || runs_without_dy))
             continue;
         rc = pull_node(tape, gs, n, reference);
+        if (rc == AD_OK && tape->reused)
+            ad_reuse_after(tape, n, lv);
         for (int p = n->ready_head; !reference && rc == AD_OK && p >= 0; p = gs->ready_next[p])
             rc = fire_ready(gs, p);
     }
@@ -272,6 +282,12 @@ ad_status ad_backward_ex(ad_tape *tape, ad_var loss, const ad_params *ps, ad_gra
 const ad_tensor *ad_cotangent(const ad_tape *tape, ad_var v)
 {
     const tape_value *val = ad_tape_resolve(tape, v);
+    if (val && val->cot_reused) {
+        ad_fail(AD_ERR_REUSED, "ad_cotangent: the cotangent of value %u was reused by a "
+                "memory-saving sweep; mark the value with ad_keep before the sweep",
+                val->index);
+        return NULL;
+    }
     return val && val->param < 0 && val->has_cot ? val->cot : NULL;
 }
 

@@ -48,6 +48,8 @@ void ad_tape_reset(ad_tape *tape)
     tape->leaves = tape->last_leaf = NULL;
     tape->n_nodes = tape->n_values = 0;
     tape->sweep_ready = true;
+    tape->reused = false;
+    tape->reuse_pool = NULL;
     tape->err = AD_OK;
     tape->err_msg[0] = '\0';
 }
@@ -156,6 +158,12 @@ int ad_var_ok(ad_var v)
 const ad_tensor *ad_value(const ad_tape *tape, ad_var v)
 {
     tape_value *val = ad_tape_resolve(tape, v);
+    if (val && val->value_reused) {
+        ad_fail(AD_ERR_REUSED, "ad_value: value %u (%s) was reused by a memory-saving "
+                "sweep; mark it with ad_keep before the sweep", val->index,
+                val->producer->fn_name);
+        return NULL;
+    }
     return val ? val->tensor : NULL;
 }
 

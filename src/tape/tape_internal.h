@@ -28,6 +28,11 @@ struct ad_value {
     bool has_cot;            /* cot holds at least one contribution */
     bool live;               /* the loss depends on it */
     ad_tensor *cot;          /* cotangent: arena buffer, or the gradient set's */
+    /* memory saving (reuse.c) */
+    bool keep;               /* ad_keep: never reused */
+    bool value_reused;       /* the value's memory went to a cotangent */
+    bool cot_reused;         /* the cotangent's memory went to another cotangent */
+    struct ad_node *last_reader; /* the last pullback of the sweep to read the value */
 };
 typedef struct ad_value tape_value;
 
@@ -61,6 +66,9 @@ struct ad_tape {
     bool grad_enabled;
     bool anomaly;           /* anomaly mode: NaN/Inf checks (anomaly.c); survives resets */
     bool sweep_ready;       /* nodes recorded since the last reset all kept state */
+    bool memory_saving;     /* sweeps reuse dead memory (reuse.c); survives resets */
+    bool reused;            /* a sweep of this recording reused memory: no second one */
+    void *reuse_pool;       /* dead buffers, linked through their first bytes */
     ad_status err;          /* first error since the last reset */
     char err_msg[512];
     uint64_t heap_allocs;   /* allocations besides arena blocks */
@@ -88,6 +96,14 @@ ad_status ad_node_pullback(ad_tape *tape, ad_node *node, ad_pullback_fn pullback
 ** din[] (its pullback just ran) holds a NaN or an Inf; AD_OK otherwise. */
 ad_status ad_anomaly_check_value(const ad_node *node);
 ad_status ad_anomaly_check_cotangents(const ad_node *node, ad_tensor *const din[]);
+
+/* Memory saving (reuse.c). Before a saving sweep: which pullback reads each value
+** last, and the values none reads go dead. During it: a tensor shaped like `like` on
+** a dead buffer if one fits exactly (else fresh arena memory); and after node n's
+** pullback, n's cotangent and what only n still read go dead. */
+void ad_reuse_plan(ad_tape *tape, ad_node *last, const tape_value *loss);
+ad_status ad_reuse_tensor_like(ad_tape *tape, const ad_tensor *like, ad_tensor **out);
+void ad_reuse_after(ad_tape *tape, ad_node *n, const tape_value *loss);
 
 /* The node that produced v, or NULL (leaf or invalid handle). */
 ad_node *ad_tape_node_of(const ad_tape *tape, ad_var v);

@@ -1,0 +1,98 @@
+/*
+** test_memory_saving.c: memory-saving sweeps (ad_tape_set_memory_saving) over every
+** built-in rule. Each rule, in float32 and float64, gives bitwise the gradients and the
+** loss of an ordinary sweep while buffers are reused (the high-water mark drops), with
+** anomaly mode on, so a buffer read after its release holds NaN. The MLP, ad_keep, user
+** rules and the API's edges are in test_memory_saving_api.c; the nets and sweeps both
+** use are in support/saving_nets.c.
+*/
+#include <criterion/criterion.h>
+#include <stdio.h>
+
+#include "saving_nets.h"
+#include "support.h"
+
+/* ---- every built-in rule: saving + anomaly vs an ordinary sweep ---- */
+
+static ad_var squared(ad_tape *t, ad_var a) { return ad_mul(t, a, a); }
+/* a (a2' a)': both inputs intermediate, with transposes. */
+static ad_var pair(ad_tape *t, ad_var a, ad_var a2)
+{
+    return ad_matmul(t, a, ad_matmul(t, a2, a, 1, 0), 0, 1);
+}
+#define HEAD ad_matmul(t, ad_tanh(t, A), U(w2), 0, 1)
+
+CASE(matmul, net_tail(t, s, pair(t, A, A2)))
+CASE(add, net_tail(t, s, ad_add(t, A, A2)))
+CASE(sub, net_tail(t, s, ad_sub(t, A, A2)))
+CASE(mul, net_tail(t, s, ad_mul(t, A, A2)))
+CASE(mul_same, net_tail(t, s, squared(t, A)))
+CASE(scale, net_tail(t, s, ad_scale(t, A, -0.75)))
+CASE(bias_add, net_tail(t, s, ad_bias_add(t, A, U(b))))
+CASE(tanh, net_tail(t, s, ad_tanh(t, A)))
+CASE(relu, net_tail(t, s, ad_relu(t, A)))
+CASE(sigmoid, net_tail(t, s, ad_sigmoid(t, A)))
+CASE(bias_relu, net_tail(t, s, ad_bias_relu(t, A, U(b))))
+CASE(bias_tanh, net_tail(t, s, ad_bias_tanh(t, A, U(b))))
+CASE(sum, squared(t, ad_sum(t, HEAD)))
+CASE(mean, squared(t, ad_mean(t, HEAD)))
+CASE(mse, ad_scale(t, ad_mse(t, HEAD, U(target)), 0.5))
+CASE(sce, ad_scale(t, ad_softmax_cross_entropy(t, HEAD, U(labels)), 2.0))
+CASE(fa, net_tail(t, s, ad_dense_fa(t, U(w3), A, U(fb))))
+CASE(usf, net_tail(t, s, ad_dense_usf(t, U(w3), A)))
+CASE(sf, net_tail(t, s, ad_dense_sf(t, U(w3), A, U(fb))))
+CASE(kp, net_tail(t, s, ad_dense_kp(t, U(w3), A, U(fbp))))
+/* DFA with two hidden layers: one after an activation, one straight on a matmul output. */
+static ad_var c_dfa(ad_tape *t, void *user)
+{
+    net *s = user;
+    ad_var h1 = ad_dfa_hidden(t, &s->dfa, ad_tanh(t, A), U(fb));
+    ad_var h2 = ad_dfa_hidden(t, &s->dfa, ad_matmul(t, h1, U(w2), 0, 1), U(fb));
+    ad_var y = ad_dfa_output(t, &s->dfa, ad_matmul(t, h2, U(w3), 0, 1));
+    return ad_softmax_cross_entropy(t, y, U(labels));
+}
+
+static const struct {
+    const char *name;
+    ad_loss_fn record;
+    ad_primal_fn op; /* its pullback must have run in the saving sweep */
+} cases[] = {
+    {"matmul", c_matmul, ad_op_matmul},       {"add", c_add, ad_op_add},
+    {"sub", c_sub, ad_op_sub},                {"mul", c_mul, ad_op_mul},
+    {"mul(x, x)", c_mul_same, ad_op_mul},     {"scale", c_scale, ad_op_scale},
+    {"bias_add", c_bias_add, ad_op_bias_add}, {"tanh", c_tanh, ad_op_tanh},
+    {"relu", c_relu, ad_op_relu},             {"sigmoid", c_sigmoid, ad_op_sigmoid},
+    {"bias_relu", c_bias_relu, ad_op_bias_relu},
+    {"bias_tanh", c_bias_tanh, ad_op_bias_tanh},
+    {"sum", c_sum, ad_op_sum},                {"mean", c_mean, ad_op_mean},
+    {"mse", c_mse, ad_op_mse},                {"sce", c_sce, ad_op_softmax_cross_entropy},
+    {"dense_fa", c_fa, ad_op_dense_fa},       {"dense_usf", c_usf, ad_op_dense_usf},
+    {"dense_sf", c_sf, ad_op_dense_sf},       {"dense_kp", c_kp, ad_op_dense_kp},
+    {"dfa_output", c_dfa, ad_op_dfa_output},  {"dfa_hidden", c_dfa, ad_op_dfa_hidden},
+};
+
+Test(memory_saving, every_builtin_rule_gives_bitwise_the_ordinary_gradients_f32_and_f64)
+{
+    for (int d = 0; d < 2; d++)
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            char what[64];
+            snprintf(what, sizeof what, "%s %s", cases[c].name, d ? "f64" : "f32");
+            net s;
+            net_open(&s, d ? AD_F64 : AD_F32, 40 + c);
+            run plain = net_sweep(s.g.ps, cases[c].record, &s, 0, what);
+            run save = net_sweep(s.g.ps, cases[c].record, &s, 1, what);
+            cr_assert_gt(ad_tape_pullback_count(save.t, cases[c].op), 0u, "%s: no pullback",
+                         what);
+            same_grads(s.g.ps, &plain, &save, what);
+            const ad_tensor *l0 = ad_value(plain.t, plain.loss);
+            const ad_tensor *l1 = ad_value(save.t, save.loss);
+            cr_assert(l1 && ts_get(l0, 0) == ts_get(l1, 0), "%s: loss differs", what);
+            size_t hw0 = ad_tape_get_stats(plain.t).high_water;
+            size_t hw1 = ad_tape_get_stats(save.t).high_water;
+            cr_assert_lt(hw1, hw0, "%s: nothing reused (high water %zu, %zu without)", what,
+                         hw1, hw0);
+            run_drop(&plain);
+            run_drop(&save);
+            bag_close(&s.g);
+        }
+}
