@@ -6,7 +6,7 @@
 ** n; sweeps from any handle (stale, poisoned, foreign, not a scalar); resets in the
 ** middle; parameter sets growing under a gradient set; descent and initialisers that
 ** make recorded leaves stale; ad_rule_check on small float64 inputs; malformed rule
-** registrations. Nothing may crash, leak or hang; every status is a named ad_status;
+** registrations; memory-saving sweeps with values kept at random. Nothing may crash, leak or hang; every status is a named ad_status;
 ** every failure leaves a message (the thread's last error, or the tape's for a
 ** poisoned handle). After a failed call the program may reset the tape and use every
 ** tensor again, so one early error does not poison the rest of the program. The seeds
@@ -382,7 +382,8 @@ static void op_register(world *w)
     r.n_inputs = (int)(a >> 1) % 11 - 1;
     r.nondiff = next(w);
     r.not_gradient = next(w);
-    r.flags = next(w) & 15;
+    r.flags = next(w) & 31;
+    r.unread = next(w);
     r.inputs[0] = (ad_input_spec){next(w) & 15, next(w) & 63};
     CHECK(TRY(ad_rule_register_as((a & 128) ? NULL : fn, "fuzz_register", &r, 0)) != AD_OK);
 }
@@ -393,7 +394,12 @@ static void op_misc(world *w, unsigned op)
     const ad_tensor *x;
     switch (next(w) % 8) {
     case 0: ad_tape_reset(t); break;
-    case 1: ad_tape_set_grad_enabled(t, op & 16); break;
+    case 1:
+        ad_tape_set_grad_enabled(t, op & 16);
+        ad_tape_set_memory_saving(t, op & 32);
+        ad_tape_set_anomaly_mode(t, op & 64);
+        TRY(ad_keep(t, pick(w)));
+        break;
     case 2: check_status(ad_tape_print(t, devnull)); break;
     case 3: check_status(ad_tape_print_rule_counts(t, devnull)); break;
     case 4: op_register(w); break;
