@@ -17,7 +17,7 @@ typedef struct bench_model {
     ad_tape *tape;
     double lr;
     int fused_update; /* SGD from the gradient-ready callback, not after the sweep */
-    double baseline_rss_mb; /* peak RSS after building, before the first step */
+    double baseline_rss_mb; /* RSS with parameters and data, before gradients and steps */
 } bench_model;
 
 /* Glorot-uniform W (and FA's B), zero biases, random inputs and targets from seed. */
@@ -35,6 +35,10 @@ ad_var bench_model_record(ad_tape *t, void *user);
 
 /* One training step: ad_gradient, then ad_descent_step(lr) unless fused. */
 ad_status bench_model_step(bench_model *m);
+
+/* Resident MB now, with the kernel's peak reset to it; the peak since, in MB. */
+double bench_rss_baseline_mb(void);
+double bench_rss_peak_mb(void);
 
 /* Times every GEMM of the workload's step alone (median of reps each) and prints the
 ** JSON line of the floor: the sum, and each GEMM's median. */

@@ -6,9 +6,11 @@
 **   bench_step --workload W2 --rule fa --threads 1 --mode adtape --reps 50 --warmup 10
 **   bench_step --mode floor --workload W2 --rule bp --threads 2
 **   bench_step --epoch --threads 1      (one epoch of W2 on Fashion-MNIST, images/s)
+**   bench_step --workload W3 --no-memory-saving   (the sweep reuses no memory)
 **
 ** Heap allocations are counted by bench/malloc_count.c when the process runs with it
-** in LD_PRELOAD; peak RSS is reported above the baseline taken before the first step.
+** in LD_PRELOAD; peak RSS is reported above the baseline taken before the gradient storage and the
+** first step (bench_rss_baseline_mb).
 */
 #define _GNU_SOURCE /* dlsym(RTLD_DEFAULT), clock_gettime */
 #include <cblas.h>
@@ -17,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
 #include "ad.h"
@@ -37,22 +38,16 @@ static uint64_t allocs_now(void)
     return malloc_count ? malloc_count() : 0;
 }
 
-static double peak_rss_mb(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;
-}
-
 typedef struct args {
     const workload *w;
-    int fa, fused, threads, reps, warmup, floor, epoch;
+    int fa, fused, threads, reps, warmup, floor, epoch, no_saving;
 } args;
 
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_step [--workload W1..W4] [--rule bp|fa|bp-fused|fa-fused] "
-                    "[--threads N] [--reps N] [--warmup N] [--mode adtape|floor] [--epoch]\n");
+                    "[--threads N] [--reps N] [--warmup N] [--mode adtape|floor] [--epoch] "
+                    "[--no-memory-saving]\n");
     exit(2);
 }
 
@@ -61,8 +56,9 @@ static args parse(int argc, char **argv)
     args a = {.w = &bench_workloads[0], .threads = 1, .reps = 30, .warmup = 5};
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(k, "--epoch")) {
-            a.epoch = 1;
+        if (!strcmp(k, "--epoch") || !strcmp(k, "--no-memory-saving")) {
+            a.epoch |= !strcmp(k, "--epoch");
+            a.no_saving |= !strcmp(k, "--no-memory-saving");
             continue;
         }
         if (!v)
@@ -111,6 +107,8 @@ static int run_adtape(const args *a)
         return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
     if (a->fused)
         bench_model_fuse_update(&m);
+    if (a->no_saving)
+        ad_tape_set_memory_saving(m.tape, 0);
     double *ms = calloc((size_t)a->reps, sizeof *ms);
     for (int i = 0; i < a->warmup; i++)
         if (bench_model_step(&m) != AD_OK)
@@ -131,7 +129,7 @@ static int run_adtape(const args *a)
     if (malloc_count)
         snprintf(count, sizeof count, "%.3f", (double)allocs / a->reps);
     printf(", \"allocs_per_step\": %s, \"peak_rss_mb\": %.3f, \"blas_core\": \"%s\", "
-           "\"blas_config\": \"%s\"}\n", count, peak_rss_mb() - m.baseline_rss_mb,
+           "\"blas_config\": \"%s\"}\n", count, bench_rss_peak_mb() - m.baseline_rss_mb,
            openblas_get_corename(), openblas_get_config());
     free(ms);
     bench_model_free(&m);

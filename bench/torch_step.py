@@ -33,7 +33,6 @@ import gzip
 import json
 import math
 import os
-import resource
 import sys
 import time
 
@@ -184,8 +183,22 @@ def malloc_counter():
     return get
 
 
-def peak_rss_kib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status_kib(field):
+    """A field of /proc/self/status in KiB ("VmRSS", "VmHWM")."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError("no %s in /proc/self/status" % field)
+
+
+def rss_baseline_kib():
+    """RSS now, after resetting the kernel's peak (VmHWM) to it, as bench_model.c does:
+    otherwise the peak would be measured against the highest RSS since exec, which
+    importing torch sets."""
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    return status_kib("VmRSS")
 
 
 def run_steps(args):
@@ -195,7 +208,7 @@ def run_steps(args):
     x, target = make_data(model, gen)
     count = malloc_counter()
     ms = [0.0] * args.reps
-    rss0 = peak_rss_kib()
+    rss0 = rss_baseline_kib()
     for _ in range(args.warmup):
         model.step(x, target)
     allocs0 = count() if count else 0
@@ -204,7 +217,7 @@ def run_steps(args):
         model.step(x, target)
         ms[i] = (time.perf_counter() - t0) * 1e3
     allocs = (count() - allocs0) / args.reps if count else None
-    rss1 = peak_rss_kib()
+    rss1 = status_kib("VmHWM")
     return {
         "contender": "torch", "workload": args.workload, "rule": args.rule,
         "threads": args.threads, "ms": ms, "allocs_per_step": allocs,
