@@ -59,15 +59,15 @@ static ad_status dense_dw(const ad_tensor *dy, const ad_tensor *x, ad_tensor *dw
     return dw ? ad_gemm_tensors(dy, 1, x, 0, 1.0, beta, dw) : AD_OK;
 }
 
-/* FA:  dW = dY' X;  dX = dY B  (backprop: dY W);  nothing for B. */
+/* FA:  dW = dY' X;  dX = dY B  (backprop: dY W);  nothing for B. dX first, as matmul's
+** pullback does: W3 with FA at 1 thread ran 0.4% faster so (bench_step, 8 interleaved
+** pairs; 7 of 8 faster), likely because dY is still cached from the product above. */
 static ad_status fa_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
                              const ad_tensor *y, ad_tensor *const din[], const float beta[])
 {
     (void)cx, (void)y;
-    ad_status rc = dense_dw(dy, in[1], din[0], beta[0]);
-    if (rc == AD_OK && din[1])
-        rc = ad_gemm_tensors(dy, 0, in[2], 0, 1.0, beta[1], din[1]);
-    return rc;
+    ad_status rc = din[1] ? ad_gemm_tensors(dy, 0, in[2], 0, 1.0, beta[1], din[1]) : AD_OK;
+    return rc ? rc : dense_dw(dy, in[1], din[0], beta[0]);
 }
 
 /* The feedback matrix sign(W) .* |M| (M NULL: sign(W)) in arena scratch. */
@@ -93,10 +93,10 @@ static ad_status sign_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
 {
     (void)y;
     ad_tensor *f;
-    ad_status rc = dense_dw(dy, in[1], din[0], beta[0]);
-    if (rc == AD_OK && din[1] && (rc = sign_feedback(cx, in[0], m, &f)) == AD_OK)
+    ad_status rc = AD_OK;
+    if (din[1] && (rc = sign_feedback(cx, in[0], m, &f)) == AD_OK)
         rc = ad_gemm_tensors(dy, 0, f, 0, 1.0, beta[1], din[1]);
-    return rc;
+    return rc ? rc : dense_dw(dy, in[1], din[0], beta[0]);
 }
 
 static ad_status usf_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
