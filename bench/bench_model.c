@@ -42,10 +42,12 @@ static double status_mb(const char *field)
 double bench_rss_baseline_mb(void)
 {
     FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (f) {
-        fputs("5", f);
-        fclose(f);
-    }
+    int written = f && fputs("5", f) >= 0;
+    if (f && fclose(f) != 0)
+        written = 0;
+    if (!written)
+        fprintf(stderr, "bench_step: cannot reset the peak RSS (/proc/self/clear_refs); "
+                        "peak_rss_mb is measured against the peak since start\n");
     return status_mb("VmRSS");
 }
 
