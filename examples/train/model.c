@@ -94,8 +94,11 @@ ad_status model_init(model *m, const model_config *cfg)
     rc = rc ? rc : ad_optim_new(m->ps, &cfg->optim, &m->opt);
     rc = rc ? rc : ad_tape_new(&m->tape);
     rc = rc ? rc : ad_tape_new(&m->eval_tape);
-    if (rc == AD_OK)
+    if (rc == AD_OK) {
         ad_tape_set_grad_enabled(m->eval_tape, 0);
+        /* A training step reads nothing but the loss after its sweep. */
+        ad_tape_set_memory_saving(m->tape, 1);
+    }
     return rc;
 }
 
@@ -219,8 +222,8 @@ ad_status model_accuracy(model *m, const ad_tensor *images, const ad_tensor *lab
     return AD_OK;
 }
 
-ad_status model_alignment(model *m, const ad_tensor *images, const ad_tensor *labels,
-                          int64_t n, double *grad_angle, double *weight_angle)
+static ad_status alignment_sweeps(model *m, const ad_tensor *images, const ad_tensor *labels,
+                                  int64_t n, double *grad_angle, double *weight_angle)
 {
     ad_tensor xv, lv;
     ad_status rc = rows_view(images, 0, n, &xv);
@@ -244,4 +247,15 @@ ad_status model_alignment(model *m, const ad_tensor *images, const ad_tensor *la
         weight_angle[l] = has_b ? ad_angle_degrees(m->B[l], m->W[l]) : NAN;
     }
     return AD_OK;
+}
+
+/* Two sweeps of one recording, with cotangents read after each: the training tape's
+** memory saving is off for them. */
+ad_status model_alignment(model *m, const ad_tensor *images, const ad_tensor *labels,
+                          int64_t n, double *grad_angle, double *weight_angle)
+{
+    ad_tape_set_memory_saving(m->tape, 0);
+    ad_status rc = alignment_sweeps(m, images, labels, n, grad_angle, weight_angle);
+    ad_tape_set_memory_saving(m->tape, 1);
+    return rc;
 }
