@@ -13,16 +13,6 @@
 #include "seed_model.h"
 #include "support.h"
 
-static void expect_mentions(const char *text, const char *const want[], int n)
-{
-    for (int i = 0; i < n; i++)
-        cr_expect(strstr(text, want[i]) != NULL, "\"%s\" does not mention \"%s\"", text,
-                  want[i]);
-}
-#define EXPECT_MENTIONS(text, ...)                                                      \
-    expect_mentions((text), (const char *const[]){__VA_ARGS__},                         \
-                    (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)))
-
 /* ---- user functions ---- */
 
 /* y = x, except that element 2 is NaN: a forward that goes wrong on its own. */

@@ -12,17 +12,6 @@
 
 #include "support.h"
 
-/* The last error (or `text`) contains every one of the given substrings. */
-static void expect_mentions(const char *text, const char *const want[], int n)
-{
-    for (int i = 0; i < n; i++)
-        cr_expect(strstr(text, want[i]) != NULL, "\"%s\" does not mention \"%s\"", text,
-                  want[i]);
-}
-#define EXPECT_MENTIONS(text, ...)                                                      \
-    expect_mentions((text), (const char *const[]){__VA_ARGS__},                         \
-                    (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)))
-
 /* ---- user functions: one that accepts only rank 2, one that refuses, one whose
 ** pullback refuses, one whose rule is wrong ---- */
 

@@ -93,6 +93,13 @@ void ts_assert_near(const ad_tensor *got, const double *want, double tol, const 
     }
 }
 
+void ts_expect_mentions(const char *text, const char *const want[], int n)
+{
+    for (int i = 0; i < n; i++)
+        cr_expect(strstr(text, want[i]) != NULL, "\"%s\" does not mention \"%s\"", text,
+                  want[i]);
+}
+
 void ts_assert_tape_failed(const ad_tape *tape, ad_var y, ad_status code,
                            const char *needle1, const char *needle2)
 {

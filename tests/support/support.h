@@ -33,6 +33,12 @@ double ts_max_abs_diff(const ad_tensor *a, const ad_tensor *b);
 ** `what` names the comparison in the failure message. */
 void ts_assert_near(const ad_tensor *got, const double *want, double tol, const char *what);
 
+/* Expects `text` to contain every one of the n strings in want (each miss is reported). */
+void ts_expect_mentions(const char *text, const char *const want[], int n);
+#define EXPECT_MENTIONS(text, ...)                                                      \
+    ts_expect_mentions((text), (const char *const[]){__VA_ARGS__},                      \
+                       (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)))
+
 /* Fails the test unless y is poisoned, the tape's first error is `code`, and both
 ** ad_tape_error(tape) and ad_last_error() contain needle1 and needle2 (NULL: skip). */
 void ts_assert_tape_failed(const ad_tape *tape, ad_var y, ad_status code,
