@@ -65,17 +65,14 @@ typedef struct ad_input_spec {
 
 /* Rule flags. */
 #define AD_RULE_MIXED_DTYPES 1u   /* float inputs may differ in dtype (default: one) */
-#define AD_RULE_NOT_A_GRADIENT 2u /* with not_gradient == 0: every slot is feedback */
 /* The pullback never reads dy (DFA's hidden layers take the output error instead): it
 ** runs whenever the loss depends on its output, dy may be NULL, and the sweep does not
 ** compute its output's cotangent, so the layer above skips that product. */
 #define AD_RULE_IGNORES_DY 4u
-/* The rule writes a cotangent for a feedback input that is trained by design
-** (Kolen-Pollack's B); purely descriptive, shown so users see why B gets a gradient. */
-#define AD_RULE_TRAINS_FEEDBACK 8u
-/* The pullbacks (and the reference) never read the output's values, only its shape:
-** a memory-saving sweep may reuse the output's memory (ad_tape_set_memory_saving). */
-#define AD_RULE_OUTPUT_UNREAD 16u
+
+/* Bit for the output in ad_rule.unread: the pullbacks (and the reference) never read
+** the output's values, only its shape, so a memory-saving sweep may reuse its memory. */
+#define AD_OUTPUT (1u << AD_MAX_INPUTS)
 
 /*
 ** A rule: plain data the caller fills in; zero fields mean defaults. The registry
@@ -88,10 +85,12 @@ typedef struct ad_rule {
     int n_inputs;              /* exact input count, 1..AD_MAX_INPUTS */
     ad_input_spec inputs[AD_MAX_INPUTS];
     unsigned nondiff;          /* AD_INPUT mask: never differentiated, din always NULL */
-    unsigned not_gradient;     /* AD_INPUT mask: deliberately not the true gradient */
+    unsigned not_gradient;     /* AD_INPUT mask: deliberately not the true gradient
+                                  (feedback); the only way to say so. A trained
+                                  feedback input (Kolen-Pollack's B) is one of them */
     unsigned flags;            /* AD_RULE_* */
-    unsigned unread;           /* AD_INPUT mask: input values the pullbacks (and the
-                                  reference) never read, only their shapes; a
+    unsigned unread;           /* AD_INPUT and AD_OUTPUT mask: values the pullbacks
+                                  (and the reference) never read, only their shapes; a
                                   memory-saving sweep may reuse that memory before this
                                   node's pullback runs. 0: all read (always safe) */
 } ad_rule;

@@ -69,7 +69,7 @@ void ad_tape_set_anomaly_mode(ad_tape *tape, int enabled);
 ** Memory saving (like PyTorch freeing a graph's buffers as backward goes): with
 ** enabled != 0, a sweep reuses memory it no longer needs for the cotangents still to
 ** come. An intermediate value's memory is reused once no pullback still to run reads
-** it, which each rule declares (ad_rule.unread, AD_RULE_OUTPUT_UNREAD; a rule that
+** it, which each rule declares (ad_rule.unread with its AD_INPUT and AD_OUTPUT bits; a rule that
 ** declares nothing finds all it recorded intact when its pullback runs); a
 ** cotangent's, once its node's pullback has run. Gradients are bitwise the same as
 ** without it. After such a sweep:

@@ -390,8 +390,8 @@ static const ad_rule fa_bad_dw_rule = FA_RULE("test FA dense (bad dW)", fa_bad_d
 static const ad_rule fa_no_reference_rule = FA_RULE("test FA dense (unchecked)", fa_pullback,
                                                     NULL, AD_INPUT(1), 0);
 static const ad_rule fa_all_feedback_rule = FA_RULE("test FA dense (every slot feedback)",
-                                                    fa_pullback, NULL, 0,
-                                                    AD_RULE_NOT_A_GRADIENT);
+                                                    fa_pullback, NULL,
+                                                    AD_INPUT(0) | AD_INPUT(1), 0);
 
 typedef struct fa_inputs {
     ad_tensor *w, *x, *b;

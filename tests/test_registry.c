@@ -235,10 +235,13 @@ static ad_rule bad_rules(int i)
     case 4: r.nondiff = AD_INPUT(1); break;
     case 5: r.n_inputs = 2; r.not_gradient = AD_INPUT(2); break;
     case 6: r.n_inputs = AD_MAX_INPUTS; r.nondiff = AD_INPUT(AD_MAX_INPUTS); break;
+    case 7: r.flags = 2u; break;         /* the retired AD_RULE_NOT_A_GRADIENT */
+    case 8: r.flags = 8u | 16u; break;   /* retired TRAINS_FEEDBACK and OUTPUT_UNREAD */
+    case 9: r.not_gradient = AD_OUTPUT; break; /* the output bit is only for unread */
     }
     return r;
 }
-enum { N_BAD_RULES = 7 };
+enum { N_BAD_RULES = 10 };
 
 Test(registry, malformed_rules_fail_with_bad_rule_and_leave_the_table_unchanged)
 {
@@ -266,6 +269,8 @@ Test(registry, rule_with_eight_inputs_and_full_masks_is_accepted)
     wide.n_inputs = AD_MAX_INPUTS;
     wide.nondiff = AD_INPUT(AD_MAX_INPUTS - 1);
     wide.not_gradient = AD_INPUT(0);
+    wide.unread = AD_INPUT(AD_MAX_INPUTS) - 1u + AD_OUTPUT; /* every input and the output */
+    wide.flags = AD_RULE_MIXED_DTYPES | AD_RULE_IGNORES_DY;
     cr_expect_eq(ad_rule_register(negate_fn, &wide), AD_OK, "%s", ad_last_error());
     cr_expect_eq(ad_rule_find(negate_fn)->n_inputs, AD_MAX_INPUTS);
 }

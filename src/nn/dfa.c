@@ -77,7 +77,7 @@ static ad_status dfa_output_pullback(ad_ctx *cx, const ad_tensor *dy,
 
 const ad_rule ad_rule_dfa_output = {
     .name = "dfa output (captures e)", .pullback = dfa_output_pullback, .n_inputs = 1,
-    .unread = AD_INPUT(0), .flags = AD_RULE_OUTPUT_UNREAD}; /* e is its own saved copy */
+    .unread = AD_INPUT(0) | AD_OUTPUT}; /* e is its own saved copy */
 
 /* Identity forward. Recording clears e too: an e left by a sweep of another (perhaps
 ** freed) tape must never reach this layer's pullback. */
@@ -129,8 +129,8 @@ const ad_rule ad_rule_dfa_hidden = {
     .inputs = {{0, AD_RANK(2)}, {0, AD_RANK(2)}},
     .nondiff = AD_INPUT(1),
     .not_gradient = AD_INPUT(0),
-    .unread = AD_INPUT(0), /* reads e and B */
-    .flags = AD_RULE_IGNORES_DY | AD_RULE_OUTPUT_UNREAD,
+    .unread = AD_INPUT(0) | AD_OUTPUT, /* reads e and B */
+    .flags = AD_RULE_IGNORES_DY,
 };
 
 ad_var ad_dfa_output(ad_tape *t, ad_dfa *dfa, ad_var y)

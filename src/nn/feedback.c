@@ -134,23 +134,23 @@ static ad_status kp_reference(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
 const ad_rule ad_rule_dense_fa = {
     .name = "dense (feedback alignment)", .pullback = fa_pullback,
     .reference = ad_dense_backprop_pullback, .n_inputs = 3, .inputs = {RANK2, RANK2, RANK2},
-    .nondiff = AD_INPUT(2), .not_gradient = AD_INPUT(1), .flags = AD_RULE_OUTPUT_UNREAD};
+    .nondiff = AD_INPUT(2), .not_gradient = AD_INPUT(1), .unread = AD_OUTPUT};
 
 const ad_rule ad_rule_dense_usf = {
     .name = "dense (uSF sign symmetry)", .pullback = usf_pullback,
     .reference = ad_dense_backprop_pullback, .n_inputs = 2, .inputs = {RANK2, RANK2},
-    .not_gradient = AD_INPUT(1), .flags = AD_RULE_OUTPUT_UNREAD};
+    .not_gradient = AD_INPUT(1), .unread = AD_OUTPUT};
 
 const ad_rule ad_rule_dense_sf = {
     .name = "dense (sign-concordant feedback)", .pullback = sf_pullback,
     .reference = ad_dense_backprop_pullback, .n_inputs = 3, .inputs = {RANK2, RANK2, RANK2},
-    .nondiff = AD_INPUT(2), .not_gradient = AD_INPUT(1), .flags = AD_RULE_OUTPUT_UNREAD};
+    .nondiff = AD_INPUT(2), .not_gradient = AD_INPUT(1), .unread = AD_OUTPUT};
 
 const ad_rule ad_rule_dense_kp = {
     .name = "dense (Kolen-Pollack)", .pullback = kp_pullback, .reference = kp_reference,
     .n_inputs = 3, .inputs = {RANK2, RANK2, RANK2},
     .not_gradient = AD_INPUT(1) | AD_INPUT(2),
-    .flags = AD_RULE_TRAINS_FEEDBACK | AD_RULE_OUTPUT_UNREAD};
+    .unread = AD_OUTPUT};
 
 ad_var ad_dense_fa(ad_tape *t, ad_var w, ad_var x, ad_var b)
 {

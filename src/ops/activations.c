@@ -87,7 +87,7 @@ static ad_status relu_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
 }
 
 const ad_rule ad_rule_relu = {.name = "relu", .pullback = relu_pullback, .n_inputs = 1,
-                              .flags = AD_RULE_OUTPUT_UNREAD}; /* reads x */
+                              .unread = AD_OUTPUT}; /* reads x */
 
 /* ---- sigmoid ---- */
 

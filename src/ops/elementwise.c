@@ -70,7 +70,7 @@ static ad_status add_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
 }
 
 const ad_rule ad_rule_add = {.name = "add", .pullback = add_pullback, .n_inputs = 2,
-                             .unread = AD_INPUT(0) | AD_INPUT(1), .flags = AD_RULE_OUTPUT_UNREAD};
+                             .unread = AD_INPUT(0) | AD_INPUT(1) | AD_OUTPUT};
 
 /* ---- sub ---- */
 
@@ -92,7 +92,7 @@ static ad_status sub_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
 }
 
 const ad_rule ad_rule_sub = {.name = "sub", .pullback = sub_pullback, .n_inputs = 2,
-                             .unread = AD_INPUT(0) | AD_INPUT(1), .flags = AD_RULE_OUTPUT_UNREAD};
+                             .unread = AD_INPUT(0) | AD_INPUT(1) | AD_OUTPUT};
 
 /* ---- mul ---- */
 
@@ -114,7 +114,7 @@ static ad_status mul_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
 }
 
 const ad_rule ad_rule_mul = {.name = "mul", .pullback = mul_pullback, .n_inputs = 2,
-                             .flags = AD_RULE_OUTPUT_UNREAD};
+                             .unread = AD_OUTPUT};
 
 /* ---- scale ---- */
 
@@ -153,7 +153,7 @@ static ad_status scale_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor
 }
 
 const ad_rule ad_rule_scale = {.name = "scale", .pullback = scale_pullback, .n_inputs = 1,
-                               .unread = AD_INPUT(0), .flags = AD_RULE_OUTPUT_UNREAD};
+                               .unread = AD_INPUT(0) | AD_OUTPUT};
 
 /* ---- bias_add ---- */
 
@@ -221,8 +221,7 @@ const ad_rule ad_rule_bias_add = {
     .pullback = bias_add_pullback,
     .n_inputs = 2,
     .inputs = {{0, AD_RANK(2)}, {0, AD_RANK(1)}},
-    .unread = AD_INPUT(0) | AD_INPUT(1), /* reads dy alone */
-    .flags = AD_RULE_OUTPUT_UNREAD,
+    .unread = AD_INPUT(0) | AD_INPUT(1) | AD_OUTPUT, /* reads dy alone */
 };
 
 /* ---- typed wrappers ---- */

@@ -46,7 +46,7 @@ static ad_status mse_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
 
 const ad_rule ad_rule_mse = {
     .name = "mse", .pullback = mse_pullback, .n_inputs = 2, .nondiff = AD_INPUT(1),
-    .flags = AD_RULE_OUTPUT_UNREAD};
+    .unread = AD_OUTPUT};
 
 /* ---- softmax cross-entropy ---- */
 
@@ -144,8 +144,7 @@ const ad_rule ad_rule_softmax_cross_entropy = {
     .n_inputs = 2,
     .inputs = {{AD_ACCEPT_FLOAT, AD_RANK(2)}, {AD_ACCEPT_I32, AD_RANK(1)}},
     .nondiff = AD_INPUT(1),
-    .unread = AD_INPUT(0), /* reads the saved softmax and the labels */
-    .flags = AD_RULE_OUTPUT_UNREAD,
+    .unread = AD_INPUT(0) | AD_OUTPUT, /* reads the saved softmax and the labels */
 };
 
 /* ---- typed wrappers ---- */

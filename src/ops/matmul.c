@@ -81,7 +81,7 @@ const ad_rule ad_rule_matmul = {
     .pullback = matmul_pullback,
     .n_inputs = 2,
     .inputs = {{0, AD_RANK(2)}, {0, AD_RANK(2)}},
-    .flags = AD_RULE_OUTPUT_UNREAD, /* reads A and B, never C */
+    .unread = AD_OUTPUT, /* reads A and B, never C */
 };
 
 ad_var ad_matmul(ad_tape *t, ad_var a, ad_var b, int trans_a, int trans_b)

@@ -51,7 +51,7 @@ static ad_status sum_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
 }
 
 const ad_rule ad_rule_sum = {.name = "sum", .pullback = sum_pullback, .n_inputs = 1,
-                              .unread = AD_INPUT(0), .flags = AD_RULE_OUTPUT_UNREAD};
+                              .unread = AD_INPUT(0) | AD_OUTPUT};
 
 /* ---- mean ---- */
 
@@ -71,7 +71,7 @@ static ad_status mean_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
 }
 
 const ad_rule ad_rule_mean = {.name = "mean", .pullback = mean_pullback, .n_inputs = 1,
-                              .unread = AD_INPUT(0), .flags = AD_RULE_OUTPUT_UNREAD};
+                              .unread = AD_INPUT(0) | AD_OUTPUT};
 
 /* ---- typed wrappers ---- */
 

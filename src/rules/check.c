@@ -192,9 +192,7 @@ static ad_status beta_protocol(checker *c, int slot, ad_tensor **g)
 
 static bool slot_is_feedback(const ad_rule *r, int slot)
 {
-    if (r->not_gradient)
-        return (r->not_gradient & AD_INPUT(slot)) != 0;
-    return (r->flags & AD_RULE_NOT_A_GRADIENT) != 0;
+    return (r->not_gradient & AD_INPUT(slot)) != 0;
 }
 
 static ad_status check_slots(checker *c)

@@ -53,10 +53,13 @@ static ad_status validate(const ad_rule *r, const char *fn_name)
                        "ad_rule_register: rule for %s takes %d inputs (1..%d allowed)",
                        fn_name, r->n_inputs, AD_MAX_INPUTS);
     unsigned slots = (1u << r->n_inputs) - 1u;
-    if ((r->nondiff | r->not_gradient | r->unread) & ~slots)
+    if ((r->nondiff | r->not_gradient | (r->unread & ~AD_OUTPUT)) & ~slots)
         return ad_fail(AD_ERR_BAD_RULE,
                        "ad_rule_register: rule for %s names input slots past its %d inputs",
                        fn_name, r->n_inputs);
+    if (r->flags & ~(AD_RULE_MIXED_DTYPES | AD_RULE_IGNORES_DY))
+        return ad_fail(AD_ERR_BAD_RULE, "ad_rule_register: rule for %s has unknown flags "
+                       "0x%x", fn_name, r->flags & ~(AD_RULE_MIXED_DTYPES | AD_RULE_IGNORES_DY));
     for (int i = 0; i < r->n_inputs; i++) {
         if (r->inputs[i].dtypes & ~(AD_ACCEPT_FLOAT | AD_ACCEPT_I32) ||
             r->inputs[i].ranks & ~((1u << (AD_MAX_RANK + 1)) - 1u))

@@ -72,7 +72,7 @@ void ad_reuse_plan(ad_tape *tape, ad_node *last, const tape_value *loss)
     for (ad_node *n = tape->first; n; n = n->next) {
         const ad_rule *r = &n->entry->rule;
         if (n->out->live && n->out->needs_grad) { /* its pullback may run */
-            if (!(r->flags & AD_RULE_OUTPUT_UNREAD))
+            if (!(r->unread & AD_OUTPUT))
                 n->out->last_reader = n;
             for (int i = 0; i < n->n_in; i++)
                 if (!(r->unread & AD_INPUT(i)) && !n->in[i]->last_reader)
