@@ -38,7 +38,7 @@ extern "C" {
 #endif
 
 /* The library's version at run time ("0.1.0"), to compare with AD_VERSION_STRING. */
-const char *ad_version(void);
+AD_API const char *ad_version(void);
 
 #ifdef __cplusplus
 }

@@ -45,7 +45,7 @@ typedef struct ad_check_report {
 ** opts and report may be NULL. Errors: AD_ERR_NO_RULE, AD_ERR_ARITY, AD_ERR_DTYPE,
 ** AD_ERR_NOMEM, fn's or the pullback's own status, AD_ERR_CHECK_FAILED (the message
 ** names the rule, the slot, the element and both values). Inputs are not modified. */
-ad_status ad_rule_check_as(ad_primal_fn fn, const char *fn_name,
+AD_API ad_status ad_rule_check_as(ad_primal_fn fn, const char *fn_name,
                            const ad_tensor *const in[], int n,
                            const ad_check_options *opts, ad_check_report *report);
 #define ad_rule_check(fn, in, n, opts, report)                                          \

@@ -109,7 +109,7 @@ typedef struct ad_checkpoint_extras {
 ** already happened: path then holds the new checkpoint, complete, but whether it
 ** survives a power loss is unknown, so the call still fails.
 */
-ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const char *const names[],
+AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const char *const names[],
                              const ad_checkpoint_extras *extras);
 
 /*
@@ -157,7 +157,7 @@ ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const char *
 ** generator and extras->step exactly as they were. (The optimiser may have made zeroed
 ** state for parameters added since its last step, as its next step would.)
 */
-ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *const names[],
+AD_API ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *const names[],
                              ad_checkpoint_extras *extras);
 
 #ifdef __cplusplus

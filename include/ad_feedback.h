@@ -38,32 +38,32 @@
 extern "C" {
 #endif
 
-ad_status ad_op_dense_fa(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_dense_usf(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_dense_sf(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_dense_kp(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_dense_fa(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_dense_usf(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_dense_sf(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_dense_kp(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
 
-ad_var ad_dense_fa(ad_tape *t, ad_var w, ad_var x, ad_var b);
-ad_var ad_dense_usf(ad_tape *t, ad_var w, ad_var x);
-ad_var ad_dense_sf(ad_tape *t, ad_var w, ad_var x, ad_var magnitudes);
-ad_var ad_dense_kp(ad_tape *t, ad_var w, ad_var x, ad_var b);
+AD_API ad_var ad_dense_fa(ad_tape *t, ad_var w, ad_var x, ad_var b);
+AD_API ad_var ad_dense_usf(ad_tape *t, ad_var w, ad_var x);
+AD_API ad_var ad_dense_sf(ad_tape *t, ad_var w, ad_var x, ad_var magnitudes);
+AD_API ad_var ad_dense_kp(ad_tape *t, ad_var w, ad_var x, ad_var b);
 
 typedef struct ad_dfa {
     const ad_tensor *error_; /* private: e from the last sweep, in the tape's arena */
 } ad_dfa;
 
-ad_status ad_op_dfa_output(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_dfa_hidden(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_var ad_dfa_output(ad_tape *t, ad_dfa *dfa, ad_var y);
-ad_var ad_dfa_hidden(ad_tape *t, ad_dfa *dfa, ad_var h, ad_var b);
+AD_API ad_status ad_op_dfa_output(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_dfa_hidden(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_dfa_output(ad_tape *t, ad_dfa *dfa, ad_var y);
+AD_API ad_var ad_dfa_hidden(ad_tape *t, ad_dfa *dfa, ad_var h, ad_var b);
 
 /* The angle in degrees between two tensors of one size seen as flat vectors, or NaN
 ** when either is all zeros or the sizes differ. 90 for unrelated random signals. */
-double ad_angle_degrees(const ad_tensor *a, const ad_tensor *b);
+AD_API double ad_angle_degrees(const ad_tensor *a, const ad_tensor *b);
 
 /* Fills m with |u| for u drawn like Glorot-uniform for m's shape: the magnitudes of
 ** sign-concordant feedback (brSF: call before every batch; frSF: once). */
-ad_status ad_sf_draw_magnitudes(ad_tensor *m, ad_rng *r);
+AD_API ad_status ad_sf_draw_magnitudes(ad_tensor *m, ad_rng *r);
 
 #ifdef __cplusplus
 }

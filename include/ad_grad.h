@@ -25,39 +25,39 @@ typedef struct ad_params ad_params;
 typedef struct ad_grads ad_grads;
 
 /* Creates an empty parameter set (*out). Errors: AD_ERR_NULL, AD_ERR_NOMEM. */
-ad_status ad_params_new(ad_params **out);
-void ad_params_free(ad_params *ps); /* NULL accepted; the tensors are not freed */
+AD_API ad_status ad_params_new(ad_params **out);
+AD_API void ad_params_free(ad_params *ps); /* NULL accepted; the tensors are not freed */
 
 /* Adds t (by identity; it must outlive the set). Adding a tensor already present is
 ** not an error and keeps its index. *index (optional out) gets t's dense index.
 ** Errors: AD_ERR_NULL, AD_ERR_DTYPE (not float32/float64), AD_ERR_NOMEM. */
-ad_status ad_params_add(ad_params *ps, ad_tensor *t, int *index);
+AD_API ad_status ad_params_add(ad_params *ps, ad_tensor *t, int *index);
 
-int ad_params_count(const ad_params *ps);
+AD_API int ad_params_count(const ad_params *ps);
 /* The dense index of t, or -1 if t is not in the set. */
-int ad_params_index(const ad_params *ps, const ad_tensor *t);
+AD_API int ad_params_index(const ad_params *ps, const ad_tensor *t);
 /* The tensor at index i, or NULL when i is out of range. */
-ad_tensor *ad_params_at(const ad_params *ps, int i);
+AD_API ad_tensor *ad_params_at(const ad_params *ps, int i);
 
 /* A gradient set for ps: one buffer per parameter, same shape and dtype, allocated
 ** now (and grown by the sweep if ps grows). Errors: AD_ERR_NULL, AD_ERR_NOMEM. */
-ad_status ad_grads_new(const ad_params *ps, ad_grads **out);
-void ad_grads_free(ad_grads *gs); /* NULL accepted */
+AD_API ad_status ad_grads_new(const ad_params *ps, ad_grads **out);
+AD_API void ad_grads_free(ad_grads *gs); /* NULL accepted */
 
 /* The parameter set gs was made for. */
-const ad_params *ad_grads_params(const ad_grads *gs);
+AD_API const ad_params *ad_grads_params(const ad_grads *gs);
 
 /* The gradient of param from the last successful sweep, or NULL when param is not in
 ** the set or got no gradient (the loss does not depend on it, like Zygote's nothing). */
-const ad_tensor *ad_grads_get(const ad_grads *gs, const ad_tensor *param);
-const ad_tensor *ad_grads_at(const ad_grads *gs, int index);
+AD_API const ad_tensor *ad_grads_get(const ad_grads *gs, const ad_tensor *param);
+AD_API const ad_tensor *ad_grads_at(const ad_grads *gs, int index);
 
 /* Called during the sweep as soon as a parameter's gradient is final, so a reduction
 ** or an optimiser step can start before the sweep ends. A nonzero return stops the
 ** sweep with AD_ERR_PULLBACK. Pass NULL to remove. */
 typedef int (*ad_grad_ready_fn)(int index, const ad_tensor *param, const ad_tensor *grad,
                                 void *user);
-void ad_grads_on_ready(ad_grads *gs, ad_grad_ready_fn fn, void *user);
+AD_API void ad_grads_on_ready(ad_grads *gs, ad_grad_ready_fn fn, void *user);
 
 /*
 ** The reverse sweep from `loss` (a rank-0 float value recorded on tape), filling gs
@@ -70,7 +70,7 @@ void ad_grads_on_ready(ad_grads *gs, ad_grad_ready_fn fn, void *user);
 ** pullback's own status. After a failure gs is valid but its contents are
 ** unspecified; parameters are never touched by the sweep.
 */
-ad_status ad_backward(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs);
+AD_API ad_status ad_backward(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs);
 
 /* Sweep options; zero means the ordinary training sweep. */
 typedef struct ad_sweep_options {
@@ -83,13 +83,13 @@ typedef struct ad_sweep_options {
 /* ad_backward with options (NULL: as ad_backward). The tape may be swept several
 ** times between resets; each sweep makes fresh cotangent buffers, so cotangents read
 ** after one sweep stay valid through the next until the tape resets. */
-ad_status ad_backward_ex(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs,
+AD_API ad_status ad_backward_ex(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs,
                          const ad_sweep_options *opts);
 
 /* The cotangent of an intermediate value (not a leaf) from the last sweep, or NULL
 ** when that sweep did not compute it (not needed, not reached). Owned by the tape;
 ** valid until ad_tape_reset. The gradient of a parameter is in the gradient set. */
-const ad_tensor *ad_cotangent(const ad_tape *tape, ad_var v);
+AD_API const ad_tensor *ad_cotangent(const ad_tape *tape, ad_var v);
 
 /* Records the model: called by ad_gradient on a freshly reset tape; returns the loss. */
 typedef ad_var (*ad_loss_fn)(ad_tape *tape, void *user);
@@ -100,7 +100,7 @@ typedef ad_var (*ad_loss_fn)(ad_tape *tape, void *user);
 ** failure leaves behind: as ad_backward; a NULL tape, ps, loss_fn or gs is AD_ERR_NULL
 ** before the tape is reset or loss_fn runs. The tape may be reused for the next step.
 */
-ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, void *user,
+AD_API ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, void *user,
                       ad_grads *gs, double *loss_value);
 
 /* Descent(lr): p -= lr * grad for every parameter that got a gradient; bumps their
@@ -108,7 +108,7 @@ ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, vo
 ** large parameters; its kernels may fuse the multiply and add (one rounding), so code
 ** that must match it bit for bit calls ?axpy the same way.
 ** Errors: AD_ERR_NULL, AD_ERR_INVALID (gs made for another set). */
-ad_status ad_descent_step(const ad_params *ps, const ad_grads *gs, double lr);
+AD_API ad_status ad_descent_step(const ad_params *ps, const ad_grads *gs, double lr);
 
 #ifdef __cplusplus
 }

@@ -22,14 +22,14 @@ extern "C" {
 ** (trailing bytes after the announced data), AD_ERR_OVERFLOW (dimensions whose product
 ** overflows), AD_ERR_NOMEM, AD_ERR_NULL.
 */
-ad_status ad_idx_read(const char *path, ad_tensor **out);
+AD_API ad_status ad_idx_read(const char *path, ad_tensor **out);
 
 /*
 ** Reads an images file and its labels file and checks they agree: the same count,
 ** labels in 0..n_classes-1 (AD_ERR_COUNT_MISMATCH / AD_ERR_INVALID otherwise).
 ** On failure neither *images nor *labels is set.
 */
-ad_status ad_idx_read_pair(const char *images_path, const char *labels_path,
+AD_API ad_status ad_idx_read_pair(const char *images_path, const char *labels_path,
                            int n_classes, ad_tensor **images, ad_tensor **labels);
 
 #ifdef __cplusplus

@@ -81,16 +81,16 @@ enum { AD_MPI_DEFAULT_BUCKET_BYTES = 1 << 20 };
 ** unchanged unless the error came from the broadcast itself (AD_ERR_MPI). Parameters
 ** added to ps afterwards are not covered.
 */
-ad_status ad_mpi_new(MPI_Comm comm, const ad_params *ps, ad_grads *gs,
+AD_API ad_status ad_mpi_new(MPI_Comm comm, const ad_params *ps, ad_grads *gs,
                      const ad_mpi_options *opts, ad_mpi **out);
 /* Removes the callback from gs and frees the context: call it before freeing gs, and
 ** before MPI_Finalize. Collective in MPI's terms, since it frees the duplicated
 ** communicator (MPI_Comm_free): call it on every rank. NULL accepted. */
-void ad_mpi_free(ad_mpi *dp);
+AD_API void ad_mpi_free(ad_mpi *dp);
 
 /* This rank's number and the number of ranks in the context (-1 and 0 for NULL). */
-int ad_mpi_rank(const ad_mpi *dp);
-int ad_mpi_size(const ad_mpi *dp);
+AD_API int ad_mpi_rank(const ad_mpi *dp);
+AD_API int ad_mpi_size(const ad_mpi *dp);
 
 /*
 ** One data-parallel gradient (collective): ad_gradient(tape, ps, loss_fn, user, gs)
@@ -107,49 +107,49 @@ int ad_mpi_size(const ad_mpi *dp);
 ** context can be used for the next step: every rank gets the error at the same step,
 ** so every rank can retry or stop cleanly.
 */
-ad_status ad_mpi_gradient(ad_mpi *dp, ad_tape *tape, ad_loss_fn loss_fn, void *user,
+AD_API ad_status ad_mpi_gradient(ad_mpi *dp, ad_tape *tape, ad_loss_fn loss_fn, void *user,
                           double *loss_value);
 
 /* Broadcasts t's data from rank 0 (collective); a feedback matrix or any other tensor
 ** every rank must share. Shapes and dtypes must agree (AD_ERR_MODEL_MISMATCH on every
 ** rank, naming both; t unchanged). Bumps t's version on the ranks that received.
 ** Errors: AD_ERR_NULL (local), AD_ERR_MODEL_MISMATCH, AD_ERR_MPI. */
-ad_status ad_mpi_broadcast(ad_mpi *dp, ad_tensor *t);
+AD_API ad_status ad_mpi_broadcast(ad_mpi *dp, ad_tensor *t);
 /* Broadcasts n bytes from rank 0 (a generator's state, a seed); n must be the same on
 ** every rank. Errors: AD_ERR_NULL (local), AD_ERR_MPI. */
-ad_status ad_mpi_broadcast_bytes(ad_mpi *dp, void *bytes, size_t n);
+AD_API ad_status ad_mpi_broadcast_bytes(ad_mpi *dp, void *bytes, size_t n);
 
 /* Sums n counters over all ranks into total on rank 0 (collective; total is only
 ** written on rank 0, may be NULL elsewhere; local == total on rank 0 sums in place):
 ** per-rule pullback counts for a report. Errors: AD_ERR_NULL, AD_ERR_INVALID (n < 0)
 ** (both local), AD_ERR_MPI. */
-ad_status ad_mpi_sum_to_root(ad_mpi *dp, const uint64_t *local, uint64_t *total, int n);
+AD_API ad_status ad_mpi_sum_to_root(ad_mpi *dp, const uint64_t *local, uint64_t *total, int n);
 
 /* Agreement check (collective): *same = 1 on every rank when every parameter's bytes
 ** are equal on all ranks (compared by a 64-bit hash of the data), else 0. For tests
 ** and for a periodic sanity check in long runs. Errors: AD_ERR_NULL (local), AD_ERR_MPI. */
-ad_status ad_mpi_params_agree(ad_mpi *dp, int *same);
+AD_API ad_status ad_mpi_params_agree(ad_mpi *dp, int *same);
 
 /* Status agreement (collective): every rank passes its own status; all get AD_OK when
 ** all passed AD_OK, else the failing rank its own and the others AD_ERR_PEER_FAILED.
 ** For steps outside ad_mpi_gradient (data loading, evaluation) that must fail together.
 ** A local value that is not a status counts as AD_ERR_INVALID. Also AD_ERR_NULL (local),
 ** AD_ERR_MPI. */
-ad_status ad_mpi_agree(ad_mpi *dp, ad_status local);
+AD_API ad_status ad_mpi_agree(ad_mpi *dp, ad_status local);
 
 /* Crash-safe checkpoint written by rank 0 only (ad_checkpoint_save of the context's
 ** parameter set), its status shared (collective): rank 0 returns its own, the others
 ** AD_OK or AD_ERR_PEER_FAILED with the start of rank 0's message. path, names and
 ** extras are read on rank 0 only. Also AD_ERR_NULL (local), AD_ERR_MPI. */
-ad_status ad_mpi_checkpoint_save(ad_mpi *dp, const char *path, const char *const names[],
+AD_API ad_status ad_mpi_checkpoint_save(ad_mpi *dp, const char *path, const char *const names[],
                                  const ad_checkpoint_extras *extras);
 
 /* Seconds spent inside MPI calls for gradients since the context was made (or the last
 ** reset): starting bucket reductions, the progress calls during the sweep, waiting on
 ** the reductions and the status word. Waiting includes a slower rank's sweep. For
 ** benchmarks. */
-double ad_mpi_comm_seconds(const ad_mpi *dp);
-void ad_mpi_reset_comm_seconds(ad_mpi *dp);
+AD_API double ad_mpi_comm_seconds(const ad_mpi *dp);
+AD_API void ad_mpi_reset_comm_seconds(ad_mpi *dp);
 
 #ifdef __cplusplus
 }

@@ -20,10 +20,10 @@ typedef struct ad_rng {
     uint64_t s[4];
 } ad_rng;
 
-void ad_rng_seed(ad_rng *r, uint64_t seed);
-uint64_t ad_rng_u64(ad_rng *r);
-double ad_rng_uniform(ad_rng *r); /* in [0, 1), 53 random bits */
-double ad_rng_normal(ad_rng *r);  /* standard normal (Box-Muller, no cached pair) */
+AD_API void ad_rng_seed(ad_rng *r, uint64_t seed);
+AD_API uint64_t ad_rng_u64(ad_rng *r);
+AD_API double ad_rng_uniform(ad_rng *r); /* in [0, 1), 53 random bits */
+AD_API double ad_rng_normal(ad_rng *r);  /* standard normal (Box-Muller, no cached pair) */
 
 /*
 ** Initialisers fill a float32 or float64 tensor and bump its version. For a rank-2
@@ -35,12 +35,12 @@ double ad_rng_normal(ad_rng *r);  /* standard normal (Box-Muller, no cached pair
 ** float tensor), and for ad_init_uniform AD_ERR_INVALID (lo > hi, or a bound not
 ** finite). A failed call leaves the tensor as it was.
 */
-ad_status ad_init_glorot_uniform(ad_tensor *t, ad_rng *r);
-ad_status ad_init_glorot_normal(ad_tensor *t, ad_rng *r);
-ad_status ad_init_he_uniform(ad_tensor *t, ad_rng *r);
-ad_status ad_init_he_normal(ad_tensor *t, ad_rng *r);
-ad_status ad_init_uniform(ad_tensor *t, ad_rng *r, double lo, double hi);
-ad_status ad_init_zeros(ad_tensor *t);
+AD_API ad_status ad_init_glorot_uniform(ad_tensor *t, ad_rng *r);
+AD_API ad_status ad_init_glorot_normal(ad_tensor *t, ad_rng *r);
+AD_API ad_status ad_init_he_uniform(ad_tensor *t, ad_rng *r);
+AD_API ad_status ad_init_he_normal(ad_tensor *t, ad_rng *r);
+AD_API ad_status ad_init_uniform(ad_tensor *t, ad_rng *r, double lo, double hi);
+AD_API ad_status ad_init_zeros(ad_tensor *t);
 
 typedef enum ad_optim_kind {
     AD_OPT_DESCENT = 0, /* p -= lr g */
@@ -68,8 +68,8 @@ typedef struct ad_optim ad_optim;
 /* Optimiser state for ps (*out, owned by the caller; ps must outlive it). Errors:
 ** AD_ERR_NULL (ps, cfg or out),
 ** AD_ERR_INVALID (negative lr, momentum outside [0, 1), ...), AD_ERR_NOMEM. */
-ad_status ad_optim_new(const ad_params *ps, const ad_optim_config *cfg, ad_optim **out);
-void ad_optim_free(ad_optim *o); /* NULL accepted */
+AD_API ad_status ad_optim_new(const ad_params *ps, const ad_optim_config *cfg, ad_optim **out);
+AD_API void ad_optim_free(ad_optim *o); /* NULL accepted */
 
 /*
 ** One step from the gradients in gs (made for the same parameter set): clips by the
@@ -78,10 +78,10 @@ void ad_optim_free(ad_optim *o); /* NULL accepted */
 ** state too). Errors: AD_ERR_NULL, AD_ERR_INVALID (gs for another set), AD_ERR_NOMEM
 ** (state for parameters added since), each leaving every parameter untouched.
 */
-ad_status ad_optim_step(ad_optim *o, const ad_grads *gs);
+AD_API ad_status ad_optim_step(ad_optim *o, const ad_grads *gs);
 
 /* Changes the learning rate for later steps (schedules). AD_ERR_INVALID if < 0. */
-ad_status ad_optim_set_lr(ad_optim *o, double lr);
+AD_API ad_status ad_optim_set_lr(ad_optim *o, double lr);
 
 /*
 ** Reading and restoring optimiser state, as checkpoints do (ad_checkpoint.h). The
@@ -92,15 +92,15 @@ ad_status ad_optim_set_lr(ad_optim *o, double lr);
 */
 
 /* The parameter set o was made for (NULL for a NULL o). */
-const ad_params *ad_optim_params(const ad_optim *o);
+AD_API const ad_params *ad_optim_params(const ad_optim *o);
 
 /* The configuration in force: defaults filled in, the learning rate as last set.
 ** Errors: AD_ERR_NULL. */
-ad_status ad_optim_get_config(const ad_optim *o, ad_optim_config *out);
+AD_API ad_status ad_optim_get_config(const ad_optim *o, ad_optim_config *out);
 
 /* State buffers per parameter: 0 (descent), 1 (momentum, Nesterov), 2 (Adam, AdamW);
 ** -1 for a NULL o. */
-int ad_optim_state_count(const ad_optim *o);
+AD_API int ad_optim_state_count(const ad_optim *o);
 
 /*
 ** Fills *view (out) with a descriptor of state buffer k of parameter `index`. Its data
@@ -110,19 +110,19 @@ int ad_optim_state_count(const ad_optim *o);
 ** would make it). Errors: AD_ERR_NULL, AD_ERR_INVALID (index or k out of range),
 ** AD_ERR_NOMEM; *view and the state are unchanged on error.
 */
-ad_status ad_optim_state(ad_optim *o, int index, int k, ad_tensor *view);
+AD_API ad_status ad_optim_state(ad_optim *o, int index, int k, ad_tensor *view);
 
 /* The step count of parameter `index` into *steps (0 before its first update).
 ** Errors: AD_ERR_NULL, AD_ERR_INVALID (index out of range). */
-ad_status ad_optim_get_steps(const ad_optim *o, int index, int64_t *steps);
+AD_API ad_status ad_optim_get_steps(const ad_optim *o, int index, int64_t *steps);
 
 /* Sets the step count of parameter `index`. Errors: AD_ERR_NULL, AD_ERR_INVALID (index
 ** out of range, steps < 0), AD_ERR_NOMEM (making state for new parameters); the
 ** optimiser is unchanged on error. */
-ad_status ad_optim_set_steps(ad_optim *o, int index, int64_t steps);
+AD_API ad_status ad_optim_set_steps(ad_optim *o, int index, int64_t steps);
 
 /* The global L2 norm of every present gradient in gs (0 if none). */
-double ad_grads_global_norm(const ad_grads *gs);
+AD_API double ad_grads_global_norm(const ad_grads *gs);
 
 #ifdef __cplusplus
 }

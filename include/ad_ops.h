@@ -24,59 +24,59 @@ extern "C" {
 typedef struct ad_matmul_attrs {
     int trans_a, trans_b;
 } ad_matmul_attrs;
-ad_status ad_op_matmul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_var ad_matmul(ad_tape *t, ad_var a, ad_var b, int trans_a, int trans_b);
+AD_API ad_status ad_op_matmul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_matmul(ad_tape *t, ad_var a, ad_var b, int trans_a, int trans_b);
 
 /* Elementwise, same shapes: a + b, a - b, a * b; alpha * a. */
-ad_status ad_op_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_sub(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_mul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_sub(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_mul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
 typedef struct ad_scale_attrs {
     double alpha;
 } ad_scale_attrs;
-ad_status ad_op_scale(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_var ad_add(ad_tape *t, ad_var a, ad_var b);
-ad_var ad_sub(ad_tape *t, ad_var a, ad_var b);
-ad_var ad_mul(ad_tape *t, ad_var a, ad_var b);
-ad_var ad_scale(ad_tape *t, ad_var a, double alpha);
+AD_API ad_status ad_op_scale(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_add(ad_tape *t, ad_var a, ad_var b);
+AD_API ad_var ad_sub(ad_tape *t, ad_var a, ad_var b);
+AD_API ad_var ad_mul(ad_tape *t, ad_var a, ad_var b);
+AD_API ad_var ad_scale(ad_tape *t, ad_var a, double alpha);
 
 /* X (n x m) + b (m), b added to every row. */
-ad_status ad_op_bias_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_var ad_bias_add(ad_tape *t, ad_var x, ad_var b);
+AD_API ad_status ad_op_bias_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_bias_add(ad_tape *t, ad_var x, ad_var b);
 
 /* Activations, elementwise. */
-ad_status ad_op_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_sigmoid(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_var ad_tanh(ad_tape *t, ad_var x);
-ad_var ad_relu(ad_tape *t, ad_var x);
-ad_var ad_sigmoid(ad_tape *t, ad_var x);
+AD_API ad_status ad_op_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_sigmoid(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_tanh(ad_tape *t, ad_var x);
+AD_API ad_var ad_relu(ad_tape *t, ad_var x);
+AD_API ad_var ad_sigmoid(ad_tape *t, ad_var x);
 
 /* A dense layer's tail in one op: relu(X + b) and tanh(X + b), b added to every row
 ** of X (n x m). Bitwise the values and gradients of ad_relu(t, ad_bias_add(t, x, b))
 ** and its tanh twin, in one pass over the batch each way instead of two (the plain
 ** ops stay for models that need the pre-activation X + b on the tape). */
-ad_status ad_op_bias_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_bias_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_var ad_bias_relu(ad_tape *t, ad_var x, ad_var b);
-ad_var ad_bias_tanh(ad_tape *t, ad_var x, ad_var b);
+AD_API ad_status ad_op_bias_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_bias_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_bias_relu(ad_tape *t, ad_var x, ad_var b);
+AD_API ad_var ad_bias_tanh(ad_tape *t, ad_var x, ad_var b);
 
 /* Reductions to a rank-0 value: sum and mean of every element. */
-ad_status ad_op_sum(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_mean(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_var ad_sum(ad_tape *t, ad_var x);
-ad_var ad_mean(ad_tape *t, ad_var x);
+AD_API ad_status ad_op_sum(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_mean(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_sum(ad_tape *t, ad_var x);
+AD_API ad_var ad_mean(ad_tape *t, ad_var x);
 
 /* Losses to a rank-0 value. MSE: mean over every element of (pred - target)^2, like
 ** torch.nn.MSELoss and Flux.mse; only pred is differentiated. Softmax cross-entropy
 ** from logits (n x k) and int32 class labels (n, each in 0..k-1), averaged over the
 ** batch; numerically stable (max-shifted log-sum-exp); the softmax is saved for the
 ** pullback. A label out of range fails with AD_ERR_INVALID. */
-ad_status ad_op_mse(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
-ad_status ad_op_softmax_cross_entropy(ad_ctx *cx, const ad_tensor *const in[],
+AD_API ad_status ad_op_mse(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_softmax_cross_entropy(ad_ctx *cx, const ad_tensor *const in[],
                                       ad_tensor **out);
-ad_var ad_mse(ad_tape *t, ad_var pred, ad_var target);
-ad_var ad_softmax_cross_entropy(ad_tape *t, ad_var logits, ad_var labels);
+AD_API ad_var ad_mse(ad_tape *t, ad_var pred, ad_var target);
+AD_API ad_var ad_softmax_cross_entropy(ad_tape *t, ad_var logits, ad_var labels);
 
 /*
 ** C = alpha op(A) op(B) + beta C on OpenBLAS, in the tensors' dtype (rank 2, all one
@@ -86,7 +86,7 @@ ad_var ad_softmax_cross_entropy(ad_tape *t, ad_var logits, ad_var labels);
 ** AD_ERR_SHAPE (both shapes in the message), AD_ERR_OVERFLOW (an extent beyond int);
 ** C is untouched on error.
 */
-ad_status ad_gemm_tensors(const ad_tensor *a, int trans_a, const ad_tensor *b, int trans_b,
+AD_API ad_status ad_gemm_tensors(const ad_tensor *a, int trans_a, const ad_tensor *b, int trans_b,
                           double alpha, double beta, ad_tensor *c);
 
 /*
@@ -94,7 +94,7 @@ ad_status ad_gemm_tensors(const ad_tensor *a, int trans_a, const ad_tensor *b, i
 ** dX = dY W; slots past the second are left alone. Offered as the `reference` of
 ** feedback rules whose primal is a dense layer with extra inputs (FA's my_matmul).
 */
-ad_status ad_dense_backprop_pullback(ad_ctx *cx, const ad_tensor *dy,
+AD_API ad_status ad_dense_backprop_pullback(ad_ctx *cx, const ad_tensor *dy,
                                      const ad_tensor *const in[], const ad_tensor *y,
                                      ad_tensor *const din[], const float beta[]);
 

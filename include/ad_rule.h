@@ -104,45 +104,45 @@ typedef struct ad_rule {
 ** a rule and AD_REPLACE was not given), AD_ERR_NOMEM. On error the table is unchanged.
 ** A replaced rule stays valid for tapes that recorded with it; new calls use the new.
 */
-ad_status ad_rule_register_as(ad_primal_fn fn, const char *fn_name, const ad_rule *rule,
+AD_API ad_status ad_rule_register_as(ad_primal_fn fn, const char *fn_name, const ad_rule *rule,
                               unsigned flags);
 #define ad_rule_register(fn, rule) ad_rule_register_as((fn), #fn, (rule), 0u)
 #define ad_rule_replace(fn, rule) ad_rule_register_as((fn), #fn, (rule), AD_REPLACE)
 
 /* Removes fn's rule. AD_ERR_NO_RULE if it has none. Recorded tapes keep working. */
-ad_status ad_rule_unregister(ad_primal_fn fn);
+AD_API ad_status ad_rule_unregister(ad_primal_fn fn);
 
 /* The rule registered for fn (a stable copy, valid for the process), or NULL. */
-const ad_rule *ad_rule_find(ad_primal_fn fn);
+AD_API const ad_rule *ad_rule_find(ad_primal_fn fn);
 
 /* How many times fn's rule pullbacks have run in this process, across every tape
 ** and every rule ever registered for fn (atomic). 0 for an unknown fn. */
-uint64_t ad_rule_total_pullbacks(ad_primal_fn fn);
+AD_API uint64_t ad_rule_total_pullbacks(ad_primal_fn fn);
 
 /* ---- for primals and pullbacks ---- */
 
 /* The output of the running primal, carved from the tape's arena (owned by the tape,
 ** valid until ad_tape_reset). Call once per primal. Errors: AD_ERR_RANK,
 ** AD_ERR_INVALID, AD_ERR_OVERFLOW, AD_ERR_NOMEM. */
-ad_status ad_out(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
+AD_API ad_status ad_out(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
                  ad_tensor **out);
 
 /* A tensor kept for the pullback (one per node), read back with ad_saved. In forward-
 ** only mode (ad_ctx_saving returns 0) primals should skip saving. Same errors as ad_out. */
-ad_status ad_save(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
+AD_API ad_status ad_save(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
                   ad_tensor **out);
-const ad_tensor *ad_saved(const ad_ctx *cx);
-int ad_ctx_saving(const ad_ctx *cx);
+AD_API const ad_tensor *ad_saved(const ad_ctx *cx);
+AD_API int ad_ctx_saving(const ad_ctx *cx);
 
 /* Scratch memory from the arena, valid until the tape resets. Same errors as ad_out. */
-ad_status ad_scratch(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
+AD_API ad_status ad_scratch(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
                      ad_tensor **out);
 
 /* The attribute bytes passed to the call (copied at record time), or NULL. */
-const void *ad_attrs(const ad_ctx *cx);
+AD_API const void *ad_attrs(const ad_ctx *cx);
 
 /* The spelled name of the function being run ("my_matmul"). */
-const char *ad_ctx_op_name(const ad_ctx *cx);
+AD_API const char *ad_ctx_op_name(const ad_ctx *cx);
 
 #ifdef __cplusplus
 }

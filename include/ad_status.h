@@ -11,6 +11,14 @@
 
 #include <stddef.h>
 
+/* Marks the library's public functions: adtape is built with hidden visibility, so
+** only what an installed header declares with AD_API is exported. */
+#if defined(__GNUC__) || defined(__clang__)
+#define AD_API __attribute__((visibility("default")))
+#else
+#define AD_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -58,17 +66,17 @@ typedef enum ad_status {
 } ad_status;
 
 /* Static text for a code ("shape mismatch"); never NULL, even for unknown codes. */
-const char *ad_status_str(ad_status code);
+AD_API const char *ad_status_str(ad_status code);
 
 /* The calling thread's last error message, or "" if none. The text stays valid until
 ** the next failing adtape call on this thread. Successful calls do not clear it. */
-const char *ad_last_error(void);
+AD_API const char *ad_last_error(void);
 
 /* Records `code` and a printf-style message as the calling thread's last error and
 ** returns `code`, so user primals and pullbacks can write
 **     return ad_fail(AD_ERR_SHAPE, "my_op: %s", why);
 ** Messages longer than 511 bytes are truncated; a NULL fmt leaves the message empty. */
-ad_status ad_fail(ad_status code, const char *fmt, ...)
+AD_API ad_status ad_fail(ad_status code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
@@ -76,21 +84,28 @@ ad_status ad_fail(ad_status code, const char *fmt, ...)
 
 /*
 ** Allocation hooks. All heap memory adtape uses (tapes, arenas, the rule registry,
-** parameter and gradient sets, tensors it allocates) goes through these three
-** functions. Set them before the first adtape call of the process, or make the new
-** hooks compatible with the old ones (a counting or failing wrapper around malloc):
-** memory is freed through whichever hooks are current at the time.
-** `user` is passed back unchanged. A NULL hooks pointer restores malloc/realloc/free.
+** parameter and gradient sets, tensors it allocates) goes through these two functions;
+** adtape never resizes a block, so there is no realloc hook. Set them before the first
+** adtape call of the process, or make the new hooks compatible with the old ones (a
+** counting or failing wrapper around malloc): memory is freed through whichever hooks
+** are current at the time. malloc_fn is never asked for 0 bytes. `user` is passed back
+** unchanged. A NULL hooks pointer restores malloc and free.
 */
 typedef struct ad_allocator {
     void *(*malloc_fn)(size_t size, void *user);
-    void *(*realloc_fn)(void *ptr, size_t size, void *user);
     void (*free_fn)(void *ptr, void *user);
     void *user;
 } ad_allocator;
 
-/* Installs `hooks` (copied). Returns AD_ERR_INVALID if one of the three is NULL. */
-ad_status ad_set_allocator(const ad_allocator *hooks);
+/* Installs `hooks` (copied). Returns AD_ERR_INVALID if either hook is NULL. */
+AD_API ad_status ad_set_allocator(const ad_allocator *hooks);
+
+/* Heap memory through the installed hooks, for users' primals and pullbacks that need
+** memory outside the tape's arena and for companion libraries (adtape-mpi). ad_malloc
+** returns NULL when the hook fails (a size of 0 asks for 1 byte); ad_free accepts NULL.
+** Memory from ad_malloc must go back through ad_free. */
+AD_API void *ad_malloc(size_t size);
+AD_API void ad_free(void *ptr);
 
 #ifdef __cplusplus
 }

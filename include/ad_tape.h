@@ -33,19 +33,19 @@ typedef struct ad_var {
 } ad_var;
 
 /* Creates an empty tape (*out, owned by the caller). Errors: AD_ERR_NULL, AD_ERR_NOMEM. */
-ad_status ad_tape_new(ad_tape **out);
+AD_API ad_status ad_tape_new(ad_tape **out);
 
 /* Frees the tape, its arena and its counters. NULL is accepted. */
-void ad_tape_free(ad_tape *tape);
+AD_API void ad_tape_free(ad_tape *tape);
 
 /* Forgets every node and value (handles become invalid), clears the first error,
 ** and keeps the arena's high-water capacity in one block. Never fails. */
-void ad_tape_reset(ad_tape *tape);
+AD_API void ad_tape_reset(ad_tape *tape);
 
 /* With enabled == 0, later calls record no pullback state (forward-only
 ** evaluation, like torch.no_grad); a sweep over such nodes fails with AD_ERR_NO_GRAD.
 ** The setting survives resets. */
-void ad_tape_set_grad_enabled(ad_tape *tape, int enabled);
+AD_API void ad_tape_set_grad_enabled(ad_tape *tape, int enabled);
 
 /*
 ** Anomaly mode (like torch.autograd.set_detect_anomaly): with enabled != 0, every
@@ -63,7 +63,7 @@ void ad_tape_set_grad_enabled(ad_tape *tape, int enabled);
 ** Off by default; when off it costs one branch per node. The setting survives resets;
 ** a NULL tape is ignored.
 */
-void ad_tape_set_anomaly_mode(ad_tape *tape, int enabled);
+AD_API void ad_tape_set_anomaly_mode(ad_tape *tape, int enabled);
 
 /*
 ** Memory saving (like PyTorch freeing a graph's buffers as backward goes): with
@@ -83,11 +83,11 @@ void ad_tape_set_anomaly_mode(ad_tape *tape, int enabled);
 ** buffer and written finite values before the read. Declare only what is true.
 ** Off by default; the setting survives resets; a NULL tape is ignored.
 */
-void ad_tape_set_memory_saving(ad_tape *tape, int enabled);
+AD_API void ad_tape_set_memory_saving(ad_tape *tape, int enabled);
 
 /* Keeps v's value and cotangent readable through a memory-saving sweep (logits to
 ** score, a pre-activation to inspect). Errors: AD_ERR_NULL, AD_ERR_BAD_HANDLE. */
-ad_status ad_keep(ad_tape *tape, ad_var v);
+AD_API ad_status ad_keep(ad_tape *tape, ad_var v);
 
 /* A leaf for a user tensor: constant data, a feedback matrix, or a parameter (it gets
 ** a gradient when ad_backward is given a parameter set holding it). The tensor is not
@@ -95,7 +95,7 @@ ad_status ad_keep(ad_tape *tape, ad_var v);
 ** `name` labels the leaf in prints; the macro passes the spelled expression.
 ** A NULL or malformed t (rank, dtype, size not its shape's, NULL data with elements)
 ** poisons the tape: AD_ERR_NULL, AD_ERR_RANK, AD_ERR_INVALID or AD_ERR_OVERFLOW. */
-ad_var ad_use_named(ad_tape *tape, const ad_tensor *t, const char *name);
+AD_API ad_var ad_use_named(ad_tape *tape, const ad_tensor *t, const char *name);
 #define ad_use(tape, t) ad_use_named((tape), (t), #t)
 
 /*
@@ -108,7 +108,7 @@ ad_var ad_use_named(ad_tape *tape, const ad_tensor *t, const char *name);
 ** AD_ERR_BAD_RULE (fn returned without its tensor from ad_out), AD_ERR_NONFINITE
 ** (anomaly mode), or whatever fn returned. A NULL tape sets only the thread's error.
 */
-ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
+AD_API ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
                   const ad_var *inputs, int n, const void *attrs, size_t attrs_size);
 
 /* ad_call(tape, fn, x, y, ...): the recording form model code uses. */
@@ -122,15 +122,15 @@ ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
                sizeof *(attrs_ptr))
 
 /* Nonzero unless v is poisoned. */
-int ad_var_ok(ad_var v);
+AD_API int ad_var_ok(ad_var v);
 
 /* The value behind v (owned by the tape or, for leaves, the user), or NULL if v is
 ** poisoned, stale or from another tape. Read-only. */
-const ad_tensor *ad_value(const ad_tape *tape, ad_var v);
+AD_API const ad_tensor *ad_value(const ad_tape *tape, ad_var v);
 
 /* The tape's first error since the last reset (AD_OK if none) and its message. */
-ad_status ad_tape_status(const ad_tape *tape);
-const char *ad_tape_error(const ad_tape *tape);
+AD_API ad_status ad_tape_status(const ad_tape *tape);
+AD_API const char *ad_tape_error(const ad_tape *tape);
 
 /* Memory figures: arena bytes in use now, the most ever in use, and how many heap
 ** allocations this tape has made in its life (arena blocks, counters, everything). */
@@ -140,17 +140,17 @@ typedef struct ad_tape_stats {
     uint64_t heap_allocs;
     size_t nodes;
 } ad_tape_stats;
-ad_tape_stats ad_tape_get_stats(const ad_tape *tape);
+AD_API ad_tape_stats ad_tape_get_stats(const ad_tape *tape);
 
 /* Writes one line per leaf and node: index, op, the rule that served it, input and
 ** output shapes. Returns AD_ERR_NULL for a NULL tape or stream. */
-ad_status ad_tape_print(const ad_tape *tape, FILE *stream);
+AD_API ad_status ad_tape_print(const ad_tape *tape, FILE *stream);
 
 /* How many times fn's rule pullback ran on this tape since it was created. */
-uint64_t ad_tape_pullback_count(const ad_tape *tape, ad_primal_fn fn);
+AD_API uint64_t ad_tape_pullback_count(const ad_tape *tape, ad_primal_fn fn);
 
 /* One line per rule that ran on this tape: rule name, this tape's count, process total. */
-ad_status ad_tape_print_rule_counts(const ad_tape *tape, FILE *stream);
+AD_API ad_status ad_tape_print_rule_counts(const ad_tape *tape, FILE *stream);
 
 #ifdef __cplusplus
 }

@@ -37,10 +37,10 @@ typedef struct ad_tensor {
 } ad_tensor;
 
 /* Bytes of one element of `dtype`, or 0 for an unknown dtype. */
-size_t ad_dtype_size(ad_dtype dtype);
+AD_API size_t ad_dtype_size(ad_dtype dtype);
 
 /* Short name of a dtype: "f32", "f64", "i32" or "?". */
-const char *ad_dtype_name(ad_dtype dtype);
+AD_API const char *ad_dtype_name(ad_dtype dtype);
 
 /*
 ** Describes caller-owned memory: fills *t so it views `data` with the given dtype and
@@ -49,7 +49,7 @@ const char *ad_dtype_name(ad_dtype dtype);
 ** AD_ERR_RANK (ndim outside 0..4), AD_ERR_INVALID (negative extent or unknown dtype),
 ** AD_ERR_OVERFLOW (the element count or byte size overflows). *t is untouched on error.
 */
-ad_status ad_tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape,
+AD_API ad_status ad_tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape,
                          void *data);
 
 /*
@@ -57,28 +57,28 @@ ad_status ad_tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *
 ** is owned by the caller and released with ad_tensor_free. Errors as ad_tensor_init,
 ** plus AD_ERR_NOMEM; *out is left unchanged on error.
 */
-ad_status ad_tensor_new(ad_dtype dtype, int ndim, const int64_t *shape, ad_tensor **out);
+AD_API ad_status ad_tensor_new(ad_dtype dtype, int ndim, const int64_t *shape, ad_tensor **out);
 
 /* Frees a tensor from ad_tensor_new (its data too). NULL is accepted. */
-void ad_tensor_free(ad_tensor *t);
+AD_API void ad_tensor_free(ad_tensor *t);
 
 /* Declares that elements were written through `data`: bumps the version. */
-void ad_tensor_touch(ad_tensor *t);
+AD_API void ad_tensor_touch(ad_tensor *t);
 
 /* Sets every element to `value` (converted to the dtype) and bumps the version.
 ** AD_ERR_INVALID (tensor untouched) for an i32 tensor and a value outside int32. */
-ad_status ad_tensor_fill(ad_tensor *t, double value);
+AD_API ad_status ad_tensor_fill(ad_tensor *t, double value);
 
 /* Copies src's elements into dst; both must have the same dtype and shape. Bumps dst's
 ** version. Errors: AD_ERR_NULL, AD_ERR_DTYPE, AD_ERR_SHAPE; dst is untouched on error. */
-ad_status ad_tensor_copy_from(ad_tensor *dst, const ad_tensor *src);
+AD_API ad_status ad_tensor_copy_from(ad_tensor *dst, const ad_tensor *src);
 
 /* Writes "64x50 f32" (rank 0: "scalar f64") into buf; returns buf. */
-char *ad_tensor_describe(const ad_tensor *t, char *buf, size_t buf_size);
+AD_API char *ad_tensor_describe(const ad_tensor *t, char *buf, size_t buf_size);
 
 /* Element i (row-major flat index) as a double; no bounds check. NaN for a NULL t
 ** or NULL data. */
-double ad_tensor_get(const ad_tensor *t, int64_t i);
+AD_API double ad_tensor_get(const ad_tensor *t, int64_t i);
 
 #ifdef __cplusplus
 }

@@ -1,37 +1,19 @@
 /*
-** builtin_rules.c: the table the registry seeds itself from on first use: the op
-** families' rules and the learning rules. Adding a built-in rule adds one line here.
+** builtin_rules.c: the op families whose rules the registry seeds itself with on
+** first use. Each family file holds its own table (ADI_RULE_FAMILY); a new family file
+** adds one line here, a new op in an existing family adds nothing here.
 */
-#include "ad_feedback.h"
-#include "nn/nn_rules.h"
-#include "ops/ops_internal.h"
-#include "rules/registry.h"
+#include "rules/builtin.h"
 
-#define SEED(fn, rule) {fn, #fn, &rule}
+extern const adi_rule_family adi_family_matmul, adi_family_elementwise,
+    adi_family_activations, adi_family_bias_act, adi_family_reductions, adi_family_losses,
+    adi_family_feedback, adi_family_dfa;
 
-const ad_rule_seed ad_builtin_rule_seeds[] = {
-    SEED(ad_op_matmul, ad_rule_matmul),
-    SEED(ad_op_add, ad_rule_add),
-    SEED(ad_op_sub, ad_rule_sub),
-    SEED(ad_op_mul, ad_rule_mul),
-    SEED(ad_op_scale, ad_rule_scale),
-    SEED(ad_op_bias_add, ad_rule_bias_add),
-    SEED(ad_op_tanh, ad_rule_tanh),
-    SEED(ad_op_relu, ad_rule_relu),
-    SEED(ad_op_sigmoid, ad_rule_sigmoid),
-    SEED(ad_op_bias_relu, ad_rule_bias_relu),
-    SEED(ad_op_bias_tanh, ad_rule_bias_tanh),
-    SEED(ad_op_sum, ad_rule_sum),
-    SEED(ad_op_mean, ad_rule_mean),
-    SEED(ad_op_mse, ad_rule_mse),
-    SEED(ad_op_softmax_cross_entropy, ad_rule_softmax_cross_entropy),
-    SEED(ad_op_dense_fa, ad_rule_dense_fa),
-    SEED(ad_op_dense_usf, ad_rule_dense_usf),
-    SEED(ad_op_dense_sf, ad_rule_dense_sf),
-    SEED(ad_op_dense_kp, ad_rule_dense_kp),
-    SEED(ad_op_dfa_output, ad_rule_dfa_output),
-    SEED(ad_op_dfa_hidden, ad_rule_dfa_hidden),
+const adi_rule_family *const adi_builtin_families[] = {
+    &adi_family_matmul,     &adi_family_elementwise, &adi_family_activations,
+    &adi_family_bias_act,   &adi_family_reductions,  &adi_family_losses,
+    &adi_family_feedback,   &adi_family_dfa,
 };
 
-const int ad_builtin_rule_seed_count =
-    (int)(sizeof ad_builtin_rule_seeds / sizeof ad_builtin_rule_seeds[0]);
+const int adi_builtin_family_count =
+    (int)(sizeof adi_builtin_families / sizeof adi_builtin_families[0]);

@@ -7,7 +7,7 @@
 
 #include "ad.h"
 #include "ad_feedback.h"
-#include "nn_rules.h"
+#include "../rules/builtin.h"
 
 typedef struct dfa_attrs {
     ad_dfa *dfa;
@@ -75,7 +75,7 @@ static ad_status dfa_output_pullback(ad_ctx *cx, const ad_tensor *dy,
     return AD_OK;
 }
 
-const ad_rule ad_rule_dfa_output = {
+static const ad_rule rule_dfa_output = {
     .name = "dfa output (captures e)", .pullback = dfa_output_pullback, .n_inputs = 1,
     .unread = AD_INPUT(0) | AD_OUTPUT}; /* e is its own saved copy */
 
@@ -121,7 +121,7 @@ static ad_status identity_reference(ad_ctx *cx, const ad_tensor *dy,
     return AD_OK;
 }
 
-const ad_rule ad_rule_dfa_hidden = {
+static const ad_rule rule_dfa_hidden = {
     .name = "dfa hidden (e B')",
     .pullback = dfa_hidden_pullback,
     .reference = identity_reference,
@@ -146,3 +146,7 @@ ad_var ad_dfa_hidden(ad_tape *t, ad_dfa *dfa, ad_var h, ad_var b)
     return ad_call_as(t, ad_op_dfa_hidden, "ad_dfa_hidden", (const ad_var[]){h, b}, 2, &a,
                       sizeof a);
 }
+
+ADI_RULE_FAMILY(adi_family_dfa, "dfa",
+                ADI_SEED(ad_op_dfa_output, rule_dfa_output),
+                ADI_SEED(ad_op_dfa_hidden, rule_dfa_hidden));

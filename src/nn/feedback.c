@@ -8,7 +8,7 @@
 
 #include "ad.h"
 #include "ad_feedback.h"
-#include "nn_rules.h"
+#include "../rules/builtin.h"
 
 /* Which dense layer a primal serves; it also keeps the primals' bodies distinct, so no
 ** identical-code folding can give two registry keys one address. */
@@ -131,22 +131,22 @@ static ad_status kp_reference(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
 
 #define RANK2 {0, AD_RANK(2)}
 
-const ad_rule ad_rule_dense_fa = {
+static const ad_rule rule_dense_fa = {
     .name = "dense (feedback alignment)", .pullback = fa_pullback,
     .reference = ad_dense_backprop_pullback, .n_inputs = 3, .inputs = {RANK2, RANK2, RANK2},
     .nondiff = AD_INPUT(2), .not_gradient = AD_INPUT(1), .unread = AD_OUTPUT};
 
-const ad_rule ad_rule_dense_usf = {
+static const ad_rule rule_dense_usf = {
     .name = "dense (uSF sign symmetry)", .pullback = usf_pullback,
     .reference = ad_dense_backprop_pullback, .n_inputs = 2, .inputs = {RANK2, RANK2},
     .not_gradient = AD_INPUT(1), .unread = AD_OUTPUT};
 
-const ad_rule ad_rule_dense_sf = {
+static const ad_rule rule_dense_sf = {
     .name = "dense (sign-concordant feedback)", .pullback = sf_pullback,
     .reference = ad_dense_backprop_pullback, .n_inputs = 3, .inputs = {RANK2, RANK2, RANK2},
     .nondiff = AD_INPUT(2), .not_gradient = AD_INPUT(1), .unread = AD_OUTPUT};
 
-const ad_rule ad_rule_dense_kp = {
+static const ad_rule rule_dense_kp = {
     .name = "dense (Kolen-Pollack)", .pullback = kp_pullback, .reference = kp_reference,
     .n_inputs = 3, .inputs = {RANK2, RANK2, RANK2},
     .not_gradient = AD_INPUT(1) | AD_INPUT(2),
@@ -201,3 +201,9 @@ ad_status ad_sf_draw_magnitudes(ad_tensor *m, ad_rng *r)
     }
     return rc;
 }
+
+ADI_RULE_FAMILY(adi_family_feedback, "feedback",
+                ADI_SEED(ad_op_dense_fa, rule_dense_fa),
+                ADI_SEED(ad_op_dense_usf, rule_dense_usf),
+                ADI_SEED(ad_op_dense_sf, rule_dense_sf),
+                ADI_SEED(ad_op_dense_kp, rule_dense_kp));

@@ -23,7 +23,7 @@ ad_status ad_op_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
     if (rc)
         return rc;
     if (in[0]->dtype == AD_F32) { /* glibc's tanhf is scalar: see tanh_f32.c */
-        ad_tanh_f32(in[0]->data, (*out)->data, in[0]->size);
+        adi_tanh_f32(in[0]->data, (*out)->data, in[0]->size);
         return AD_OK;
     }
     const double *x = in[0]->data;
@@ -48,7 +48,7 @@ static ad_status tanh_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     return AD_OK;
 }
 
-const ad_rule ad_rule_tanh = {.name = "tanh", .pullback = tanh_pullback, .n_inputs = 1,
+static const ad_rule rule_tanh = {.name = "tanh", .pullback = tanh_pullback, .n_inputs = 1,
                               .unread = AD_INPUT(0)}; /* reads y */
 
 /* ---- relu ---- */
@@ -77,16 +77,16 @@ static ad_status relu_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     if (dy->dtype == AD_F32) {
         const float *g = dy->data, *x = in[0]->data;
         float *dx = din[0]->data;
-        AD_PUT_EACH(dx, dy->size, beta[0], i, ad_relu_grad_f32(g[i], x[i]));
+        AD_PUT_EACH(dx, dy->size, beta[0], i, adi_relu_grad_f32(g[i], x[i]));
     } else {
         const double *g = dy->data, *x = in[0]->data;
         double *dx = din[0]->data;
-        AD_PUT_EACH(dx, dy->size, beta[0], i, ad_relu_grad_f64(g[i], x[i]));
+        AD_PUT_EACH(dx, dy->size, beta[0], i, adi_relu_grad_f64(g[i], x[i]));
     }
     return AD_OK;
 }
 
-const ad_rule ad_rule_relu = {.name = "relu", .pullback = relu_pullback, .n_inputs = 1,
+static const ad_rule rule_relu = {.name = "relu", .pullback = relu_pullback, .n_inputs = 1,
                               .unread = AD_OUTPUT}; /* reads x */
 
 /* ---- sigmoid ---- */
@@ -127,7 +127,7 @@ static ad_status sigmoid_pullback(ad_ctx *cx, const ad_tensor *dy,
     return AD_OK;
 }
 
-const ad_rule ad_rule_sigmoid = {
+static const ad_rule rule_sigmoid = {
     .name = "sigmoid", .pullback = sigmoid_pullback, .n_inputs = 1,
     .unread = AD_INPUT(0)}; /* reads y */
 
@@ -147,3 +147,8 @@ ad_var ad_sigmoid(ad_tape *t, ad_var x)
 {
     return ad_call_as(t, ad_op_sigmoid, "ad_sigmoid", (const ad_var[]){x}, 1, NULL, 0);
 }
+
+ADI_RULE_FAMILY(adi_family_activations, "activations",
+                ADI_SEED(ad_op_tanh, rule_tanh),
+                ADI_SEED(ad_op_relu, rule_relu),
+                ADI_SEED(ad_op_sigmoid, rule_sigmoid));

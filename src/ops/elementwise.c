@@ -35,7 +35,7 @@ static ad_status binary(ad_ctx *cx, const char *op, binary_kind kind,
                         const ad_tensor *const in[], ad_tensor **out)
 {
     const ad_tensor *a = in[0], *b = in[1];
-    ad_status rc = ad_require_same_shape(op, a, b);
+    ad_status rc = adi_require_same_shape(op, a, b);
     if (rc || (rc = ad_out(cx, a->dtype, a->ndim, a->shape, out)))
         return rc;
     int64_t n = a->size;
@@ -69,7 +69,7 @@ static ad_status add_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
     return AD_OK;
 }
 
-const ad_rule ad_rule_add = {.name = "add", .pullback = add_pullback, .n_inputs = 2,
+static const ad_rule rule_add = {.name = "add", .pullback = add_pullback, .n_inputs = 2,
                              .unread = AD_INPUT(0) | AD_INPUT(1) | AD_OUTPUT};
 
 /* ---- sub ---- */
@@ -91,7 +91,7 @@ static ad_status sub_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
     return AD_OK;
 }
 
-const ad_rule ad_rule_sub = {.name = "sub", .pullback = sub_pullback, .n_inputs = 2,
+static const ad_rule rule_sub = {.name = "sub", .pullback = sub_pullback, .n_inputs = 2,
                              .unread = AD_INPUT(0) | AD_INPUT(1) | AD_OUTPUT};
 
 /* ---- mul ---- */
@@ -113,7 +113,7 @@ static ad_status mul_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
     return AD_OK;
 }
 
-const ad_rule ad_rule_mul = {.name = "mul", .pullback = mul_pullback, .n_inputs = 2,
+static const ad_rule rule_mul = {.name = "mul", .pullback = mul_pullback, .n_inputs = 2,
                              .unread = AD_OUTPUT};
 
 /* ---- scale ---- */
@@ -152,12 +152,12 @@ static ad_status scale_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor
     return rc;
 }
 
-const ad_rule ad_rule_scale = {.name = "scale", .pullback = scale_pullback, .n_inputs = 1,
+static const ad_rule rule_scale = {.name = "scale", .pullback = scale_pullback, .n_inputs = 1,
                                .unread = AD_INPUT(0) | AD_OUTPUT};
 
 /* ---- bias_add ---- */
 
-ad_status ad_require_bias_shape(const char *op, const ad_tensor *x, const ad_tensor *b)
+ad_status adi_require_bias_shape(const char *op, const ad_tensor *x, const ad_tensor *b)
 {
     if (b->shape[0] == x->shape[1])
         return AD_OK;
@@ -169,7 +169,7 @@ ad_status ad_require_bias_shape(const char *op, const ad_tensor *x, const ad_ten
 ad_status ad_op_bias_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
 {
     const ad_tensor *x = in[0], *b = in[1];
-    ad_status rc = ad_require_bias_shape("bias_add", x, b);
+    ad_status rc = adi_require_bias_shape("bias_add", x, b);
     if (rc)
         return rc;
     rc = ad_out(cx, x->dtype, 2, x->shape, out);
@@ -216,7 +216,7 @@ static ad_status bias_add_pullback(ad_ctx *cx, const ad_tensor *dy,
     return AD_OK;
 }
 
-const ad_rule ad_rule_bias_add = {
+static const ad_rule rule_bias_add = {
     .name = "bias_add",
     .pullback = bias_add_pullback,
     .n_inputs = 2,
@@ -251,3 +251,10 @@ ad_var ad_bias_add(ad_tape *t, ad_var x, ad_var b)
 {
     return ad_call_as(t, ad_op_bias_add, "ad_bias_add", (const ad_var[]){x, b}, 2, NULL, 0);
 }
+
+ADI_RULE_FAMILY(adi_family_elementwise, "elementwise",
+                ADI_SEED(ad_op_add, rule_add),
+                ADI_SEED(ad_op_sub, rule_sub),
+                ADI_SEED(ad_op_mul, rule_mul),
+                ADI_SEED(ad_op_scale, rule_scale),
+                ADI_SEED(ad_op_bias_add, rule_bias_add));

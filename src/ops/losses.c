@@ -12,7 +12,7 @@
 ad_status ad_op_mse(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
 {
     const ad_tensor *p = in[0], *t = in[1];
-    ad_status rc = ad_require_same_shape("mse", p, t);
+    ad_status rc = adi_require_same_shape("mse", p, t);
     if (rc || (rc = ad_out(cx, p->dtype, 0, NULL, out)))
         return rc;
     AD_TYPED(p->dtype, {
@@ -44,7 +44,7 @@ static ad_status mse_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
     return AD_OK;
 }
 
-const ad_rule ad_rule_mse = {
+static const ad_rule rule_mse = {
     .name = "mse", .pullback = mse_pullback, .n_inputs = 2, .nondiff = AD_INPUT(1),
     .unread = AD_OUTPUT};
 
@@ -138,7 +138,7 @@ static ad_status ce_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *c
     return AD_OK;
 }
 
-const ad_rule ad_rule_softmax_cross_entropy = {
+static const ad_rule rule_softmax_cross_entropy = {
     .name = "softmax_cross_entropy",
     .pullback = ce_pullback,
     .n_inputs = 2,
@@ -159,3 +159,7 @@ ad_var ad_softmax_cross_entropy(ad_tape *t, ad_var logits, ad_var labels)
     return ad_call_as(t, ad_op_softmax_cross_entropy, "ad_softmax_cross_entropy",
                       (const ad_var[]){logits, labels}, 2, NULL, 0);
 }
+
+ADI_RULE_FAMILY(adi_family_losses, "losses",
+                ADI_SEED(ad_op_mse, rule_mse),
+                ADI_SEED(ad_op_softmax_cross_entropy, rule_softmax_cross_entropy));

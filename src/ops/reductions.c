@@ -50,7 +50,7 @@ static ad_status sum_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
     return AD_OK;
 }
 
-const ad_rule ad_rule_sum = {.name = "sum", .pullback = sum_pullback, .n_inputs = 1,
+static const ad_rule rule_sum = {.name = "sum", .pullback = sum_pullback, .n_inputs = 1,
                               .unread = AD_INPUT(0) | AD_OUTPUT};
 
 /* ---- mean ---- */
@@ -70,7 +70,7 @@ static ad_status mean_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     return AD_OK;
 }
 
-const ad_rule ad_rule_mean = {.name = "mean", .pullback = mean_pullback, .n_inputs = 1,
+static const ad_rule rule_mean = {.name = "mean", .pullback = mean_pullback, .n_inputs = 1,
                               .unread = AD_INPUT(0) | AD_OUTPUT};
 
 /* ---- typed wrappers ---- */
@@ -84,3 +84,7 @@ ad_var ad_mean(ad_tape *t, ad_var x)
 {
     return ad_call_as(t, ad_op_mean, "ad_mean", (const ad_var[]){x}, 1, NULL, 0);
 }
+
+ADI_RULE_FAMILY(adi_family_reductions, "reductions",
+                ADI_SEED(ad_op_sum, rule_sum),
+                ADI_SEED(ad_op_mean, rule_mean));

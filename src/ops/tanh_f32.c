@@ -84,10 +84,12 @@ static inline int32_t pick(int32_t m, int32_t when_set, int32_t otherwise)
 */
 #if defined(__x86_64__) && defined(__GNUC__)
 /* AVX-512 or AVX2 where the processor has them, chosen at load time (ifunc); nothing
-** is built for -march. */
+** is built for -march. Static, behind the plain adi_tanh_f32 below: gcc gives the
+** resolver of an extern target_clones function default visibility even under
+** -fvisibility=hidden, so it would be exported. */
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-void ad_tanh_f32(const float *x, float *y, int64_t n)
+static void tanh_f32_clones(const float *x, float *y, int64_t n)
 {
     const int32_t sign = (int32_t)0x80000000u, inf = 0x7f800000, one = 0x3f800000;
     const int32_t big = 0x41180000 /* 9.5f */, small = 0x3f200000 /* 0.625f */;
@@ -98,4 +100,9 @@ void ad_tanh_f32(const float *x, float *y, int64_t n)
         t = pick(below(ab, big), t, one) | (vb & sign); /* odd; keeps -0 */
         y[i] = float_of(pick(below(inf, ab), vb, t));   /* NaN in, the same NaN out */
     }
+}
+
+void adi_tanh_f32(const float *x, float *y, int64_t n)
+{
+    tanh_f32_clones(x, y, n);
 }

@@ -82,12 +82,6 @@ static void *hook_malloc(size_t size, void *user)
     return alloc_fails() ? NULL : malloc(size);
 }
 
-static void *hook_realloc(void *ptr, size_t size, void *user)
-{
-    (void)user;
-    return alloc_fails() ? NULL : realloc(ptr, size);
-}
-
 static void hook_free(void *ptr, void *user)
 {
     (void)user;
@@ -231,7 +225,7 @@ static void remove_file(void)
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    static const ad_allocator hooks = {hook_malloc, hook_realloc, hook_free, NULL};
+    static const ad_allocator hooks = {hook_malloc, hook_free, NULL};
     CHECK(ad_set_allocator(&hooks) == AD_OK);
     const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(fx.path, sizeof fx.path, "%s/adtape-fuzz-checkpoint-XXXXXX", dir);

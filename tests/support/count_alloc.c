@@ -29,17 +29,6 @@ static void *count_malloc(size_t size, void *user)
     return p;
 }
 
-static void *count_realloc(void *ptr, size_t size, void *user)
-{
-    (void)user;
-    if (should_fail())
-        return NULL;
-    void *p = realloc(ptr, size);
-    if (p && !ptr)
-        atomic_fetch_add(&outstanding, 1);
-    return p;
-}
-
 static void count_free(void *ptr, void *user)
 {
     (void)user;
@@ -52,7 +41,7 @@ ad_status count_alloc_install(void)
 {
     atomic_store(&alloc_calls, 0);
     atomic_store(&fail_at, 0);
-    ad_allocator a = {count_malloc, count_realloc, count_free, NULL};
+    ad_allocator a = {count_malloc, count_free, NULL};
     return ad_set_allocator(&a);
 }
 
