@@ -95,18 +95,79 @@ static ad_tensor *six(void)
 
 /* ---- codes and messages ---- */
 
+/* Every code with the class the header puts it in, written out by hand here. */
+static const struct {
+    ad_status code;
+    int cls;
+} all_codes[] = {
+    {AD_OK, AD_CLASS_OK},
+    {AD_ERR_NOMEM, AD_CLASS_MEMORY},
+    {AD_ERR_NULL, AD_CLASS_ARGUMENT}, {AD_ERR_INVALID, AD_CLASS_ARGUMENT},
+    {AD_ERR_SHAPE, AD_CLASS_ARGUMENT}, {AD_ERR_DTYPE, AD_CLASS_ARGUMENT},
+    {AD_ERR_RANK, AD_CLASS_ARGUMENT}, {AD_ERR_OVERFLOW, AD_CLASS_ARGUMENT},
+    {AD_ERR_ARITY, AD_CLASS_ARGUMENT}, {AD_ERR_BAD_HANDLE, AD_CLASS_ARGUMENT},
+    {AD_ERR_NOT_SCALAR, AD_CLASS_ARGUMENT},
+    {AD_ERR_NO_RULE, AD_CLASS_RULE}, {AD_ERR_RULE_EXISTS, AD_CLASS_RULE},
+    {AD_ERR_BAD_RULE, AD_CLASS_RULE}, {AD_ERR_CHECK_FAILED, AD_CLASS_RULE},
+    {AD_ERR_PULLBACK, AD_CLASS_RULE},
+    {AD_ERR_STALE_INPUT, AD_CLASS_SWEEP}, {AD_ERR_NO_GRAD, AD_CLASS_SWEEP},
+    {AD_ERR_NONFINITE, AD_CLASS_SWEEP}, {AD_ERR_REUSED, AD_CLASS_SWEEP},
+    {AD_ERR_IO, AD_CLASS_FILE}, {AD_ERR_TRUNCATED, AD_CLASS_FILE},
+    {AD_ERR_BAD_MAGIC, AD_CLASS_FILE}, {AD_ERR_COUNT_MISMATCH, AD_CLASS_FILE},
+    {AD_ERR_HEADER_TOO_LARGE, AD_CLASS_FILE}, {AD_ERR_JSON, AD_CLASS_FILE},
+    {AD_ERR_UNKNOWN_DTYPE, AD_CLASS_FILE}, {AD_ERR_DUPLICATE_NAME, AD_CLASS_FILE},
+    {AD_ERR_BAD_NAME, AD_CLASS_FILE}, {AD_ERR_METADATA, AD_CLASS_FILE},
+    {AD_ERR_OFFSETS, AD_CLASS_FILE}, {AD_ERR_TRAILING_DATA, AD_CLASS_FILE},
+    {AD_ERR_MISSING_TENSOR, AD_CLASS_FILE}, {AD_ERR_EXTRA_TENSOR, AD_CLASS_FILE},
+    {AD_ERR_MPI, AD_CLASS_MPI}, {AD_ERR_PEER_FAILED, AD_CLASS_MPI},
+    {AD_ERR_MODEL_MISMATCH, AD_CLASS_MPI},
+};
+enum { N_CODES = sizeof all_codes / sizeof all_codes[0] };
+
 Test(errors, every_status_code_has_its_own_text)
 {
-    for (int c = 0; c < AD_STATUS_COUNT; c++) {
-        const char *s = ad_status_str((ad_status)c);
+    for (int c = 0; c < N_CODES; c++) {
+        const char *s = ad_status_str(all_codes[c].code);
         cr_assert_not_null(s);
-        cr_expect(s[0] != '\0' && strcmp(s, "unknown status") != 0, "code %d: \"%s\"", c, s);
+        cr_expect(s[0] != '\0' && strcmp(s, "unknown status") != 0, "code %d: \"%s\"",
+                  (int)all_codes[c].code, s);
         for (int d = 0; d < c; d++)
-            cr_expect(strcmp(s, ad_status_str((ad_status)d)) != 0, "codes %d and %d share "
-                      "\"%s\"", d, c, s);
+            cr_expect(strcmp(s, ad_status_str(all_codes[d].code)) != 0, "codes %d and %d "
+                      "share \"%s\"", (int)all_codes[d].code, (int)all_codes[c].code, s);
     }
-    cr_expect_str_eq(ad_status_str(AD_STATUS_COUNT), "unknown status");
     cr_expect_str_eq(ad_status_str((ad_status)-1), "unknown status");
+    cr_expect_str_eq(ad_status_str((ad_status)AD_STATUS_CODE(AD_CLASS_FILE, 200)),
+                     "unknown status");
+}
+
+/* Only the values above are codes: a scan over every class and number finds them all,
+** so none is missing from the table of this test. */
+Test(errors, the_codes_above_are_all_the_codes)
+{
+    int known = 0;
+    for (int cls = 0; cls < 256; cls++)
+        for (int n = 0; n < 256; n++)
+            known += ad_status_class((ad_status)AD_STATUS_CODE(cls, n)) >= 0;
+    cr_expect_eq(known, N_CODES, "%d values are codes, the table has %d", known, N_CODES);
+}
+
+Test(errors, a_caller_can_test_the_class_of_a_code)
+{
+    for (int c = 0; c < N_CODES; c++) {
+        cr_expect_eq(ad_status_class(all_codes[c].code), all_codes[c].cls, "code %s",
+                     ad_status_str(all_codes[c].code));
+        cr_expect_str_neq(ad_status_class_str(all_codes[c].cls), "unknown class");
+    }
+    cr_expect_eq(ad_status_class((ad_status)-1), -1);
+    cr_expect_eq(ad_status_class((ad_status)AD_STATUS_CODE(AD_CLASS_RULE, 99)), -1);
+    cr_expect_str_eq(ad_status_class_str(AD_CLASS_FILE), "file");
+    cr_expect_str_eq(ad_status_class_str(7), "unknown class");
+    cr_expect_str_eq(ad_status_class_str(-1), "unknown class");
+    /* what the grouping is for: one test for every way a file can be bad */
+    ad_tensor *x = NULL;
+    ad_status rc = ad_idx_read("/nonexistent/adtape-test.idx", &x);
+    cr_expect_eq(ad_status_class(rc), AD_CLASS_FILE, "%s", ad_last_error());
+    cr_expect_null(x);
 }
 
 Test(errors, fail_returns_its_code_and_sets_a_truncated_message)

@@ -161,7 +161,7 @@ ad_status ad_mpi_agree(ad_mpi *dp, ad_status local)
 {
     if (!dp)
         return ad_fail(AD_ERR_NULL, "ad_mpi_agree: dp is NULL");
-    if ((int)local < 0 || (int)local >= (int)AD_STATUS_COUNT) /* still takes part */
+    if (ad_status_class(local) < 0) /* still takes part */
         local = ad_fail(AD_ERR_INVALID, "ad_mpi_agree: %d is not a status", (int)local);
     return adi_mpi_agree_on(dp->comm, dp->rank, dp->size, local, "ad_mpi_agree");
 }

@@ -26,7 +26,7 @@ ad_status adi_mpi_fail(int err, const char *call)
 ad_status adi_mpi_status_from_key(int size, ad_status local, int key,
                                  const char *what, const char *when)
 {
-    int n = (int)AD_STATUS_COUNT;
+    int n = ADI_STATUS_SPAN;
     if (key >= size * n)
         return AD_OK;
     if (local != AD_OK)

@@ -52,12 +52,15 @@ struct ad_mpi {
 /* AD_ERR_MPI with MPI's text for err, naming the call that returned it. */
 ad_status adi_mpi_fail(int err, const char *call);
 
-/* The failure key of a status: rank * AD_STATUS_COUNT + code for a failure, and
-** size * AD_STATUS_COUNT (above every failure) for AD_OK, so that the minimum over
+/* Every code is below this (a class in the low byte, its number in the next). */
+#define ADI_STATUS_SPAN (1 << 16)
+
+/* The failure key of a status: rank * ADI_STATUS_SPAN + code for a failure, and
+** size * ADI_STATUS_SPAN (above every failure) for AD_OK, so that the minimum over
 ** ranks names the lowest failing rank and its code. */
 static inline int adi_mpi_status_key(int rank, int size, ad_status st)
 {
-    return st == AD_OK ? size * (int)AD_STATUS_COUNT : rank * (int)AD_STATUS_COUNT + (int)st;
+    return st == AD_OK ? size * ADI_STATUS_SPAN : rank * ADI_STATUS_SPAN + (int)st;
 }
 
 /*

@@ -209,7 +209,7 @@ static ad_status load(int cfg, uint64_t fail_allocation)
     failed_one = false;
     ad_status rc = ad_checkpoint_load(fx.path, fx.ps, names, cfg == CFG_NONE ? NULL : &x);
     fail_at = 0;
-    CHECK(rc >= AD_OK && rc < AD_STATUS_COUNT);
+    CHECK(ad_status_class(rc) >= 0);
     if (rc != AD_OK) {
         CHECK(ad_last_error()[0] != '\0');
         check_unchanged(&before, x.step);
