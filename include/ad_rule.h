@@ -17,6 +17,7 @@
 #ifndef AD_RULE_H
 #define AD_RULE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "ad_tensor.h"
 
@@ -76,7 +77,8 @@ typedef struct ad_input_spec {
 
 /*
 ** A rule: plain data the caller fills in; zero fields mean defaults. The registry
-** copies the struct; `name` must stay valid while the rule is registered.
+** copies the struct, and attrs_default's bytes with it; `name` must stay valid while
+** the rule is registered.
 */
 typedef struct ad_rule {
     const char *name;          /* shown in tape prints and messages; NULL: the fn name */
@@ -93,6 +95,10 @@ typedef struct ad_rule {
                                   (and the reference) never read, only their shapes; a
                                   memory-saving sweep may reuse that memory before this
                                   node's pullback runs. 0: all read (always safe) */
+    size_t attrs_size;         /* bytes of the op's attribute struct; 0: it takes none */
+    const void *attrs_default; /* optional, attrs_size bytes (copied at registration):
+                                  what a call without attributes gets. NULL with
+                                  attrs_size > 0: attributes are required */
 } ad_rule;
 
 #define AD_REPLACE 1u /* ad_rule_register_as flag: replace an existing rule */
@@ -100,8 +106,10 @@ typedef struct ad_rule {
 /*
 ** Registers `rule` (copied) for `fn`. `fn_name` names fn in messages (the macros pass
 ** the spelled name). Errors: AD_ERR_NULL (fn or rule), AD_ERR_BAD_RULE (no pullback,
-** n_inputs outside 1..8, masks naming slots past n_inputs), AD_ERR_RULE_EXISTS (fn has
-** a rule and AD_REPLACE was not given), AD_ERR_NOMEM. On error the table is unchanged.
+** n_inputs outside 1..8, masks naming slots past n_inputs, unknown flags, attrs_default
+** without attrs_size), AD_ERR_RULE_EXISTS (fn has a rule and AD_REPLACE was not
+** given), AD_ERR_OVERFLOW (attrs_size too large to copy its defaults), AD_ERR_NOMEM.
+** On error the table is unchanged.
 ** A replaced rule stays valid for tapes that recorded with it; new calls use the new.
 */
 ad_status ad_rule_register_as(ad_primal_fn fn, const char *fn_name, const ad_rule *rule,
@@ -112,7 +120,8 @@ ad_status ad_rule_register_as(ad_primal_fn fn, const char *fn_name, const ad_rul
 /* Removes fn's rule. AD_ERR_NO_RULE if it has none. Recorded tapes keep working. */
 ad_status ad_rule_unregister(ad_primal_fn fn);
 
-/* The rule registered for fn (a stable copy, valid for the process), or NULL. */
+/* The rule registered for fn (a stable copy, valid for the process, its attrs_default
+** pointing at the registry's copy of the defaults), or NULL. */
 const ad_rule *ad_rule_find(ad_primal_fn fn);
 
 /* How many times fn's rule pullbacks have run in this process, across every tape

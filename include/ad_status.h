@@ -54,6 +54,8 @@ typedef enum ad_status {
     AD_ERR_PEER_FAILED,    /* another rank failed this step; the message names the rank */
     AD_ERR_MODEL_MISMATCH, /* ranks hold parameter sets of different count, dtype or shape */
     AD_ERR_REUSED,         /* a memory-saving sweep reused this value's memory (ad_keep) */
+    AD_ERR_ATTRS,          /* a call's attributes do not fit its rule: given to a rule that
+                              takes none, missing when required, or of another size */
     AD_STATUS_COUNT        /* number of codes; not a code */
 } ad_status;
 

@@ -49,6 +49,7 @@ static const char *const status_text[AD_STATUS_COUNT] = {
     [AD_ERR_PEER_FAILED] = "another rank failed",
     [AD_ERR_REUSED] = "memory reused by a memory-saving sweep",
     [AD_ERR_MODEL_MISMATCH] = "ranks hold different models",
+    [AD_ERR_ATTRS] = "attributes do not fit the rule",
 };
 
 const char *ad_status_str(ad_status code)
