@@ -20,14 +20,17 @@ extern "C" {
 #endif
 
 /* C = op(A) op(B), rank 2; op(X) is X' when the flag is nonzero. OpenBLAS ?gemm;
-** transposes are flags, never copies. */
+** transposes are flags, never copies. Attributes optional: without them, no
+** transposes (AD_MATMUL_ATTRS_DEFAULT). */
 typedef struct ad_matmul_attrs {
     int trans_a, trans_b;
 } ad_matmul_attrs;
+#define AD_MATMUL_ATTRS_DEFAULT ((ad_matmul_attrs){.trans_a = 0, .trans_b = 0})
 ad_status ad_op_matmul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
 ad_var ad_matmul(ad_tape *t, ad_var a, ad_var b, int trans_a, int trans_b);
 
-/* Elementwise, same shapes: a + b, a - b, a * b; alpha * a. */
+/* Elementwise, same shapes: a + b, a - b, a * b; alpha * a (attributes required: a
+** call of ad_op_scale without an ad_scale_attrs is AD_ERR_ATTRS). */
 ad_status ad_op_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
 ad_status ad_op_sub(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
 ad_status ad_op_mul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);

@@ -120,11 +120,14 @@ static void register_all(void)
         ad_rule rule;
     } all[] = {
         {id_fn, "id_fn", {.name = "identity", .pullback = pass_pullback, .n_inputs = 1}},
-        {shaped_fn, "shaped_fn", {.name = "shaped", .pullback = pass_pullback, .n_inputs = 1}},
-        {sloppy_fn, "sloppy_fn", {.name = "sloppy", .pullback = pass_pullback, .n_inputs = 1}},
+        {shaped_fn, "shaped_fn", {.name = "shaped", .pullback = pass_pullback, .n_inputs = 1,
+                                  .attrs_size = sizeof(out_request)}},
+        {sloppy_fn, "sloppy_fn", {.name = "sloppy", .pullback = pass_pullback, .n_inputs = 1,
+                                  .attrs_size = sizeof(int)}},
         {ctx_nulls_fn, "ctx_nulls_fn",
          {.name = "null prober", .pullback = pass_pullback, .n_inputs = 1}},
-        {late_fn, "late_fn", {.name = "late", .pullback = late_pullback, .n_inputs = 1}},
+        {late_fn, "late_fn", {.name = "late", .pullback = late_pullback, .n_inputs = 1,
+                              .attrs_size = sizeof(int)}},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         cr_assert_eq(ad_rule_register_as(all[i].fn, all[i].name, &all[i].rule, 0), AD_OK,
