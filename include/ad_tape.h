@@ -126,7 +126,8 @@ ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
 /* ad_call_attrs(tape, fn, &attrs, x, ...): the same with an attribute struct, passed
 ** with sizeof *(&attrs) as its size, so a struct of the wrong type is AD_ERR_ATTRS
 ** whenever its size differs from the rule's. The struct may be a local or a compound
-** literal: it is copied. */
+** literal (it is copied); parenthesise a literal with commas, which would otherwise
+** split the macro's arguments: ad_call_attrs(t, fn, (&(my_attrs){1, 2}), x). */
 #define ad_call_attrs(tape, fn, attrs_ptr, ...)                                         \
     ad_call_as((tape), (fn), #fn, (const ad_var[]){__VA_ARGS__},                        \
                (int)(sizeof((ad_var[]){__VA_ARGS__}) / sizeof(ad_var)), (attrs_ptr),    \
