@@ -102,6 +102,11 @@ Test(attrs_rules, builtin_rules_declare_their_attributes)
     cr_expect_eq(mm->attrs_size, sizeof(ad_matmul_attrs));
     ad_matmul_attrs zero = AD_MATMUL_ATTRS_DEFAULT;
     cr_expect(memcmp(mm->attrs_default, &zero, sizeof zero) == 0);
+    const ad_rule *ce = ad_rule_find(ad_op_softmax_cross_entropy);
+    cr_assert(ce && ce->attrs_default, "softmax cross-entropy has defaults");
+    cr_expect_eq(ce->attrs_size, sizeof(ad_softmax_ce_attrs));
+    cr_expect_eq(((const ad_softmax_ce_attrs *)ce->attrs_default)->reduction,
+                 AD_REDUCTION_MEAN);
     const struct {
         ad_primal_fn fn;
         size_t size;
