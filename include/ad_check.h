@@ -32,7 +32,8 @@ typedef struct ad_check_options {
     int directions;           /* 0: 8 */
     uint64_t seed;            /* 0: 1 */
     ad_pullback_fn reference; /* overrides the rule's reference when set */
-    const void *attrs;        /* passed to fn, as ad_call_as would */
+    const void *attrs;        /* passed to fn and checked against the rule, as
+                                 ad_call_as does (NULL: the rule's defaults) */
     size_t attrs_size;
 } ad_check_options;
 
@@ -43,7 +44,7 @@ typedef struct ad_check_report {
 
 /* Checks fn's registered rule at inputs in[0..n) (float64 except int32 leaves).
 ** opts and report may be NULL. Errors: AD_ERR_NO_RULE, AD_ERR_ARITY, AD_ERR_DTYPE,
-** AD_ERR_NOMEM, fn's or the pullback's own status, AD_ERR_CHECK_FAILED (the message
+** AD_ERR_ATTRS (opts' attributes do not fit the rule), AD_ERR_NOMEM, fn's or the pullback's own status, AD_ERR_CHECK_FAILED (the message
 ** names the rule, the slot, the element and both values). Inputs are not modified. */
 AD_API ad_status ad_rule_check_as(ad_primal_fn fn, const char *fn_name,
                            const ad_tensor *const in[], int n,

@@ -20,14 +20,17 @@ extern "C" {
 #endif
 
 /* C = op(A) op(B), rank 2; op(X) is X' when the flag is nonzero. OpenBLAS ?gemm;
-** transposes are flags, never copies. */
+** transposes are flags, never copies. Attributes optional: without them, no
+** transposes (AD_MATMUL_ATTRS_DEFAULT). */
 typedef struct ad_matmul_attrs {
     int trans_a, trans_b;
 } ad_matmul_attrs;
+#define AD_MATMUL_ATTRS_DEFAULT ((ad_matmul_attrs){.trans_a = 0, .trans_b = 0})
 AD_API ad_status ad_op_matmul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
 AD_API ad_var ad_matmul(ad_tape *t, ad_var a, ad_var b, int trans_a, int trans_b);
 
-/* Elementwise, same shapes: a + b, a - b, a * b; alpha * a. */
+/* Elementwise, same shapes: a + b, a - b, a * b; alpha * a (attributes required: a
+** call of ad_op_scale without an ad_scale_attrs is AD_ERR_ATTRS). */
 AD_API ad_status ad_op_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
 AD_API ad_status ad_op_sub(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
 AD_API ad_status ad_op_mul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
@@ -67,16 +70,42 @@ AD_API ad_status ad_op_mean(ad_ctx *cx, const ad_tensor *const in[], ad_tensor *
 AD_API ad_var ad_sum(ad_tape *t, ad_var x);
 AD_API ad_var ad_mean(ad_tape *t, ad_var x);
 
-/* Losses to a rank-0 value. MSE: mean over every element of (pred - target)^2, like
-** torch.nn.MSELoss and Flux.mse; only pred is differentiated. Softmax cross-entropy
-** from logits (n x k) and int32 class labels (n, each in 0..k-1), averaged over the
-** batch; numerically stable (max-shifted log-sum-exp); the softmax is saved for the
-** pullback. A label out of range fails with AD_ERR_INVALID. */
+/* MSE, to a rank-0 value: mean over every element of (pred - target)^2, like
+** torch.nn.MSELoss and Flux.mse; only pred is differentiated. Shapes must match
+** (AD_ERR_SHAPE naming both). */
 AD_API ad_status ad_op_mse(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_mse(ad_tape *t, ad_var pred, ad_var target);
+
+/* How a loss reduces its per-row values. Zero is none of them, so a zeroed struct is
+** refused rather than taken for a default: start from the _DEFAULT initialiser. */
+typedef enum ad_reduction {
+    AD_REDUCTION_NONE = 1, /* one loss per row, rank 1 (n): PyTorch's reduction='none' */
+    AD_REDUCTION_MEAN = 2, /* their mean over the batch, rank 0 */
+    AD_REDUCTION_SUM = 3,  /* their sum, rank 0 */
+} ad_reduction;
+
+/*
+** Softmax cross-entropy from logits z (n x k, float) and int32 class labels l (n, each
+** in 0..k-1): per row L_i = logsumexp(z_i) - z_i[l_i] = -log softmax(z_i)[l_i], then
+** reduced: none gives L (n), mean sum_i L_i / n (rank 0; NaN for n = 0, like PyTorch),
+** sum sum_i L_i (rank 0). Numerically stable (max-shifted log-sum-exp, in double); the
+** softmax is saved for the pullback, dz_i = c_i (softmax(z_i) - onehot(l_i)) with
+** c_i = dy_i, dy / n or dy. Labels are not differentiated.
+** ad_softmax_cross_entropy is the mean, like torch.nn.CrossEntropyLoss(); the _ex form
+** takes the reduction; ad_op_softmax_cross_entropy's attributes are optional (default
+** mean). Errors: AD_ERR_SHAPE (not one label per row, both shapes named),
+** AD_ERR_INVALID (a label outside 0..k-1, naming the row; a reduction other than the
+** three), AD_ERR_DTYPE (float labels), AD_ERR_RANK (logits not rank 2, labels not 1).
+*/
+typedef struct ad_softmax_ce_attrs {
+    ad_reduction reduction;
+} ad_softmax_ce_attrs;
+#define AD_SOFTMAX_CE_ATTRS_DEFAULT ((ad_softmax_ce_attrs){.reduction = AD_REDUCTION_MEAN})
 AD_API ad_status ad_op_softmax_cross_entropy(ad_ctx *cx, const ad_tensor *const in[],
                                       ad_tensor **out);
-AD_API ad_var ad_mse(ad_tape *t, ad_var pred, ad_var target);
 AD_API ad_var ad_softmax_cross_entropy(ad_tape *t, ad_var logits, ad_var labels);
+AD_API ad_var ad_softmax_cross_entropy_ex(ad_tape *t, ad_var logits, ad_var labels,
+                                   ad_reduction reduction);
 
 /*
 ** C = alpha op(A) op(B) + beta C on OpenBLAS, in the tensors' dtype (rank 2, all one

@@ -17,6 +17,7 @@
 #ifndef AD_RULE_H
 #define AD_RULE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "ad_tensor.h"
 
@@ -76,7 +77,16 @@ typedef struct ad_input_spec {
 
 /*
 ** A rule: plain data the caller fills in; zero fields mean defaults. The registry
-** copies the struct; `name` must stay valid while the rule is registered.
+** copies the struct, and attrs_default's bytes with it; `name` must stay valid while
+** the rule is registered.
+**
+** Attributes are an op's non-tensor arguments (matmul's transpose flags), one struct
+** the caller passes to ad_call_attrs. A rule states their size in attrs_size, and
+** recording holds every call to it (AD_ERR_ATTRS): attributes given to a rule with
+** attrs_size 0, or of a size other than attrs_size, or none given when the rule has
+** attrs_size > 0 and no attrs_default. With attrs_default, a call without attributes
+** gets a copy of those defaults, so a primal or pullback of a rule with attrs_size > 0
+** always finds attrs_size bytes at ad_attrs, never NULL.
 */
 typedef struct ad_rule {
     const char *name;          /* shown in tape prints and messages; NULL: the fn name */
@@ -93,15 +103,34 @@ typedef struct ad_rule {
                                   (and the reference) never read, only their shapes; a
                                   memory-saving sweep may reuse that memory before this
                                   node's pullback runs. 0: all read (always safe) */
+    size_t attrs_size;         /* bytes of the op's attribute struct; 0: it takes none */
+    const void *attrs_default; /* optional, attrs_size bytes (copied at registration):
+                                  what a call without attributes gets. NULL with
+                                  attrs_size > 0: attributes are required */
 } ad_rule;
+
+/*
+** The defaults convention. Every public attribute struct ad_<op>_attrs whose op has
+** defaults comes with AD_<OP>_ATTRS_DEFAULT, a compound literal of them. Start from it
+** and set the fields you mean, so that no field's zero has to mean "default" (a
+** convolution's stride and dilation default to 1):
+**     ad_matmul_attrs at = AD_MATMUL_ATTRS_DEFAULT;
+**     at.trans_b = 1;
+**     ad_var y = ad_call_attrs(t, ad_op_matmul, &at, x, w);
+** A rule's own defaults are the same literal's address, which ISO C allows in a static
+** initialiser: `.attrs_default = &AD_MATMUL_ATTRS_DEFAULT`. Attributes that are
+** required (no sensible default, like ad_scale_attrs' alpha) have no such macro.
+*/
 
 #define AD_REPLACE 1u /* ad_rule_register_as flag: replace an existing rule */
 
 /*
 ** Registers `rule` (copied) for `fn`. `fn_name` names fn in messages (the macros pass
 ** the spelled name). Errors: AD_ERR_NULL (fn or rule), AD_ERR_BAD_RULE (no pullback,
-** n_inputs outside 1..8, masks naming slots past n_inputs), AD_ERR_RULE_EXISTS (fn has
-** a rule and AD_REPLACE was not given), AD_ERR_NOMEM. On error the table is unchanged.
+** n_inputs outside 1..8, masks naming slots past n_inputs, unknown flags, attrs_default
+** without attrs_size), AD_ERR_RULE_EXISTS (fn has a rule and AD_REPLACE was not
+** given), AD_ERR_OVERFLOW (attrs_size too large to copy its defaults), AD_ERR_NOMEM.
+** On error the table is unchanged.
 ** A replaced rule stays valid for tapes that recorded with it; new calls use the new.
 */
 AD_API ad_status ad_rule_register_as(ad_primal_fn fn, const char *fn_name, const ad_rule *rule,
@@ -112,7 +141,8 @@ AD_API ad_status ad_rule_register_as(ad_primal_fn fn, const char *fn_name, const
 /* Removes fn's rule. AD_ERR_NO_RULE if it has none. Recorded tapes keep working. */
 AD_API ad_status ad_rule_unregister(ad_primal_fn fn);
 
-/* The rule registered for fn (a stable copy, valid for the process), or NULL. */
+/* The rule registered for fn (a stable copy, valid for the process, its attrs_default
+** pointing at the registry's copy of the defaults), or NULL. */
 AD_API const ad_rule *ad_rule_find(ad_primal_fn fn);
 
 /* How many times fn's rule pullbacks have run in this process, across every tape
@@ -138,7 +168,14 @@ AD_API int ad_ctx_saving(const ad_ctx *cx);
 AD_API ad_status ad_scratch(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
                      ad_tensor **out);
 
-/* The attribute bytes passed to the call (copied at record time), or NULL. */
+/*
+** The attributes of the node being run: the rule's attrs_size bytes, copied at record
+** time from the caller's struct or from the rule's attrs_default. The copy lives in the
+** tape's arena (owned by the tape, valid until ad_tape_reset; the caller's struct need
+** only live during ad_call_as) and is aligned to at least alignof(max_align_t), so it
+** may be read through a pointer to the attribute struct. Never NULL in a primal or
+** pullback of a rule with attrs_size > 0; NULL for a rule that takes none, or cx NULL.
+*/
 AD_API const void *ad_attrs(const ad_ctx *cx);
 
 /* The spelled name of the function being run ("my_matmul"). */

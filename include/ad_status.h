@@ -64,6 +64,10 @@ typedef enum ad_status {
         /* a handle from another tape or from before a reset */
     AD_ERR_NOT_SCALAR = AD_STATUS_CODE(AD_CLASS_ARGUMENT, 9),
         /* the loss handed to the sweep is not a rank-0 float */
+    AD_ERR_ATTRS = AD_STATUS_CODE(AD_CLASS_ARGUMENT, 10),
+        /* attributes given to an op that takes none, missing when its rule requires
+           them, or of a size other than the rule's attrs_size (op, rule and sizes in
+           the message) */
     /* AD_CLASS_RULE */
     AD_ERR_NO_RULE = AD_STATUS_CODE(AD_CLASS_RULE, 1),
         /* the called function has no registered rule */

@@ -99,14 +99,22 @@ AD_API ad_var ad_use_named(ad_tape *tape, const ad_tensor *t, const char *name);
 #define ad_use(tape, t) ad_use_named((tape), (t), #t)
 
 /*
-** Records a call of `fn` on `inputs[0..n)`: looks up fn's rule, checks arity, dtypes
-** and ranks against it, runs fn, and appends a node. `attrs` (attrs_size bytes, may
-** be NULL/0) is copied to the tape and readable by fn and its pullback (ad_attrs).
+** Records a call of `fn` on `inputs[0..n)`: looks up fn's rule, checks arity, dtypes,
+** ranks and attributes against it, runs fn, and appends a node. `attrs` points at
+** attrs_size bytes of attributes, or is NULL (with attrs_size 0) for none: they must
+** be the rule's attrs_size exactly, and a rule with attrs_size > 0 and no
+** attrs_default requires them (see ad_rule). They are copied to the tape's arena,
+** from the rule's defaults when none are given, and fn and its pullback read the copy
+** with ad_attrs: the caller's struct need only live during this call, the copy until
+** ad_tape_reset. Every check runs before fn; on a failed one fn never runs.
 ** Returns the output's handle, or a poisoned handle with the tape's first error set:
 ** AD_ERR_NO_RULE ("no rule registered for my_matmul"), AD_ERR_ARITY, AD_ERR_DTYPE,
-** AD_ERR_RANK, AD_ERR_BAD_HANDLE, AD_ERR_NULL (tape, fn or inputs), AD_ERR_NOMEM,
-** AD_ERR_BAD_RULE (fn returned without its tensor from ad_out), AD_ERR_NONFINITE
-** (anomaly mode), or whatever fn returned. A NULL tape sets only the thread's error.
+** AD_ERR_RANK, AD_ERR_ATTRS (attributes given to a rule that takes none, missing when
+** required, or of another size; the message names fn, the rule and both sizes),
+** AD_ERR_BAD_HANDLE, AD_ERR_NULL (tape, fn, inputs, or attrs with attrs_size > 0),
+** AD_ERR_NOMEM, AD_ERR_BAD_RULE (fn returned without its tensor from ad_out),
+** AD_ERR_NONFINITE (anomaly mode), or whatever fn returned. A NULL tape sets only the
+** thread's error.
 */
 AD_API ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
                   const ad_var *inputs, int n, const void *attrs, size_t attrs_size);
@@ -115,7 +123,11 @@ AD_API ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
 #define ad_call(tape, fn, ...)                                                          \
     ad_call_as((tape), (fn), #fn, (const ad_var[]){__VA_ARGS__},                        \
                (int)(sizeof((ad_var[]){__VA_ARGS__}) / sizeof(ad_var)), NULL, 0)
-/* ad_call_attrs(tape, fn, &attrs, x, ...): the same with an attribute struct. */
+/* ad_call_attrs(tape, fn, &attrs, x, ...): the same with an attribute struct, passed
+** with sizeof *(&attrs) as its size, so a struct of the wrong type is AD_ERR_ATTRS
+** whenever its size differs from the rule's. The struct may be a local or a compound
+** literal (it is copied); parenthesise a literal with commas, which would otherwise
+** split the macro's arguments: ad_call_attrs(t, fn, (&(my_attrs){1, 2}), x). */
 #define ad_call_attrs(tape, fn, attrs_ptr, ...)                                         \
     ad_call_as((tape), (fn), #fn, (const ad_var[]){__VA_ARGS__},                        \
                (int)(sizeof((ad_var[]){__VA_ARGS__}) / sizeof(ad_var)), (attrs_ptr),    \

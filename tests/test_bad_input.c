@@ -120,11 +120,14 @@ static void register_all(void)
         ad_rule rule;
     } all[] = {
         {id_fn, "id_fn", {.name = "identity", .pullback = pass_pullback, .n_inputs = 1}},
-        {shaped_fn, "shaped_fn", {.name = "shaped", .pullback = pass_pullback, .n_inputs = 1}},
-        {sloppy_fn, "sloppy_fn", {.name = "sloppy", .pullback = pass_pullback, .n_inputs = 1}},
+        {shaped_fn, "shaped_fn", {.name = "shaped", .pullback = pass_pullback, .n_inputs = 1,
+                                  .attrs_size = sizeof(out_request)}},
+        {sloppy_fn, "sloppy_fn", {.name = "sloppy", .pullback = pass_pullback, .n_inputs = 1,
+                                  .attrs_size = sizeof(int)}},
         {ctx_nulls_fn, "ctx_nulls_fn",
          {.name = "null prober", .pullback = pass_pullback, .n_inputs = 1}},
-        {late_fn, "late_fn", {.name = "late", .pullback = late_pullback, .n_inputs = 1}},
+        {late_fn, "late_fn", {.name = "late", .pullback = late_pullback, .n_inputs = 1,
+                              .attrs_size = sizeof(int)}},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         cr_assert_eq(ad_rule_register_as(all[i].fn, all[i].name, &all[i].rule, 0), AD_OK,
@@ -324,7 +327,8 @@ Test(bad_input, builtin_primals_called_without_a_context_fail_cleanly)
     const ad_tensor *in[3] = {m, m, m};
     ad_primal_fn fns[] = {ad_op_matmul, ad_op_add, ad_op_sub, ad_op_mul, ad_op_scale,
                           ad_op_bias_add, ad_op_tanh, ad_op_relu, ad_op_sigmoid, ad_op_sum,
-                          ad_op_mean, ad_op_mse, ad_op_dense_fa, ad_op_dense_usf,
+                          ad_op_mean, ad_op_mse, ad_op_softmax_cross_entropy,
+                          ad_op_dense_fa, ad_op_dense_usf,
                           ad_op_dense_sf, ad_op_dense_kp, ad_op_dfa_output, ad_op_dfa_hidden};
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         cr_expect(fns[i](NULL, in, &out) != AD_OK && !out, "primal %zu", i);

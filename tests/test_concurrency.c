@@ -78,7 +78,8 @@ static void make_rules(void)
 {
     for (int n = 0; n < FNS; n++) {
         snprintf(rule_names[n], sizeof rule_names[n], "scale #%d", n);
-        rules[n] = (ad_rule){.name = rule_names[n], .pullback = scale_pullback, .n_inputs = 1};
+        rules[n] = (ad_rule){.name = rule_names[n], .pullback = scale_pullback, .n_inputs = 1,
+                             .attrs_size = sizeof(scale_attrs)};
     }
 }
 

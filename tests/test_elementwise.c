@@ -222,7 +222,7 @@ Test(elementwise, add_of_f32_and_f64_is_refused)
     ad_tensor_free(b);
 }
 
-Test(elementwise, scale_recorded_without_attrs_fails)
+Test(elementwise, scale_recorded_without_attrs_fails_with_attrs_before_it_runs)
 {
     uint64_t rng = 35;
     ad_tensor *a = random_tensor(AD_F64, 1, TS_SHAPE(4), &rng);
@@ -230,7 +230,9 @@ Test(elementwise, scale_recorded_without_attrs_fails)
     ad_tape *t;
     cr_assert_eq(ad_tape_new(&t), AD_OK);
     ad_var y = ad_call(t, ad_op_scale, ad_use(t, a));
-    ts_assert_tape_failed(t, y, AD_ERR_INVALID, "scale: no ad_scale_attrs given", NULL);
+    ts_assert_tape_failed(t, y, AD_ERR_ATTRS, "ad_op_scale (rule \"scale\")",
+                          "requires 8 bytes");
+    cr_assert_eq(ad_tape_get_stats(t).nodes, 0u);
     cr_assert_eq(ts_max_abs_diff(a, a0), 0.0);
     ad_tape_free(t);
     ad_tensor_free(a);

@@ -38,6 +38,9 @@ CASE(sum, squared(t, ad_sum(t, HEAD)))
 CASE(mean, squared(t, ad_mean(t, HEAD)))
 CASE(mse, ad_scale(t, ad_mse(t, HEAD, U(target)), 0.5))
 CASE(sce, ad_scale(t, ad_softmax_cross_entropy(t, HEAD, U(labels)), 2.0))
+CASE(sce_none, ad_sum(t, ad_softmax_cross_entropy_ex(t, HEAD, U(labels), AD_REDUCTION_NONE)))
+CASE(sce_sum, ad_scale(t, ad_softmax_cross_entropy_ex(t, HEAD, U(labels), AD_REDUCTION_SUM),
+                       0.5))
 CASE(fa, net_tail(t, s, ad_dense_fa(t, U(w3), A, U(fb))))
 CASE(usf, net_tail(t, s, ad_dense_usf(t, U(w3), A)))
 CASE(sf, net_tail(t, s, ad_dense_sf(t, U(w3), A, U(fb))))
@@ -66,6 +69,8 @@ static const struct {
     {"bias_tanh", c_bias_tanh, ad_op_bias_tanh},
     {"sum", c_sum, ad_op_sum},                {"mean", c_mean, ad_op_mean},
     {"mse", c_mse, ad_op_mse},                {"sce", c_sce, ad_op_softmax_cross_entropy},
+    {"sce none", c_sce_none, ad_op_softmax_cross_entropy},
+    {"sce sum", c_sce_sum, ad_op_softmax_cross_entropy},
     {"dense_fa", c_fa, ad_op_dense_fa},       {"dense_usf", c_usf, ad_op_dense_usf},
     {"dense_sf", c_sf, ad_op_dense_sf},       {"dense_kp", c_kp, ad_op_dense_kp},
     {"dfa_output", c_dfa, ad_op_dfa_output},  {"dfa_hidden", c_dfa, ad_op_dfa_hidden},

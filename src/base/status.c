@@ -31,6 +31,7 @@ static const struct {
     {AD_ERR_STALE_INPUT, "input modified after recording"},
     {AD_ERR_BAD_HANDLE, "handle from another tape or before a reset"},
     {AD_ERR_NOT_SCALAR, "loss is not a rank-0 float"},
+    {AD_ERR_ATTRS, "attributes do not fit the rule"},
     {AD_ERR_NO_GRAD, "tape recorded without pullback state"},
     {AD_ERR_CHECK_FAILED, "rule check failed"},
     {AD_ERR_PULLBACK, "pullback failed"},

@@ -9,6 +9,8 @@
 #include "ad_feedback.h"
 #include "../rules/builtin.h"
 
+/* Required by both rules: recording refuses a call without them, so only a primal
+** called by hand, without a context, finds none; the ad_dfa in them may still be NULL. */
 typedef struct dfa_attrs {
     ad_dfa *dfa;
 } dfa_attrs;
@@ -77,7 +79,8 @@ static ad_status dfa_output_pullback(ad_ctx *cx, const ad_tensor *dy,
 
 static const ad_rule rule_dfa_output = {
     .name = "dfa output (captures e)", .pullback = dfa_output_pullback, .n_inputs = 1,
-    .unread = AD_INPUT(0) | AD_OUTPUT}; /* e is its own saved copy */
+    .unread = AD_INPUT(0) | AD_OUTPUT, /* e is its own saved copy */
+    .attrs_size = sizeof(dfa_attrs)};
 
 /* Identity forward. Recording clears e too: an e left by a sweep of another (perhaps
 ** freed) tape must never reach this layer's pullback. */
@@ -131,6 +134,7 @@ static const ad_rule rule_dfa_hidden = {
     .not_gradient = AD_INPUT(0),
     .unread = AD_INPUT(0) | AD_OUTPUT, /* reads e and B */
     .flags = AD_RULE_IGNORES_DY,
+    .attrs_size = sizeof(dfa_attrs),
 };
 
 ad_var ad_dfa_output(ad_tape *t, ad_dfa *dfa, ad_var y)

@@ -118,25 +118,18 @@ static const ad_rule rule_mul = {.name = "mul", .pullback = mul_pullback, .n_inp
 
 /* ---- scale ---- */
 
-/* The attributes are required: a call through ad_call without them has no alpha. */
-static ad_status scale_alpha(const ad_ctx *cx, double *alpha)
-{
-    const ad_scale_attrs *at = ad_attrs(cx);
-    if (!at)
-        return ad_fail(AD_ERR_INVALID, "scale: no ad_scale_attrs given (use ad_scale, or "
-                       "ad_call_attrs with an ad_scale_attrs)");
-    *alpha = at->alpha;
-    return AD_OK;
-}
-
+/* The attributes are required (the rule has no defaults), so recording refuses a call
+** without them; only a primal called by hand, without a context, finds none. */
 ad_status ad_op_scale(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
 {
     const ad_tensor *a = in[0];
-    double alpha = 0.0;
-    ad_status rc = scale_alpha(cx, &alpha);
-    if (rc || (rc = ad_out(cx, a->dtype, a->ndim, a->shape, out)))
+    const ad_scale_attrs *at = ad_attrs(cx);
+    if (!at)
+        return ad_fail(AD_ERR_NULL, "scale: no context (primals run through ad_call)");
+    ad_status rc = ad_out(cx, a->dtype, a->ndim, a->shape, out);
+    if (rc)
         return rc;
-    put_scaled(*out, 0.0f, alpha, a);
+    put_scaled(*out, 0.0f, at->alpha, a);
     return AD_OK;
 }
 
@@ -145,15 +138,15 @@ static ad_status scale_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor
                                 const ad_tensor *y, ad_tensor *const din[], const float beta[])
 {
     (void)in, (void)y;
-    double alpha = 0.0;
-    ad_status rc = scale_alpha(cx, &alpha);
-    if (rc == AD_OK && din[0])
-        put_scaled(din[0], beta[0], alpha, dy);
-    return rc;
+    const ad_scale_attrs *at = ad_attrs(cx);
+    if (din[0])
+        put_scaled(din[0], beta[0], at->alpha, dy);
+    return AD_OK;
 }
 
 static const ad_rule rule_scale = {.name = "scale", .pullback = scale_pullback, .n_inputs = 1,
-                               .unread = AD_INPUT(0) | AD_OUTPUT};
+                                   .unread = AD_INPUT(0) | AD_OUTPUT,
+                                   .attrs_size = sizeof(ad_scale_attrs)};
 
 /* ---- bias_add ---- */
 

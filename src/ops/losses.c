@@ -1,6 +1,7 @@
 /*
 ** losses.c: mean squared error, and softmax cross-entropy from logits and int32
-** class labels. Both reduce to a rank-0 value, accumulating in double.
+** class labels. MSE reduces to a rank-0 value; cross-entropy to its mean or sum over
+** rows, or keeps one loss per row (ad_softmax_ce_attrs). Sums accumulate in double.
 */
 #include <math.h>
 
@@ -71,12 +72,13 @@ static ad_status ce_check(const ad_tensor *z, const ad_tensor *labels)
 
 /*
 ** Sum over rows of logsumexp(z_i) - z_i[l_i], with logsumexp = m + log sum_j e^(z_ij - m)
-** and m the row max, so every exponent is <= 0 and nothing overflows. When p is not
-** NULL the row's softmax e^(z_ij - m) / s is written there for the pullback.
+** and m the row max, so every exponent is <= 0 and nothing overflows. When loss is not
+** NULL each row's loss is written there (reduction none); when p is not NULL the row's
+** softmax e^(z_ij - m) / s is written there for the pullback.
 */
 #define DEFINE_CE_ROWS(T, suffix)                                                       \
     static double ce_rows_##suffix(const T *z, const int32_t *l, int64_t n, int64_t k,  \
-                                   T *p)                                                \
+                                   T *loss, T *p)                                       \
     {                                                                                   \
         double total = 0.0;                                                             \
         for (int64_t i = 0; i < n; i++) {                                               \
@@ -86,7 +88,10 @@ static ad_status ce_check(const ad_tensor *z, const ad_tensor *labels)
                 m = row[j] > m ? row[j] : m;                                            \
             for (int64_t j = 0; j < k; j++)                                             \
                 s += exp((double)row[j] - m);                                           \
-            total += m + log(s) - (double)row[l[i]];                                    \
+            double li = m + log(s) - (double)row[l[i]];                                 \
+            total += li;                                                                \
+            if (loss)                                                                   \
+                loss[i] = (T)li;                                                        \
             for (int64_t j = 0; p && j < k; j++)                                        \
                 p[i * k + j] = (T)(exp((double)row[j] - m) / s);                        \
         }                                                                               \
@@ -95,32 +100,62 @@ static ad_status ce_check(const ad_tensor *z, const ad_tensor *labels)
 DEFINE_CE_ROWS(float, f32)
 DEFINE_CE_ROWS(double, f64)
 
+/* The reduction from the node's attributes (the caller's, or the rule's default of
+** mean). Values outside the enum are refused, zero included: a zeroed struct is a
+** forgotten AD_SOFTMAX_CE_ATTRS_DEFAULT, not a request for some reduction. */
+static ad_status ce_reduction(const ad_ctx *cx, ad_reduction *out)
+{
+    const ad_softmax_ce_attrs *at = ad_attrs(cx);
+    if (!at)
+        return ad_fail(AD_ERR_NULL, "softmax_cross_entropy: no context (primals run "
+                       "through ad_call)");
+    if (at->reduction != AD_REDUCTION_NONE && at->reduction != AD_REDUCTION_MEAN &&
+        at->reduction != AD_REDUCTION_SUM)
+        return ad_fail(AD_ERR_INVALID, "softmax_cross_entropy: reduction %d is not "
+                       "AD_REDUCTION_NONE (%d), _MEAN (%d) or _SUM (%d)", (int)at->reduction,
+                       AD_REDUCTION_NONE, AD_REDUCTION_MEAN, AD_REDUCTION_SUM);
+    *out = at->reduction;
+    return AD_OK;
+}
+
 ad_status ad_op_softmax_cross_entropy(ad_ctx *cx, const ad_tensor *const in[],
                                       ad_tensor **out)
 {
     const ad_tensor *z = in[0], *labels = in[1];
     int64_t n = z->shape[0], k = z->shape[1];
     ad_tensor *p = NULL;
-    ad_status rc = ce_check(z, labels);
-    if (rc || (rc = ad_out(cx, z->dtype, 0, NULL, out)))
+    ad_reduction red = AD_REDUCTION_MEAN;
+    ad_status rc = ce_reduction(cx, &red);
+    if (rc || (rc = ce_check(z, labels)))
+        return rc;
+    bool per_row = red == AD_REDUCTION_NONE;
+    if ((rc = ad_out(cx, z->dtype, per_row ? 1 : 0, &n, out)))
         return rc;
     if (ad_ctx_saving(cx) && (rc = ad_save(cx, z->dtype, 2, z->shape, &p)))
         return rc;
+    void *loss = per_row ? (*out)->data : NULL, *ps = p ? p->data : NULL;
     double total;
     if (z->dtype == AD_F32)
-        total = ce_rows_f32(z->data, labels->data, n, k, p ? p->data : NULL);
+        total = ce_rows_f32(z->data, labels->data, n, k, loss, ps);
     else
-        total = ce_rows_f64(z->data, labels->data, n, k, p ? p->data : NULL);
-    AD_TYPED(z->dtype, { *(T *)(*out)->data = (T)(total / (double)n); });
+        total = ce_rows_f64(z->data, labels->data, n, k, loss, ps);
+    if (!per_row)
+        AD_TYPED(z->dtype, {
+            *(T *)(*out)->data = (T)(red == AD_REDUCTION_MEAN ? total / (double)n : total);
+        });
     return AD_OK;
 }
 
-/* L = (1/n) sum_i -log softmax(z_i)[l_i]:  dz = dy (softmax(z) - onehot(l)) / n */
+/*
+** L_i = -log softmax(z_i)[l_i]:  dz_i = c_i (softmax(z_i) - onehot(l_i)), with
+** c_i = dy_i (none: dy holds one value per row), dy / n (mean), dy (sum).
+*/
 static ad_status ce_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
                              const ad_tensor *y, ad_tensor *const din[], const float beta[])
 {
     (void)y;
     const ad_tensor *p = ad_saved(cx);
+    ad_reduction red = ((const ad_softmax_ce_attrs *)ad_attrs(cx))->reduction;
     int64_t n = in[0]->shape[0], k = in[0]->shape[1];
     if (!din[0] || n == 0)
         return AD_OK;
@@ -129,11 +164,13 @@ static ad_status ce_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *c
                        "(the call was recorded in forward-only mode)");
     const int32_t *l = in[1]->data;
     AD_TYPED(p->dtype, {
-        const T *ps = p->data;
-        const T c = (T)(*(const T *)dy->data / (double)n);
+        const T *ps = p->data, *g = dy->data;
+        const T scale = red == AD_REDUCTION_MEAN ? (T)(g[0] / (double)n) : g[0];
         T *d = din[0]->data;
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n; i++) {
+            const T c = red == AD_REDUCTION_NONE ? g[i] : scale;
             AD_PUT_EACH(d + i * k, k, beta[0], j, c * (ps[i * k + j] - (T)(j == l[i])));
+        }
     });
     return AD_OK;
 }
@@ -144,7 +181,9 @@ static const ad_rule rule_softmax_cross_entropy = {
     .n_inputs = 2,
     .inputs = {{AD_ACCEPT_FLOAT, AD_RANK(2)}, {AD_ACCEPT_I32, AD_RANK(1)}},
     .nondiff = AD_INPUT(1),
-    .unread = AD_INPUT(0) | AD_OUTPUT, /* reads the saved softmax and the labels */
+    .unread = AD_INPUT(0) | AD_OUTPUT, /* reads the saved softmax, the labels and dy */
+    .attrs_size = sizeof(ad_softmax_ce_attrs),
+    .attrs_default = &AD_SOFTMAX_CE_ATTRS_DEFAULT,
 };
 
 /* ---- typed wrappers ---- */
@@ -154,10 +193,25 @@ ad_var ad_mse(ad_tape *t, ad_var pred, ad_var target)
     return ad_call_as(t, ad_op_mse, "ad_mse", (const ad_var[]){pred, target}, 2, NULL, 0);
 }
 
+/* Both wrappers pass the reduction explicitly; `name` is the one the caller spelled. */
+static ad_var record_ce(ad_tape *t, const char *name, ad_var logits, ad_var labels,
+                        ad_reduction reduction)
+{
+    ad_softmax_ce_attrs at = AD_SOFTMAX_CE_ATTRS_DEFAULT;
+    at.reduction = reduction;
+    return ad_call_as(t, ad_op_softmax_cross_entropy, name, (const ad_var[]){logits, labels},
+                      2, &at, sizeof at);
+}
+
 ad_var ad_softmax_cross_entropy(ad_tape *t, ad_var logits, ad_var labels)
 {
-    return ad_call_as(t, ad_op_softmax_cross_entropy, "ad_softmax_cross_entropy",
-                      (const ad_var[]){logits, labels}, 2, NULL, 0);
+    return record_ce(t, "ad_softmax_cross_entropy", logits, labels, AD_REDUCTION_MEAN);
+}
+
+ad_var ad_softmax_cross_entropy_ex(ad_tape *t, ad_var logits, ad_var labels,
+                                   ad_reduction reduction)
+{
+    return record_ce(t, "ad_softmax_cross_entropy_ex", logits, labels, reduction);
 }
 
 ADI_RULE_FAMILY(adi_family_losses, "losses",

@@ -21,17 +21,20 @@ static ad_status check_blas_dims(const char *op, const ad_tensor *a, const ad_te
     return AD_OK;
 }
 
-static ad_matmul_attrs matmul_flags(const ad_ctx *cx)
+/* Recording always gives the node attributes (the caller's or the rule's defaults);
+** only a primal called by hand, without a context, has none. */
+static ad_matmul_attrs matmul_flags(const ad_matmul_attrs *at)
 {
-    const ad_matmul_attrs *at = ad_attrs(cx);
-    return at ? (ad_matmul_attrs){at->trans_a != 0, at->trans_b != 0}
-              : (ad_matmul_attrs){0, 0};
+    return (ad_matmul_attrs){at->trans_a != 0, at->trans_b != 0};
 }
 
 ad_status ad_op_matmul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
 {
     const ad_tensor *a = in[0], *b = in[1];
-    ad_matmul_attrs f = matmul_flags(cx);
+    const ad_matmul_attrs *at = ad_attrs(cx);
+    if (!at)
+        return ad_fail(AD_ERR_NULL, "matmul: no context (primals run through ad_call)");
+    ad_matmul_attrs f = matmul_flags(at);
     int64_t m, k, kb, n;
     op_dims(a, f.trans_a, &m, &k);
     op_dims(b, f.trans_b, &kb, &n);
@@ -58,7 +61,7 @@ static ad_status matmul_pullback(ad_ctx *cx, const ad_tensor *dc,
                                  ad_tensor *const din[], const float beta[])
 {
     const ad_tensor *a = in[0], *b = in[1];
-    ad_matmul_attrs f = matmul_flags(cx);
+    ad_matmul_attrs f = matmul_flags(ad_attrs(cx));
     int64_t m = c->shape[0], n = c->shape[1], k = f.trans_a ? a->shape[0] : a->shape[1];
     int64_t lda = a->shape[1], ldb = b->shape[1];
     if (din[0] && !f.trans_a)
@@ -82,11 +85,15 @@ static const ad_rule rule_matmul = {
     .n_inputs = 2,
     .inputs = {{0, AD_RANK(2)}, {0, AD_RANK(2)}},
     .unread = AD_OUTPUT, /* reads A and B, never C */
+    .attrs_size = sizeof(ad_matmul_attrs),
+    .attrs_default = &AD_MATMUL_ATTRS_DEFAULT,
 };
 
 ad_var ad_matmul(ad_tape *t, ad_var a, ad_var b, int trans_a, int trans_b)
 {
-    ad_matmul_attrs at = {trans_a != 0, trans_b != 0};
+    ad_matmul_attrs at = AD_MATMUL_ATTRS_DEFAULT;
+    at.trans_a = trans_a != 0;
+    at.trans_b = trans_b != 0;
     return ad_call_as(t, ad_op_matmul, "ad_matmul", (const ad_var[]){a, b}, 2, &at,
                       sizeof at);
 }

@@ -61,6 +61,9 @@ static ad_status validate(const ad_rule *r, const char *fn_name)
     if (r->flags & ~(AD_RULE_MIXED_DTYPES | AD_RULE_IGNORES_DY))
         return ad_fail(AD_ERR_BAD_RULE, "ad_rule_register: rule for %s has unknown flags "
                        "0x%x", fn_name, r->flags & ~(AD_RULE_MIXED_DTYPES | AD_RULE_IGNORES_DY));
+    if (r->attrs_default && !r->attrs_size)
+        return ad_fail(AD_ERR_BAD_RULE, "ad_rule_register: rule for %s has attrs_default "
+                       "but attrs_size 0 (defaults of no size)", fn_name);
     for (int i = 0; i < r->n_inputs; i++) {
         if (r->inputs[i].dtypes & ~(AD_ACCEPT_FLOAT | AD_ACCEPT_I32) ||
             r->inputs[i].ranks & ~((1u << (AD_MAX_RANK + 1)) - 1u))
@@ -81,7 +84,12 @@ static ad_status register_locked(ad_primal_fn fn, const char *fn_name, const ad_
                        "ad_rule_register: %s already has rule \"%s\" (pass AD_REPLACE, or "
                        "use ad_rule_replace, to replace it)",
                        fn_name, slot->current->rule.name);
-    adi_rule_entry *e = ad_malloc(sizeof *e);
+    /* The defaults ride in the entry itself: freed with it, and never before it. */
+    size_t bytes = sizeof(adi_rule_entry);
+    if (rule->attrs_default && !adi_size_add(bytes, rule->attrs_size, &bytes))
+        return ad_fail(AD_ERR_OVERFLOW, "ad_rule_register: rule for %s: attrs_size %zu "
+                       "is too large to copy its defaults", fn_name, rule->attrs_size);
+    adi_rule_entry *e = ad_malloc(bytes);
     if (!e)
         return ad_fail(AD_ERR_NOMEM, "ad_rule_register: out of memory for %s", fn_name);
     if (!slot) {
@@ -106,6 +114,10 @@ static ad_status register_locked(ad_primal_fn fn, const char *fn_name, const ad_
     e->rule = *rule;
     if (!e->rule.name)
         e->rule.name = fn_name;
+    if (rule->attrs_default) {
+        memcpy(e->defaults, rule->attrs_default, rule->attrs_size);
+        e->rule.attrs_default = e->defaults;
+    }
     e->stats = &slot->stats;
     /* A replaced entry stays allocated (on all_entries): recorded tapes may still
     ** point at it and run its pullback. */

@@ -9,6 +9,7 @@
 #define AD_REGISTRY_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include "ad_rule.h"
 
 /* Per function, shared by every rule version registered for it. */
@@ -20,9 +21,12 @@ typedef struct adi_fn_stats {
 typedef struct adi_rule_entry {
     ad_primal_fn fn;      /* the key */
     const char *fn_name;  /* as spelled at registration */
-    ad_rule rule;         /* the caller's rule, copied; rule.name never NULL */
+    ad_rule rule;         /* the caller's rule, copied; rule.name never NULL, and
+                             rule.attrs_default NULL or pointing at defaults below */
     adi_fn_stats *stats;
     struct adi_rule_entry *next_all; /* every entry ever made, for the exit-time release */
+    max_align_t defaults[]; /* rule.attrs_size bytes when the rule has defaults: the
+                               entry's own copy, aligned for any attribute struct */
 } adi_rule_entry;
 
 /* *out = the current entry for fn, or NULL when fn has none. Holds the read lock only

@@ -2,17 +2,23 @@
 ** record.c: ad_call, where a call is checked against its rule and recorded.
 **
 ** The rule is looked up by the same pointer that is then called, and every check
-** (arity, dtypes, ranks) happens before the primal runs, so a call outside what its
-** rule accepts never reaches arithmetic, and never falls through to another rule.
+** (arity, dtypes, ranks, attributes) happens before the primal runs, so a call outside
+** what its rule accepts never reaches arithmetic, and never falls through to another
+** rule.
 */
 #define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "../base/base.h"
 #include "tape_internal.h"
 
 static const ad_var poisoned = {NULL, 0};
+
+/* ad_attrs promises the arena copy is aligned for any attribute struct. */
+_Static_assert(AD_ARENA_ALIGN % _Alignof(max_align_t) == 0,
+               "the arena's alignment must cover alignof(max_align_t)");
 
 /* Lists the inputs' shapes ("60x50 f32, 64x50 f32") for messages. */
 static void describe_inputs(const tape_value *const in[], int n, char *buf, size_t size)
@@ -79,6 +85,35 @@ static ad_status check_inputs(const adi_rule_entry *e, const char *fn_name,
         }
         float_dtype = t->dtype;
     }
+    return AD_OK;
+}
+
+/*
+** Attributes are given when attrs is not NULL; given, they must be exactly the rule's
+** attrs_size bytes, since a primal reads them through its struct and a short buffer
+** would be read past its end. Not given, the rule's defaults stand in, or the call is
+** refused when it has none. *bytes is what the node will copy (NULL: nothing).
+*/
+static ad_status check_attrs(const adi_rule_entry *e, const char *fn_name, const void *attrs,
+                             size_t size, const void **bytes)
+{
+    const ad_rule *r = &e->rule;
+    if (!attrs && size)
+        return ad_fail(AD_ERR_NULL, "ad_call %s (rule \"%s\"): attrs is NULL but "
+                       "attrs_size is %zu", fn_name, r->name, size);
+    if (attrs && !r->attrs_size)
+        return ad_fail(AD_ERR_ATTRS, "ad_call %s (rule \"%s\"): attributes of %zu bytes "
+                       "given, but the rule takes none (its attrs_size is 0)", fn_name,
+                       r->name, size);
+    if (!attrs && !r->attrs_default && r->attrs_size)
+        return ad_fail(AD_ERR_ATTRS, "ad_call %s (rule \"%s\"): no attributes given (0 "
+                       "bytes), but the rule requires %zu bytes and has no defaults",
+                       fn_name, r->name, r->attrs_size);
+    if (attrs && size != r->attrs_size)
+        return ad_fail(AD_ERR_ATTRS, "ad_call %s (rule \"%s\"): attributes of %zu bytes "
+                       "given, but the rule's are %zu bytes", fn_name, r->name, size,
+                       r->attrs_size);
+    *bytes = attrs ? attrs : r->attrs_default;
     return AD_OK;
 }
 
@@ -161,6 +196,7 @@ static ad_status record(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
 {
     tape_value *in[AD_MAX_INPUTS];
     const adi_rule_entry *e = NULL;
+    const void *attrs_src = NULL;
     if (!fn)
         return ad_fail(AD_ERR_NULL, "ad_call: the function is NULL");
     ad_status rc = resolve_inputs(tape, fn_name, inputs, n, in);
@@ -171,17 +207,19 @@ static ad_status record(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
     if (!e)
         return fail_no_rule(fn, fn_name);
     if ((rc = check_inputs(e, fn_name, (const tape_value *const *)in, n)) ||
+        (rc = check_attrs(e, fn_name, attrs, attrs_size, &attrs_src)) ||
         (rc = reserve_counter(tape, e)))
         return rc;
+    size_t copy_size = attrs_src ? e->rule.attrs_size : 0;
     adi_node *node = adi_arena_alloc(&tape->arena, sizeof *node);
     tape_value *out = adi_arena_alloc(&tape->arena, sizeof *out);
-    void *attrs_copy = attrs && attrs_size ? adi_arena_alloc(&tape->arena, attrs_size) : NULL;
-    if (!node || !out || (attrs && attrs_size && !attrs_copy))
+    void *attrs_copy = copy_size ? adi_arena_alloc(&tape->arena, copy_size) : NULL;
+    if (!node || !out || (copy_size && !attrs_copy))
         return ad_fail(AD_ERR_NOMEM, "ad_call %s: out of memory", fn_name);
     memset(node, 0, sizeof *node);
     memset(out, 0, sizeof *out);
     if (attrs_copy)
-        memcpy(attrs_copy, attrs, attrs_size);
+        memcpy(attrs_copy, attrs_src, copy_size);
     node->entry = e;
     node->fn_name = fn_name;
     node->out = out;

@@ -268,17 +268,29 @@ static void op_wrapper(world *w, unsigned op)
     push(w, t, r);
 }
 
-/* The attribute struct fn reads (matmul, scale), or none. */
+/* The attribute struct fn reads (matmul, scale, softmax cross-entropy with any
+** reduction, valid or not), none, or now and then bytes of a random size, which
+** recording must refuse unless the size fits. Never for DFA, whose attributes hold a
+** pointer: random bytes there would be the caller's wild pointer, not a library bug. */
 static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *size)
 {
     static ad_matmul_attrs mm;
     static ad_scale_attrs sc;
+    static ad_softmax_ce_attrs ce;
+    static uint64_t junk[3];
     unsigned b = next(w);
     *attrs = NULL, *size = 0;
-    if (fn == ad_op_matmul && b % 4)
+    if (b % 8 == 7 && fn != ad_op_dfa_output && fn != ad_op_dfa_hidden) {
+        for (int i = 0; i < 3; i++)
+            junk[i] = 0x0101010101010101ull * (b >> 3); /* finite as a double */
+        *attrs = junk, *size = (b >> 3) % (sizeof junk + 1);
+    } else if (fn == ad_op_matmul && b % 4) {
         mm = (ad_matmul_attrs){(int)(b & 8), (int)(b & 16)}, *attrs = &mm, *size = sizeof mm;
-    else if (fn == ad_op_scale && b % 4)
+    } else if (fn == ad_op_scale && b % 4) {
         sc = (ad_scale_attrs){(int)b / 8.0 - 16}, *attrs = &sc, *size = sizeof sc;
+    } else if (fn == ad_op_softmax_cross_entropy && b % 4) {
+        ce = (ad_softmax_ce_attrs){(ad_reduction)((b >> 3) % 5)}, *attrs = &ce, *size = sizeof ce;
+    }
 }
 
 static void op_call(world *w, unsigned op)
@@ -385,6 +397,8 @@ static void op_register(world *w)
     r.flags = next(w) & 31;
     r.unread = next(w);
     r.inputs[0] = (ad_input_spec){next(w) & 15, next(w) & 63};
+    r.attrs_size = next(w) % 24;
+    r.attrs_default = (next(w) & 1) ? w : NULL; /* any readable bytes do */
     CHECK(TRY(ad_rule_register_as((a & 128) ? NULL : fn, "fuzz_register", &r, 0)) != AD_OK);
 }
 
