@@ -109,7 +109,7 @@ static void tanh_baseline(const float *x, float *y, int64_t n)
 /*
 ** AVX-512 or AVX2 where the processor has them; nothing is built for -march. The
 ** choice is ours rather than target_clones' ifunc: clang 14 names that ifunc
-** "ad_tanh_f32.ifunc", so calls from other files (activations.c, bias_act.c) do not
+** "adi_tanh_f32.ifunc", so calls from other files (activations.c, bias_act.c) do not
 ** link, and an explicit pick behaves the same with both compilers. Every variant runs
 ** the same IEEE operations, unfused (-ffp-contract=off in meson.build), so all of them
 ** give the same bits; only the speed differs.
@@ -140,7 +140,7 @@ static tanh_kernel *tanh_pick(void)
 ** pointer, and the code it points to needs no publishing, so relaxed order suffices;
 ** the atomic only keeps the race defined.
 */
-void ad_tanh_f32(const float *x, float *y, int64_t n)
+void adi_tanh_f32(const float *x, float *y, int64_t n)
 {
     static _Atomic(tanh_kernel *) chosen;
     tanh_kernel *k = atomic_load_explicit(&chosen, memory_order_relaxed);
@@ -151,7 +151,7 @@ void ad_tanh_f32(const float *x, float *y, int64_t n)
     k(x, y, n);
 }
 #else
-void ad_tanh_f32(const float *x, float *y, int64_t n)
+void adi_tanh_f32(const float *x, float *y, int64_t n)
 {
     tanh_baseline(x, y, n);
 }

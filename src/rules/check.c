@@ -22,14 +22,14 @@ typedef struct checker {
     ad_tape *fd_tape;  /* re-records the call at perturbed inputs */
     ad_tensor *x[AD_MAX_INPUTS]; /* copies of the inputs, perturbed in place */
     int n;
-    ad_node *node;
+    adi_node *node;
     ad_tensor *dy;
     ad_check_report rep;
 } checker;
 
 static ad_status buffer(checker *c, const ad_tensor *like, ad_tensor **out)
 {
-    return ad_tape_alloc_tensor(c->tape, "ad_rule_check", like->dtype, like->ndim,
+    return adi_tape_alloc_tensor(c->tape, "ad_rule_check", like->dtype, like->ndim,
                                 like->shape, out);
 }
 
@@ -118,7 +118,7 @@ static ad_status against_finite_differences(checker *c, int slot, const ad_tenso
     for (int t = 0; rc == AD_OK && t < c->o.directions; t++) {
         double *d = dir->data, fd, dot = 0.0;
         for (int64_t k = 0; k < n; k++) {
-            d[k] = ad_uniform_pm1(&rng);
+            d[k] = adi_uniform_pm1(&rng);
             dot += gd[k] * d[k];
         }
         rc = directional(c, slot, orig->data, d, 0, &fd);
@@ -139,7 +139,7 @@ static ad_status against_reference(checker *c, int slot, const ad_tensor *g)
     float beta[AD_MAX_INPUTS] = {0};
     ad_status rc = buffer(c, g, &want);
     din[slot] = want;
-    if (rc || (rc = ad_node_pullback(c->tape, c->node, ref, c->dy, din, beta)))
+    if (rc || (rc = adi_node_pullback(c->tape, c->node, ref, c->dy, din, beta)))
         return rc;
     for (int64_t j = 0; j < g->size; j++) {
         double a = ((double *)g->data)[j], b = ((double *)want->data)[j];
@@ -164,14 +164,14 @@ static ad_status beta_protocol(checker *c, int slot, ad_tensor **g)
     uint64_t rng = c->o.seed * 31u + (uint64_t)slot;
     for (int64_t k = 0; k < like->size; k++) {
         ((double *)fresh->data)[k] = NAN;
-        ((double *)prefill->data)[k] = ((double *)acc->data)[k] = ad_uniform_pm1(&rng);
+        ((double *)prefill->data)[k] = ((double *)acc->data)[k] = adi_uniform_pm1(&rng);
     }
     din[slot] = fresh;
-    if ((rc = ad_node_pullback(c->tape, c->node, c->rule->pullback, c->dy, din, beta)))
+    if ((rc = adi_node_pullback(c->tape, c->node, c->rule->pullback, c->dy, din, beta)))
         return rc;
     din[slot] = acc;
     beta[slot] = 1.0f;
-    if ((rc = ad_node_pullback(c->tape, c->node, c->rule->pullback, c->dy, din, beta)))
+    if ((rc = adi_node_pullback(c->tape, c->node, c->rule->pullback, c->dy, din, beta)))
         return rc;
     for (int64_t k = 0; k < like->size; k++) {
         double g0 = ((double *)fresh->data)[k], pre = ((double *)prefill->data)[k];
@@ -233,7 +233,7 @@ static ad_status setup(checker *c, const ad_tensor *const in[])
     ad_var y = ad_call_as(c->tape, c->fn, c->fn_name, v, c->n, c->o.attrs, c->o.attrs_size);
     if (!ad_var_ok(y))
         return ad_fail(ad_tape_status(c->tape), "%s", ad_tape_error(c->tape));
-    c->node = ad_tape_node_of(c->tape, y);
+    c->node = adi_tape_node_of(c->tape, y);
     const ad_tensor *yt = ad_value(c->tape, y);
     if (yt->dtype != AD_F64)
         return ad_fail(AD_ERR_DTYPE, "ad_rule_check: %s returned %s for f64 inputs",
@@ -242,7 +242,7 @@ static ad_status setup(checker *c, const ad_tensor *const in[])
         return rc;
     uint64_t rng = c->o.seed;
     for (int64_t k = 0; k < yt->size; k++)
-        ((double *)c->dy->data)[k] = ad_uniform_pm1(&rng);
+        ((double *)c->dy->data)[k] = adi_uniform_pm1(&rng);
     return AD_OK;
 }
 
