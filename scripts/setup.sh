@@ -2,11 +2,12 @@
 # adtape needs (only those missing) and configures the build folder.
 
 # What building and the demo need; the tests add a reference implementation in Python
-# (numpy and PyTorch from Debian: large, so the demo does not install them) and Open MPI,
-# so that libadtape-mpi (meson's optional 'mpi' feature) is built and tested.
+# (numpy and PyTorch from Debian: large, so the demo does not install them), Open MPI,
+# so that libadtape-mpi (meson's optional 'mpi' feature) is built and tested, and clang,
+# which builds and runs the suite a second time.
 ADTAPE_PACKAGES="gcc libc6-dev meson ninja-build pkg-config libopenblas-dev uthash-dev \
 libcriterion-dev zlib1g-dev libjansson-dev dataset-fashion-mnist"
-ADTAPE_TEST_PACKAGES="python3-numpy python3-torch libopenmpi-dev openmpi-bin"
+ADTAPE_TEST_PACKAGES="python3-numpy python3-torch libopenmpi-dev openmpi-bin clang"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -81,7 +81,7 @@ Test(optim_state, views_have_the_parameters_shape_and_counts_follow_the_kind)
         cr_assert_eq(ad_optim_params(o), m.ps);
         ad_optim_config got;
         cr_assert_eq(ad_optim_get_config(o, &got), AD_OK);
-        cr_assert_eq(got.kind, kind);
+        cr_assert_eq(got.kind, (ad_optim_kind)kind);
         cr_assert_eq(got.lr, 0.01, "the default is filled in");
         for (int k = 0; k < buffers[kind]; k++) {
             ad_tensor v;

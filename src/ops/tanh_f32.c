@@ -12,6 +12,7 @@
 **               (Cody-Waite reduction, degree-7 Taylor polynomial for e^r).
 ** a >= 9.5:     1 (tanh(9.5) rounds to 1 in float). The sign is copied back from x.
 */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -80,16 +81,11 @@ static inline int32_t pick(int32_t m, int32_t when_set, int32_t otherwise)
 ** -ftrapping-math, and even an integer ?: lets the compiler specialise the code after it
 ** for a constant arm (folding tanh(9.5) on one path), which brings the branch back;
 ** either stops vectorisation. For floats without their sign bit, integer order is float
-** order, and NaN sorts above +inf.
+** order, and NaN sorts above +inf. Always inlined: each variant below must compile the
+** loop for its own target, where a call would run code built for the baseline.
 */
-#if defined(__x86_64__) && defined(__GNUC__)
-/* AVX-512 or AVX2 where the processor has them, chosen at load time (ifunc); nothing
-** is built for -march. Static, behind the plain adi_tanh_f32 below: gcc gives the
-** resolver of an extern target_clones function default visibility even under
-** -fvisibility=hidden, so it would be exported. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-static void tanh_f32_clones(const float *x, float *y, int64_t n)
+static inline __attribute__((always_inline)) void tanh_loop(const float *x, float *y,
+                                                          int64_t n)
 {
     const int32_t sign = (int32_t)0x80000000u, inf = 0x7f800000, one = 0x3f800000;
     const int32_t big = 0x41180000 /* 9.5f */, small = 0x3f200000 /* 0.625f */;
@@ -102,7 +98,61 @@ static void tanh_f32_clones(const float *x, float *y, int64_t n)
     }
 }
 
+typedef void tanh_kernel(const float *x, float *y, int64_t n);
+
+static void tanh_baseline(const float *x, float *y, int64_t n)
+{
+    tanh_loop(x, y, n);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/*
+** AVX-512 or AVX2 where the processor has them; nothing is built for -march. The
+** choice is ours rather than target_clones' ifunc: clang 14 names that ifunc
+** "adi_tanh_f32.ifunc", so calls from other files (activations.c, bias_act.c) do not
+** link, and an explicit pick behaves the same with both compilers. Every variant runs
+** the same IEEE operations, unfused (-ffp-contract=off in meson.build), so all of them
+** give the same bits; only the speed differs.
+*/
+__attribute__((target("avx512f"))) static void tanh_avx512f(const float *x, float *y,
+                                                             int64_t n)
+{
+    tanh_loop(x, y, n);
+}
+
+__attribute__((target("avx2"))) static void tanh_avx2(const float *x, float *y, int64_t n)
+{
+    tanh_loop(x, y, n);
+}
+
+static tanh_kernel *tanh_pick(void)
+{
+    __builtin_cpu_init(); /* in case the first call comes from a constructor */
+    if (__builtin_cpu_supports("avx512f"))
+        return tanh_avx512f;
+    if (__builtin_cpu_supports("avx2"))
+        return tanh_avx2;
+    return tanh_baseline;
+}
+
+/*
+** Picked on the first call. Threads racing there each compute and store the same
+** pointer, and the code it points to needs no publishing, so relaxed order suffices;
+** the atomic only keeps the race defined.
+*/
 void adi_tanh_f32(const float *x, float *y, int64_t n)
 {
-    tanh_f32_clones(x, y, n);
+    static _Atomic(tanh_kernel *) chosen;
+    tanh_kernel *k = atomic_load_explicit(&chosen, memory_order_relaxed);
+    if (!k) {
+        k = tanh_pick();
+        atomic_store_explicit(&chosen, k, memory_order_relaxed);
+    }
+    k(x, y, n);
 }
+#else
+void adi_tanh_f32(const float *x, float *y, int64_t n)
+{
+    tanh_baseline(x, y, n);
+}
+#endif
