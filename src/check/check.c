@@ -4,14 +4,15 @@
 ** It drives the rule the way the sweep does, through a private tape, and checks the
 ** two contracts a pullback can break silently: the values (against central
 ** differences, or the reference pullback for feedback slots) and the beta protocol
-** (write on beta = 0, add on beta = 1). The checker is a client of the tape.
+** (write on beta = 0, add on beta = 1). The checker is a client of the tape: it
+** sees nodes only through tape_client.h, so the arrows run check -> tape -> rules.
 */
 #include <math.h>
 #include <string.h>
 
 #include "../base/base.h"
 #include "ad_check.h"
-#include "../tape/tape_internal.h"
+#include "../tape/tape_client.h"
 
 typedef struct checker {
     const char *fn_name;
