@@ -24,17 +24,25 @@
 extern "C" {
 #endif
 
+/*
+** Options: start from ad_check_defaults() and change what you need. Every value is
+** used as given (an explicit 0 means 0); a NULL options pointer means the defaults.
+*/
 typedef struct ad_check_options {
-    double rtol;              /* 0: 1e-6 */
-    double atol;              /* 0: 1e-8 */
-    double eps;               /* finite-difference step; 0: 1e-5 */
-    int64_t full_limit;       /* 0: 256 */
-    int directions;           /* 0: 8 */
-    uint64_t seed;            /* 0: 1 */
-    ad_pullback_fn reference; /* overrides the rule's reference when set */
-    const void *attrs;        /* passed to fn, as ad_call_as would */
-    size_t attrs_size;
+    double rtol;              /* relative tolerance; default 1e-6; >= 0 */
+    double atol;              /* absolute tolerance; default 1e-8; >= 0 */
+    double eps;               /* finite-difference step; default 1e-5; > 0 */
+    int64_t full_limit;       /* every coordinate up to this many elements, random
+                                 directions above; default 256; >= 0 */
+    int directions;           /* random directions for larger inputs; default 8; >= 1 */
+    uint64_t seed;            /* for dy, pre-fills and directions; default 1; any value */
+    ad_pullback_fn reference; /* overrides the rule's reference when set; default NULL */
+    const void *attrs;        /* passed to fn, as ad_call_as would; default NULL */
+    size_t attrs_size;        /* bytes at attrs; default 0 */
 } ad_check_options;
+
+/* The defaults above. */
+ad_check_options ad_check_defaults(void);
 
 typedef struct ad_check_report {
     int slots_checked;   /* input slots compared */
@@ -42,9 +50,11 @@ typedef struct ad_check_report {
 } ad_check_report;
 
 /* Checks fn's registered rule at inputs in[0..n) (float64 except int32 leaves).
-** opts and report may be NULL. Errors: AD_ERR_NO_RULE, AD_ERR_ARITY, AD_ERR_DTYPE,
-** AD_ERR_NOMEM, fn's or the pullback's own status, AD_ERR_CHECK_FAILED (the message
-** names the rule, the slot, the element and both values). Inputs are not modified. */
+** opts (NULL: the defaults) and report may be NULL. Errors: AD_ERR_NULL, AD_ERR_ARITY,
+** AD_ERR_INVALID (an option out of range or NaN; the message names it),
+** AD_ERR_NO_RULE, AD_ERR_DTYPE, AD_ERR_NOMEM, fn's or the pullback's own status,
+** AD_ERR_CHECK_FAILED (the message names the rule, the slot, the element and both
+** values). Inputs are not modified. */
 ad_status ad_rule_check_as(ad_primal_fn fn, const char *fn_name,
                            const ad_tensor *const in[], int n,
                            const ad_check_options *opts, ad_check_report *report);

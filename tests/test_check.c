@@ -164,7 +164,8 @@ Test(check, correct_pullback_passes_and_counts_every_differentiable_slot)
     REGISTER(sq_correct, &sq_correct_rule);
     REGISTER(sq_const_a, &sq_const_a_rule);
     square_inputs s = square_inputs_new(3, 4, 1);
-    ad_check_options o = {.rtol = 1e-6};
+    ad_check_options o = ad_check_defaults();
+    o.rtol = 1e-6;
     ad_check_report rep = {0};
     cr_assert_eq(ad_rule_check(sq_correct, s.in, 2, &o, &rep), AD_OK, "%s", ad_last_error());
     cr_assert_eq(rep.slots_checked, 2);
@@ -215,7 +216,8 @@ Test(check, wrong_factor_on_a_large_input_fails_along_a_random_direction)
     cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
     ASSERT_HAS(ad_last_error(), "input 1");
     ASSERT_HAS(ad_last_error(), "direction");
-    ad_check_options o = {.full_limit = 400};
+    ad_check_options o = ad_check_defaults();
+    o.full_limit = 400;
     rc = ad_rule_check(sq_wrong_factor, s.in, 2, &o, NULL);
     cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
     ASSERT_HAS(ad_last_error(), "element");
@@ -227,7 +229,8 @@ Test(check, correct_pullback_passes_along_random_directions_on_a_large_input)
     REGISTER(sq_correct, &sq_correct_rule);
     square_inputs s = square_inputs_new(20, 20, 5);
     ad_check_report rep = {0};
-    ad_check_options o = {.rtol = 1e-6, .directions = 16};
+    ad_check_options o = ad_check_defaults();
+    o.rtol = 1e-6, o.directions = 16;
     cr_assert_eq(ad_rule_check(sq_correct, s.in, 2, &o, &rep), AD_OK, "%s", ad_last_error());
     cr_assert_eq(rep.slots_checked, 2);
     square_inputs_free(&s);
@@ -428,7 +431,8 @@ Test(check, feedback_slot_passes_against_an_independent_reference_of_dy_b)
     const int64_t dims[][3] = {{4, 3, 5}, {2, 6, 1}, {12, 25, 16}}; /* out, in, batch */
     for (int s = 0; s < 3; s++) {
         fa_inputs f = fa_inputs_new(dims[s][0], dims[s][1], dims[s][2], 0, 10 + (uint64_t)s);
-        ad_check_options o = {.rtol = 1e-6, .reference = fa_reference_dy_b};
+        ad_check_options o = ad_check_defaults();
+        o.rtol = 1e-6, o.reference = fa_reference_dy_b;
         ad_check_report rep = {0};
         ad_status rc = ad_rule_check(fa_dense, f.in, 3, &o, &rep);
         cr_assert_eq(rc, AD_OK, "%s", ad_last_error());
@@ -458,7 +462,8 @@ Test(check, feedback_slot_passes_against_the_true_gradient_when_b_equals_w)
     REGISTER(fa_dense, &fa_rule);
     fa_inputs f = fa_inputs_new(4, 3, 5, 1, 30);
     ad_check_report rep = {0};
-    ad_check_options o = {.rtol = 1e-6};
+    ad_check_options o = ad_check_defaults();
+    o.rtol = 1e-6;
     cr_assert_eq(ad_rule_check(fa_dense, f.in, 3, &o, &rep), AD_OK, "%s", ad_last_error());
     cr_assert_eq(rep.slots_checked, 2);
     fa_inputs_free(&f);
@@ -468,7 +473,8 @@ Test(check, gradient_slot_of_a_feedback_rule_is_still_checked_by_finite_differen
 {
     REGISTER(fa_dense_bad_dw, &fa_bad_dw_rule);
     fa_inputs f = fa_inputs_new(4, 3, 5, 0, 40);
-    ad_check_options o = {.reference = fa_reference_dy_b};
+    ad_check_options o = ad_check_defaults();
+    o.reference = fa_reference_dy_b;
     ad_status rc = ad_rule_check(fa_dense_bad_dw, f.in, 3, &o, NULL);
     cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
     ASSERT_HAS(ad_last_error(), "input 0");
@@ -491,7 +497,8 @@ Test(check, slot_declared_not_a_gradient_without_reference_fails)
     cr_assert_eq(rc, AD_ERR_CHECK_FAILED, "got %s", ad_status_str(rc));
     ASSERT_HAS(ad_last_error(), "no reference");
     /* An independent reference given in the options makes it checkable. */
-    ad_check_options o = {.reference = fa_reference_dy_b};
+    ad_check_options o = ad_check_defaults();
+    o.reference = fa_reference_dy_b;
     rc = ad_rule_check(fa_dense_no_reference, f.in, 3, &o, NULL);
     cr_assert_eq(rc, AD_OK, "%s", ad_last_error());
     fa_inputs_free(&f);
@@ -532,6 +539,87 @@ static void assert_unchanged(const snapshot *s, const char *what)
     size_t n = (size_t)s->t->size * ad_dtype_size(s->t->dtype);
     cr_assert_eq(s->t->version, s->version, "%s: version moved", what);
     cr_assert(n == 0 || memcmp(s->bytes, s->t->data, n) == 0, "%s: data changed", what);
+}
+
+/* ---- options: defaults from a call, explicit values as given ---- */
+
+Test(check, null_options_are_the_defaults)
+{
+    REGISTER(sq_correct, &sq_correct_rule);
+    square_inputs s = square_inputs_new(3, 4, 95);
+    ad_check_options d = ad_check_defaults();
+    cr_expect_eq(d.rtol, 1e-6);
+    cr_expect_eq(d.atol, 1e-8);
+    cr_expect_eq(d.eps, 1e-5);
+    cr_expect_eq(d.full_limit, 256);
+    cr_expect_eq(d.directions, 8);
+    cr_expect_eq(d.seed, 1u);
+    ad_check_report by_null, by_defaults;
+    cr_assert_eq(ad_rule_check(sq_correct, s.in, 2, NULL, &by_null), AD_OK, "%s",
+                 ad_last_error());
+    cr_assert_eq(ad_rule_check(sq_correct, s.in, 2, &d, &by_defaults), AD_OK, "%s",
+                 ad_last_error());
+    cr_expect_eq(by_null.max_rel_err, by_defaults.max_rel_err, "same dy, same numbers");
+    square_inputs_free(&s);
+}
+
+Test(check, explicit_zero_options_mean_zero)
+{
+    /* atol = rtol = 0 demands exact finite differences, which rounding never gives; the
+    ** old "0 means default" would have passed this. */
+    REGISTER(sq_correct, &sq_correct_rule);
+    REGISTER(sq_wrong_factor, &sq_wrong_factor_rule);
+    square_inputs s = square_inputs_new(3, 4, 96);
+    ad_check_options o = ad_check_defaults();
+    o.rtol = 0, o.atol = 0;
+    cr_expect_eq(ad_rule_check(sq_correct, s.in, 2, &o, NULL), AD_ERR_CHECK_FAILED);
+    ASSERT_HAS(ad_last_error(), "finite differences");
+    /* full_limit = 0: even 12 elements are probed along random directions. */
+    o = ad_check_defaults();
+    o.full_limit = 0;
+    cr_expect_eq(ad_rule_check(sq_wrong_factor, s.in, 2, &o, NULL), AD_ERR_CHECK_FAILED);
+    ASSERT_HAS(ad_last_error(), "direction");
+    cr_expect_eq(ad_rule_check(sq_correct, s.in, 2, &o, NULL), AD_OK, "%s", ad_last_error());
+    /* seed = 0 is a seed like any other. */
+    o = ad_check_defaults();
+    o.seed = 0;
+    cr_expect_eq(ad_rule_check(sq_correct, s.in, 2, &o, NULL), AD_OK, "%s", ad_last_error());
+    square_inputs_free(&s);
+}
+
+Test(check, invalid_options_fail_naming_the_option_and_leave_inputs_alone)
+{
+    REGISTER(sq_correct, &sq_correct_rule);
+    square_inputs s = square_inputs_new(3, 4, 97);
+    ad_tensor *a0 = ts_clone(s.a), *x0 = ts_clone(s.x);
+    static const int dummy = 1;
+    struct {
+        const char *field;
+        ad_check_options o;
+    } bad[9];
+    for (int k = 0; k < 9; k++)
+        bad[k].o = ad_check_defaults();
+    bad[0].field = "options.eps", bad[0].o.eps = 0;
+    bad[1].field = "options.eps", bad[1].o.eps = -1e-5;
+    bad[2].field = "options.eps", bad[2].o.eps = NAN;
+    bad[3].field = "options.directions", bad[3].o.directions = 0;
+    bad[4].field = "options.rtol", bad[4].o.rtol = -1e-6;
+    bad[5].field = "options.atol", bad[5].o.atol = NAN;
+    bad[6].field = "options.rtol", bad[6].o.rtol = INFINITY;
+    bad[7].field = "options.full_limit", bad[7].o.full_limit = -1;
+    bad[8].field = "options.attrs", bad[8].o.attrs_size = sizeof dummy;
+    for (int k = 0; k < 9; k++) {
+        ad_check_report rep;
+        ad_status rc = ad_rule_check(sq_correct, s.in, 2, &bad[k].o, &rep);
+        cr_expect_eq(rc, AD_ERR_INVALID, "case %d: %s", k, ad_status_str(rc));
+        ASSERT_HAS(ad_last_error(), bad[k].field);
+        cr_expect_eq(rep.slots_checked, 0, "case %d", k);
+    }
+    cr_expect_eq(ts_max_abs_diff(s.a, a0), 0.0);
+    cr_expect_eq(ts_max_abs_diff(s.x, x0), 0.0);
+    ad_tensor_free(a0);
+    ad_tensor_free(x0);
+    square_inputs_free(&s);
 }
 
 PRIMAL(unregistered_square, square_forward, 200) /* never registered */

@@ -82,7 +82,8 @@ static void check_dense_rule(ad_primal_fn fn, const char *name, int n_in, ad_pul
         ad_tensor *w = random_f64(o, i, &rng), *x = random_f64(n, i, &rng);
         ad_tensor *b = random_f64(o, i, &rng);
         const ad_tensor *in[3] = {w, x, b};
-        ad_check_options opts = {.reference = ref};
+        ad_check_options opts = ad_check_defaults();
+        opts.reference = ref;
         ad_check_report rep = {0};
         ad_status rc = ad_rule_check_as(fn, name, in, n_in, &opts, &rep);
         cr_expect_eq(rc, AD_OK, "%s shape %d: %s", name, s, ad_last_error());

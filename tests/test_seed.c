@@ -330,7 +330,8 @@ Test(seed, fa_rule_passes_the_checker_with_dw_by_finite_differences_and_dx_by_na
         ts_fill_uniform(x, &rng, -1, 1);
         ts_fill_uniform(b, &rng, -1, 1);
         const ad_tensor *in[3] = {w, x, b};
-        ad_check_options o1 = {.reference = naive_fa_dx};
+        ad_check_options o1 = ad_check_defaults();
+        o1.reference = naive_fa_dx;
         ad_check_report rep;
         cr_expect_eq(ad_rule_check(my_matmul, in, 3, &o1, &rep), AD_OK, "%s", ad_last_error());
         cr_expect_eq(rep.slots_checked, 2);

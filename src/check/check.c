@@ -245,28 +245,58 @@ static ad_status setup(checker *c, const ad_tensor *const in[])
     return AD_OK;
 }
 
+ad_check_options ad_check_defaults(void)
+{
+    return (ad_check_options){.rtol = 1e-6, .atol = 1e-8, .eps = 1e-5, .full_limit = 256,
+                              .directions = 8, .seed = 1};
+}
+
+static ad_status invalid_option(const char *field, double value, const char *must)
+{
+    return ad_fail(AD_ERR_INVALID, "ad_rule_check: options.%s is %g; it must be %s", field,
+                   value, must);
+}
+
+/* Every value is taken as given (0 included), so only values that cannot mean anything
+** are refused; !(x >= 0) is true for NaN as well as for negative x. */
+static ad_status validate_options(const ad_check_options *o)
+{
+    if (!(o->rtol >= 0) || isinf(o->rtol))
+        return invalid_option("rtol", o->rtol, "finite and >= 0");
+    if (!(o->atol >= 0) || isinf(o->atol))
+        return invalid_option("atol", o->atol, "finite and >= 0");
+    if (!(o->eps > 0) || isinf(o->eps))
+        return invalid_option("eps", o->eps, "finite and > 0");
+    if (o->full_limit < 0)
+        return invalid_option("full_limit", (double)o->full_limit, ">= 0");
+    if (o->directions < 1)
+        return invalid_option("directions", o->directions, ">= 1");
+    if (o->attrs_size > 0 && !o->attrs)
+        return ad_fail(AD_ERR_INVALID, "ad_rule_check: options.attrs is NULL with "
+                       "attrs_size %zu", o->attrs_size);
+    return AD_OK;
+}
+
 ad_status ad_rule_check_as(ad_primal_fn fn, const char *fn_name,
                            const ad_tensor *const in[], int n,
                            const ad_check_options *opts, ad_check_report *report)
 {
     checker c = {.fn_name = fn_name ? fn_name : "(unnamed function)", .fn = fn, .n = n};
+    c.o = opts ? *opts : ad_check_defaults();
+    if (report)
+        *report = c.rep;
     if (!fn || !in)
         return ad_fail(AD_ERR_NULL, "ad_rule_check: %s is NULL", fn ? "in" : "fn");
     if (n < 1 || n > AD_MAX_INPUTS)
         return ad_fail(AD_ERR_ARITY, "ad_rule_check: %d inputs (1..%d allowed)", n,
                        AD_MAX_INPUTS);
+    ad_status rc = validate_options(&c.o);
+    if (rc)
+        return rc;
     c.rule = ad_rule_find(fn);
     if (!c.rule)
         return ad_fail(AD_ERR_NO_RULE, "ad_rule_check: no rule registered for %s", c.fn_name);
-    if (opts)
-        c.o = *opts;
-    c.o.rtol = c.o.rtol > 0 ? c.o.rtol : 1e-6;
-    c.o.atol = c.o.atol > 0 ? c.o.atol : 1e-8;
-    c.o.eps = c.o.eps > 0 ? c.o.eps : 1e-5;
-    c.o.full_limit = c.o.full_limit > 0 ? c.o.full_limit : 256;
-    c.o.directions = c.o.directions > 0 ? c.o.directions : 8;
-    c.o.seed = c.o.seed ? c.o.seed : 1;
-    ad_status rc = setup(&c, in);
+    rc = setup(&c, in);
     if (rc == AD_OK)
         rc = check_slots(&c);
     if (report)
