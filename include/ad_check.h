@@ -41,7 +41,14 @@
 ** applicable, never as a failure. The angle is information, not a criterion.
 **
 ** A rule with AD_RULE_IGNORES_DY is run with dy = NULL, as a sweep runs it, and no
-** angle is measured (its reference reads dy, the rule something else).
+** angle is measured (its reference reads dy, the rule something else). What it reads
+** instead (DFA's output error e) comes from the rule's signal hook (ad_rule.signal, see
+** ad_rule.h): the checker asks the hook for a signal buffer, fills it with random
+** values, checks LINEAR in the signal instead of dy, and hands it back when it ends,
+** so ad_op_dfa_hidden is checked alone with nothing but the ad_dfa its calls pass as
+** attrs. Without a hook the pullback runs with whatever state it finds (the caller may
+** set it up) and LINEAR is not checked. The expected pullback, if any, runs in the
+** same state (it can read the signal as the rule does).
 **
 ** The check stops at the first failure and returns it; the report says how far it got.
 ** The checker's memory is a private tape's arena, freed before it returns.
@@ -137,7 +144,8 @@ typedef struct ad_check_report {
 ** Errors: AD_ERR_NULL (fn, in or an input), AD_ERR_ARITY (n outside 1..AD_MAX_INPUTS),
 ** AD_ERR_INVALID (an option out of its range or NaN; the message names it),
 ** AD_ERR_NO_RULE, AD_ERR_DTYPE (an input that is neither float64 nor int32, or an
-** output that is not float64), AD_ERR_NOMEM, the status fn or a pullback returned,
+** output that is not float64), AD_ERR_BAD_RULE (a signal hook that gave no float64
+** tensor), AD_ERR_NOMEM, the status fn, a pullback or the signal hook returned,
 ** AD_ERR_CHECK_FAILED (the message names the rule, the function, the slot, the check
 ** and, for values, the element and both numbers). The inputs are never modified.
 */

@@ -250,6 +250,82 @@ Test(feedback, dfa_hidden_ignores_dy_and_sends_e_times_b_transposed)
     ad_tensor_free(e);
 }
 
+Test(feedback, dfa_hidden_rule_passes_the_default_check_seeding_e_itself)
+{
+    uint64_t rng = 12;
+    ad_tensor *h = random_f64(6, 5, &rng), *b = random_f64(5, 3, &rng);
+    ad_dfa dfa = {0};
+    ad_dfa *attrs = &dfa; /* as ad_dfa_hidden passes it; no output rule, no e set here */
+    ad_check_report rep;
+    default_check(ad_op_dfa_hidden, "ad_op_dfa_hidden", (const ad_tensor *const[]){h, b}, 2,
+                  &attrs, sizeof attrs, &rep);
+    cr_expect_eq(rep.slots_checked, 1);
+    cr_expect_eq(rep.slot[0].method, AD_CHECK_STRUCTURAL);
+    cr_expect_eq(rep.slot[0].passed & AD_CHECKED_LINEAR, AD_CHECKED_LINEAR,
+                 "linear in the e the checker seeded: 0x%x", rep.slot[0].passed);
+    cr_expect_eq(rep.slot[0].angle, AD_CHECK_ANGLE_OWN_SIGNAL);
+    cr_expect_eq(rep.slot[1].method, AD_CHECK_SKIPPED_NONDIFF);
+    cr_expect_null(dfa.error_, "the checker's e was left in the caller's ad_dfa");
+    ad_tensor_free(h);
+    ad_tensor_free(b);
+}
+
+/* What DFA's hidden slot should be: e B' by loops, e being what the checker seeded
+** (read as the rule reads it, through the ad_dfa in the call's attrs); `factor` 2 is a
+** wrong expectation. */
+static ad_status naive_e_bt_with(ad_ctx *cx, const ad_tensor *const in[],
+                                 ad_tensor *const din[], const float beta[], double factor)
+{
+    ad_dfa *const *attrs = ad_attrs(cx);
+    const ad_tensor *e = (*attrs)->error_, *b = in[1];
+    int64_t rows = e->shape[0], outs = e->shape[1], units = b->shape[0];
+    for (int64_t i = 0; din[0] && i < rows; i++)
+        for (int64_t j = 0; j < units; j++) {
+            double s = beta[0] ? ts_get(din[0], i * units + j) : 0.0;
+            for (int64_t k = 0; k < outs; k++)
+                s += factor * ts_get(e, i * outs + k) * ts_get(b, j * outs + k);
+            ts_set(din[0], i * units + j, s);
+        }
+    return AD_OK;
+}
+
+static ad_status naive_dfa_hidden(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                                  const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    (void)dy, (void)y; /* dy is NULL: the rule ignores it */
+    return naive_e_bt_with(cx, in, din, beta, 1.0);
+}
+
+static ad_status twice_dfa_hidden(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                                  const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    (void)dy, (void)y;
+    return naive_e_bt_with(cx, in, din, beta, 2.0);
+}
+
+Test(feedback, dfa_hidden_values_are_e_times_b_transposed_by_the_expected_option)
+{
+    uint64_t rng = 13;
+    ad_tensor *h = random_f64(4, 6, &rng), *b = random_f64(6, 2, &rng);
+    ad_dfa dfa = {0};
+    ad_dfa *attrs = &dfa;
+    const ad_tensor *in[2] = {h, b};
+    ad_check_options o = ad_check_defaults();
+    o.attrs = &attrs, o.attrs_size = sizeof attrs, o.expected = naive_dfa_hidden;
+    ad_check_report rep;
+    cr_expect_eq(ad_rule_check(ad_op_dfa_hidden, in, 2, &o, &rep), AD_OK, "%s",
+                 ad_last_error());
+    cr_expect_eq(rep.slot[0].method, AD_CHECK_EXPECTED);
+    cr_expect_eq(rep.slot[0].passed & AD_CHECKED_VALUES, AD_CHECKED_VALUES);
+    cr_expect_lt(rep.slot[0].max_rel_err, 1e-12, "%g", rep.slot[0].max_rel_err);
+    o.expected = twice_dfa_hidden;
+    cr_expect_eq(ad_rule_check(ad_op_dfa_hidden, in, 2, &o, &rep), AD_ERR_CHECK_FAILED);
+    EXPECT_MENTIONS(ad_last_error(), "dfa hidden", "input 0", "the expected pullback gives");
+    cr_expect_null(dfa.error_, "e withdrawn after a failure too");
+    ad_tensor_free(h);
+    ad_tensor_free(b);
+}
+
 Test(feedback, random_signals_are_ninety_degrees_apart)
 {
     uint64_t rng = 77;

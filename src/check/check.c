@@ -37,17 +37,42 @@ static void plan_slots(checker *c)
     }
 }
 
-/* A rule that ignores dy is run as the sweep runs it, with dy = NULL, and has nothing
-** the checker could vary to test linearity. */
+/*
+** A rule that ignores dy is run as the sweep runs it, with dy = NULL. If it has a
+** signal hook, the signal the hook gives is what its pullback must be linear in;
+** without one there is nothing the checker could vary.
+*/
 static ad_status setup_drive(checker *c)
 {
     bool ignores = (c->rule->flags & AD_RULE_IGNORES_DY) != 0;
     c->dy = ignores ? NULL : c->cot;
     c->drive = ignores ? NULL : c->cot;
+    if (ignores && c->rule->signal) {
+        ad_status rc = ad_node_signal(c->tape, c->node, c->rule->signal, &c->signal);
+        if (rc)
+            return rc;
+        if (!c->signal || c->signal->dtype != AD_F64)
+            return ad_fail(AD_ERR_BAD_RULE, "ad_rule_check: rule \"%s\" (%s): its signal "
+                           "hook gave %s, not a float64 tensor", c->rule->name, c->fn_name,
+                           c->signal ? ad_dtype_name(c->signal->dtype) : "nothing");
+        uint64_t rng = c->o.seed * 7u + 3u;
+        for (int64_t k = 0; k < c->signal->size; k++)
+            ((double *)c->signal->data)[k] = ad_uniform_pm1(&rng);
+        c->drive = c->signal;
+    }
     if (!c->drive)
         return AD_OK;
     ad_status rc = chk_buffer(c, c->drive, &c->drive_u);
     return rc ? rc : ad_tensor_copy_from(c->drive_u, c->drive);
+}
+
+/* The hook's second call, on every way out once it gave a signal. */
+static ad_status withdraw_signal(checker *c, ad_status rc)
+{
+    if (!c->signal)
+        return rc;
+    ad_status wrc = ad_node_signal(c->tape, c->node, c->rule->signal, &c->signal);
+    return rc ? rc : wrc;
 }
 
 static ad_status record_call(checker *c)
@@ -186,6 +211,7 @@ ad_status ad_rule_check_as(ad_primal_fn fn, const char *fn_name,
     rc = setup(&c);
     if (rc == AD_OK)
         rc = run_checks(&c);
+    rc = withdraw_signal(&c, rc);
     if (report)
         *report = c.rep;
     ad_tape_free(c.tape);

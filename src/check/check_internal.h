@@ -29,8 +29,10 @@ typedef struct checker {
     ad_tensor *cot;              /* the random output cotangent of the probes */
     const ad_tensor *dy;         /* what the pullbacks get as dy: cot, or NULL when the
                                     rule ignores dy */
-    ad_tensor *drive;            /* the cotangent the pullback is linear in (cot), or
-                                    NULL when nothing can be varied */
+    ad_tensor *drive;            /* the cotangent the pullback is linear in: cot, the
+                                    signal, or NULL when nothing can be varied */
+    ad_tensor *signal;           /* an AD_RULE_IGNORES_DY rule's seeded signal, handed
+                                    back to its hook when the check ends */
     ad_tensor *drive_u;          /* drive's values, restored after the linearity runs */
     ad_tensor *g[AD_MAX_INPUTS]; /* each slot's beta = 0 result, asked alone */
     ad_check_report rep;

@@ -1,7 +1,7 @@
 /*
 ** tape_client.h (internal): what the parts built on the tape (the rule checker) may
-** use of it beyond the public API: arena tensors, the node behind a handle, and one
-** node's pullback run with buffers the client chose. Nodes stay opaque here, so a
+** use of it beyond the public API: arena tensors, the node behind a handle, one
+** node's pullback run with buffers the client chose, and a rule's signal hook. Nodes stay opaque here, so a
 ** client cannot come to depend on the tape's records; tape_internal.h includes this.
 */
 #ifndef AD_TAPE_CLIENT_H
@@ -23,5 +23,10 @@ ad_node *ad_tape_node_of(const ad_tape *tape, ad_var v);
 ** failure's message is prefixed with the op, the rule, the node and the input shapes. */
 ad_status ad_node_pullback(ad_tape *tape, ad_node *node, ad_pullback_fn pullback,
                            const ad_tensor *dy, ad_tensor *const din[], const float beta[]);
+
+/* Calls an AD_RULE_IGNORES_DY rule's signal hook with the node's context and inputs
+** (see ad_signal_fn); a failure's message is prefixed with the op and the rule. */
+ad_status ad_node_signal(ad_tape *tape, ad_node *node, ad_signal_fn hook,
+                         ad_tensor **signal);
 
 #endif /* AD_TAPE_CLIENT_H */
