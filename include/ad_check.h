@@ -6,6 +6,15 @@
 ** rule's pullback slot by slot. A slot is differentiable unless the rule declares it
 ** nondiff or its input is int32; the others are skipped.
 **
+**     const ad_tensor *in[3] = {W, X, B};          // float64 copies of a layer's inputs
+**     ad_check_report report;
+**     ad_status rc = ad_rule_check(my_matmul, in, 3, NULL, &report);  // the defaults
+**     ad_check_report_print(&report, stdout);      // what was checked, slot by slot
+**
+**     ad_check_options o = ad_check_defaults();    // to compare FA's dX with dY B too:
+**     o.expected = my_dy_times_b;                  // a pullback of your own
+**     rc = ad_rule_check(my_matmul, in, 3, &o, &report);
+**
 ** Every differentiable slot gets the checks that hold for any pullback, whatever its
 ** formula (the structural checks; each is a bit of ad_check_slot.passed):
 **   AD_CHECKED_WRITES  with beta = 0 into a NaN-filled buffer, every element is written;
@@ -51,7 +60,8 @@
 ** same state (it can read the signal as the rule does).
 **
 ** The check stops at the first failure and returns it; the report says how far it got.
-** The checker's memory is a private tape's arena, freed before it returns.
+** The checker allocates only from two private tapes (their arenas), freed before it
+** returns.
 */
 #ifndef AD_CHECK_H
 #define AD_CHECK_H
