@@ -119,8 +119,10 @@ SQUARE_VARIANT(sq_fails, SQ_FAILS)
 SQUARE_VARIANT(sq_writes_past, SQ_WRITES_PAST)
 SQUARE_VARIANT(sq_affine, SQ_AFFINE)
 
-/* The correct pullback once more, under a rule that never differentiates a. */
+/* The correct pullback once more, under a rule that never differentiates a; the failing
+** one under a rule that differentiates nothing. */
 PRIMAL(sq_const_a, square_forward, 100)
+PRIMAL(sq_all_const, square_forward, 101)
 
 /* The square rules: two float inputs of any rank. */
 #define SQ_RULE(rule_name, pb, nondiff_mask)                                            \
@@ -140,6 +142,8 @@ static const ad_rule sq_writes_past_rule =
 static const ad_rule sq_affine_rule = SQ_RULE("scaled square (affine)", sq_affine_pullback, 0);
 static const ad_rule sq_const_a_rule =
     SQ_RULE("scaled square (a constant)", sq_correct_pullback, AD_INPUT(0));
+static const ad_rule sq_all_const_rule =
+    SQ_RULE("scaled square (all constant)", sq_fails_pullback, AD_INPUT(0) | AD_INPUT(1));
 
 /* Inputs for the square rules: a in [0.5, 1.5], x in [0.5, 1.5] so that every element
 ** of dx is well away from 0 and a wrong value cannot hide inside atol. */
@@ -311,6 +315,18 @@ Test(check, report_says_each_gradient_slot_got_every_check_and_finite_difference
     cr_expect_eq(rep.slot[0].outcome, AD_CHECK_SKIPPED);
     cr_expect_eq(rep.slot[0].passed, 0u);
     cr_expect_eq(rep.slot[1].outcome, AD_CHECK_PASSED);
+    square_inputs_free(&s);
+}
+
+Test(check, rule_with_no_differentiable_slot_never_runs_its_pullback)
+{
+    REGISTER(sq_all_const, &sq_all_const_rule);
+    square_inputs s = square_inputs_new(3, 4, 12);
+    ad_check_report rep;
+    cr_expect_eq(ad_rule_check(sq_all_const, s.in, 2, NULL, &rep), AD_OK, "%s",
+                 ad_last_error());
+    cr_expect_eq(rep.slots_checked, 0);
+    cr_expect(rep.slot[0].outcome == AD_CHECK_SKIPPED && rep.slot[1].outcome == AD_CHECK_SKIPPED);
     square_inputs_free(&s);
 }
 

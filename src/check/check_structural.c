@@ -218,11 +218,13 @@ ad_status chk_together(checker *c)
     ad_tensor *din[AD_MAX_INPUTS] = {0};
     float beta[AD_MAX_INPUTS] = {0};
     ad_status rc = AD_OK;
+    int asked = 0;
     for (int i = 0; rc == AD_OK && i < c->n; i++)
-        if (chk_differentiable(c, i))
-            rc = chk_guarded(c, c->x[i], NAN, &din[i]);
-    if (rc || (rc = chk_run(c, c->rule->pullback, "the pullback", -1, din, beta,
-                            c->drive_u)))
+        if (chk_differentiable(c, i) && (rc = chk_guarded(c, c->x[i], NAN, &din[i])) == AD_OK)
+            asked++;
+    if (rc || asked == 0) /* no slot to ask for: the sweep would not run it either */
+        return rc;
+    if ((rc = chk_run(c, c->rule->pullback, "the pullback", -1, din, beta, c->drive_u)))
         return rc;
     for (int i = 0; i < c->n; i++) {
         if (!din[i])
