@@ -82,7 +82,10 @@ static void fa_pullback_with(const ad_tensor *dy, const ad_tensor *const in[],
             double s = 0.0;
             for (int64_t o = 0; o < n_out; o++)
                 s += ts_get(dy, i * n_out + o) * ts_get(b, o * n_in + p);
-            s = bug == FB_NOT_LINEAR ? tanh(s) : bug == FB_ALONE_DIFFERS && din[0] ? s * 1.001 : s;
+            if (bug == FB_NOT_LINEAR)
+                s = tanh(s);
+            if (bug == FB_ALONE_DIFFERS && din[0])
+                s *= 1.001;
             if (bug == FB_UNWRITTEN && i == 0 && p == 0)
                 continue;
             put(din[1], bug == FB_OVERWRITES ? 0.0f : beta[1], i * n_in + p, s);
@@ -255,7 +258,7 @@ Test(check_feedback, feedback_bugs_fail_the_default_check_naming_the_bug)
         int slot;
         const char *says;
     } bugs[] = {
-        {fa_overwrites, "fa_overwrites", &fa_overwrites_rule, 1, "overwrites instead of adding"},
+        {fa_overwrites, "fa_overwrites", &fa_overwrites_rule, 1, "instead of adding"},
         {fa_not_linear, "fa_not_linear", &fa_not_linear_rule, 1, "not linear"},
         {fa_writes_past, "fa_writes_past", &fa_writes_past_rule, 1, "outside its buffer"},
         {fa_writes_before, "fa_writes_before", &fa_writes_before_rule, 1, "outside its buffer"},
@@ -394,7 +397,8 @@ Test(check_feedback, report_prints_each_slot_with_its_method_checks_and_angle)
     cr_assert_eq(ad_check_report_print(&rep, m), AD_OK, "%s", ad_last_error());
     fclose(m);
     EXPECT_MENTIONS(text, "ad_rule_check fa_dense: 2 of 2 differentiable slots passed",
-                    "input 0  finite differences  passed", "writes adds linear alone bounds values",
+                    "input 0  finite differences  passed",
+                    "writes adds linear alone bounds values",
                     "input 1  structural only (feedback)  passed", "angle 0.0 deg",
                     "input 2  skipped (nondiff)");
     free(text);

@@ -207,7 +207,8 @@ Test(check_signal, signal_hook_without_ignores_dy_is_refused_at_registration)
 Test(check_signal, out_of_memory_at_every_allocation_fails_cleanly_and_hands_e_back)
 {
     uint64_t rng = 6;
-    ad_tensor *h = ts_tensor(AD_F64, 2, TS_SHAPE(4, 5)), *b = ts_tensor(AD_F64, 2, TS_SHAPE(5, 3));
+    ad_tensor *h = ts_tensor(AD_F64, 2, TS_SHAPE(4, 5));
+    ad_tensor *b = ts_tensor(AD_F64, 2, TS_SHAPE(5, 3));
     ts_fill_uniform(h, &rng, -1, 1);
     ts_fill_uniform(b, &rng, -1, 1);
     ad_dfa dfa = {0};

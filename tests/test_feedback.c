@@ -289,15 +289,17 @@ static ad_status naive_e_bt_with(ad_ctx *cx, const ad_tensor *const in[],
     return AD_OK;
 }
 
-static ad_status naive_dfa_hidden(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
-                                  const ad_tensor *y, ad_tensor *const din[], const float beta[])
+static ad_status naive_dfa_hidden(ad_ctx *cx, const ad_tensor *dy,
+                                  const ad_tensor *const in[], const ad_tensor *y,
+                                  ad_tensor *const din[], const float beta[])
 {
     (void)dy, (void)y; /* dy is NULL: the rule ignores it */
     return naive_e_bt_with(cx, in, din, beta, 1.0);
 }
 
-static ad_status twice_dfa_hidden(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
-                                  const ad_tensor *y, ad_tensor *const din[], const float beta[])
+static ad_status twice_dfa_hidden(ad_ctx *cx, const ad_tensor *dy,
+                                  const ad_tensor *const in[], const ad_tensor *y,
+                                  ad_tensor *const din[], const float beta[])
 {
     (void)dy, (void)y;
     return naive_e_bt_with(cx, in, din, beta, 2.0);

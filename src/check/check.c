@@ -18,7 +18,7 @@
 
 /* What each slot will get, known before anything runs, so a report that stops early
 ** still says how every slot would have been checked. */
-static void plan_slots(checker *c)
+static void plan_slots(adi_checker *c)
 {
     c->rep.n_slots = c->n;
     for (int i = 0; i < c->n; i++) {
@@ -28,11 +28,11 @@ static void plan_slots(checker *c)
             s->method = AD_CHECK_SKIPPED_INT32;
         else if (c->rule->nondiff & AD_INPUT(i))
             s->method = AD_CHECK_SKIPPED_NONDIFF;
-        else if (chk_is_feedback(c, i))
+        else if (adi_chk_is_feedback(c, i))
             s->method = c->o.expected ? AD_CHECK_EXPECTED : AD_CHECK_STRUCTURAL;
         else
             s->method = AD_CHECK_FINITE_DIFFERENCES;
-        if (!chk_differentiable(c, i))
+        if (!adi_chk_differentiable(c, i))
             s->outcome = AD_CHECK_SKIPPED;
     }
 }
@@ -42,7 +42,7 @@ static void plan_slots(checker *c)
 ** signal hook, the signal the hook gives is what its pullback must be linear in;
 ** without one there is nothing the checker could vary.
 */
-static ad_status setup_drive(checker *c)
+static ad_status setup_drive(adi_checker *c)
 {
     bool ignores = (c->rule->flags & AD_RULE_IGNORES_DY) != 0;
     c->dy = ignores ? NULL : c->cot;
@@ -62,12 +62,12 @@ static ad_status setup_drive(checker *c)
     }
     if (!c->drive)
         return AD_OK;
-    ad_status rc = chk_buffer(c, c->drive, &c->drive_u);
+    ad_status rc = adi_chk_buffer(c, c->drive, &c->drive_u);
     return rc ? rc : ad_tensor_copy_from(c->drive_u, c->drive);
 }
 
 /* The hook's second call, on every way out once it gave a signal. */
-static ad_status withdraw_signal(checker *c, ad_status rc)
+static ad_status withdraw_signal(adi_checker *c, ad_status rc)
 {
     if (!c->signal)
         return rc;
@@ -75,7 +75,7 @@ static ad_status withdraw_signal(checker *c, ad_status rc)
     return rc ? rc : wrc;
 }
 
-static ad_status record_call(checker *c)
+static ad_status record_call(adi_checker *c)
 {
     ad_var v[AD_MAX_INPUTS];
     ad_status rc;
@@ -86,7 +86,7 @@ static ad_status record_call(checker *c)
             return ad_fail(AD_ERR_DTYPE, "ad_rule_check: input %d is %s; the checker runs "
                            "in f64 (i32 for constant leaves)", i,
                            ad_dtype_name(c->in[i]->dtype));
-        if ((rc = chk_buffer(c, c->in[i], &c->x[i])) ||
+        if ((rc = adi_chk_buffer(c, c->in[i], &c->x[i])) ||
             (rc = ad_tensor_copy_from(c->x[i], c->in[i])))
             return rc;
         v[i] = ad_use_named(c->tape, c->x[i], "checked input");
@@ -103,11 +103,11 @@ static ad_status record_call(checker *c)
     return AD_OK;
 }
 
-static ad_status setup(checker *c)
+static ad_status setup(adi_checker *c)
 {
     ad_status rc = ad_tape_new(&c->tape);
     if (rc || (rc = ad_tape_new(&c->fd_tape)) || (rc = record_call(c)) ||
-        (rc = chk_buffer(c, c->y, &c->y_copy)) || (rc = chk_buffer(c, c->y, &c->cot)) ||
+        (rc = adi_chk_buffer(c, c->y, &c->y_copy)) || (rc = adi_chk_buffer(c, c->y, &c->cot)) ||
         (rc = ad_tensor_copy_from(c->y_copy, c->y)))
         return rc;
     uint64_t rng = c->o.seed;
@@ -116,7 +116,7 @@ static ad_status setup(checker *c)
     return setup_drive(c);
 }
 
-static void passed(checker *c, int slot)
+static void passed(adi_checker *c, int slot)
 {
     c->rep.slot[slot].outcome = AD_CHECK_PASSED;
     c->rep.slots_checked++;
@@ -127,29 +127,29 @@ static void passed(checker *c, int slot)
 ** probes re-record the call, and a primal may reset state its pullback reads (DFA's
 ** records clear the output error). A feedback slot is complete before the probes.
 */
-static ad_status run_checks(checker *c)
+static ad_status run_checks(adi_checker *c)
 {
     ad_status rc = AD_OK;
     for (int i = 0; rc == AD_OK && i < c->n; i++)
-        if (chk_differentiable(c, i))
-            rc = chk_structural(c, i);
+        if (adi_chk_differentiable(c, i))
+            rc = adi_chk_structural(c, i);
     if (rc == AD_OK)
-        rc = chk_together(c);
+        rc = adi_chk_together(c);
     for (int i = 0; rc == AD_OK && i < c->n; i++) {
-        if (!chk_differentiable(c, i))
+        if (!adi_chk_differentiable(c, i))
             continue;
-        if (chk_is_feedback(c, i) && c->o.expected)
-            rc = chk_expected(c, i);
+        if (adi_chk_is_feedback(c, i) && c->o.expected)
+            rc = adi_chk_expected(c, i);
         if (rc == AD_OK)
-            rc = chk_angle(c, i);
+            rc = adi_chk_angle(c, i);
     }
     for (int i = 0; rc == AD_OK && i < c->n; i++)
-        if (chk_differentiable(c, i) && chk_is_feedback(c, i))
+        if (adi_chk_differentiable(c, i) && adi_chk_is_feedback(c, i))
             passed(c, i);
     for (int i = 0; rc == AD_OK && i < c->n; i++) {
-        if (!chk_differentiable(c, i) || chk_is_feedback(c, i))
+        if (!adi_chk_differentiable(c, i) || adi_chk_is_feedback(c, i))
             continue;
-        if ((rc = chk_finite_differences(c, i)) == AD_OK)
+        if ((rc = adi_chk_finite_differences(c, i)) == AD_OK)
             passed(c, i);
     }
     return rc;
@@ -191,7 +191,7 @@ ad_status ad_rule_check_as(ad_primal_fn fn, const char *fn_name,
                            const ad_tensor *const in[], int n,
                            const ad_check_options *opts, ad_check_report *report)
 {
-    checker c = {.fn_name = fn_name ? fn_name : "(unnamed function)", .fn = fn, .n = n,
+    adi_checker c = {.fn_name = fn_name ? fn_name : "(unnamed function)", .fn = fn, .n = n,
                  .in = in};
     c.rep.fn_name = c.fn_name;
     c.o = opts ? *opts : ad_check_defaults();

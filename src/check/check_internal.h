@@ -13,7 +13,7 @@
 #include "ad_check.h"
 #include "../tape/tape_client.h"
 
-typedef struct checker {
+typedef struct adi_checker {
     const char *fn_name;
     ad_primal_fn fn;
     const ad_rule *rule;
@@ -36,15 +36,15 @@ typedef struct checker {
     ad_tensor *drive_u;          /* drive's values, restored after the linearity runs */
     ad_tensor *g[AD_MAX_INPUTS]; /* each slot's beta = 0 result, asked alone */
     ad_check_report rep;
-} checker;
+} adi_checker;
 
 /* The slot's checks as the report names them (check_structural.c decides the bits). */
-bool chk_differentiable(const checker *c, int slot);
-bool chk_is_feedback(const checker *c, int slot);
+bool adi_chk_differentiable(const adi_checker *c, int slot);
+bool adi_chk_is_feedback(const adi_checker *c, int slot);
 
 /* AD_ERR_CHECK_FAILED with "ad_rule_check: rule "..." (fn), input <slot>: <text>", and
 ** the slot marked failed in the report. */
-ad_status chk_fail(checker *c, int slot, const char *fmt, ...)
+ad_status adi_chk_fail(adi_checker *c, int slot, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
@@ -52,25 +52,25 @@ ad_status chk_fail(checker *c, int slot, const char *fmt, ...)
 
 /* Buffers from the checker's tape: plain, or guarded (guard elements on both sides,
 ** checked after every run) and filled with `fill`. */
-ad_status chk_buffer(checker *c, const ad_tensor *like, ad_tensor **out);
-ad_status chk_guarded(checker *c, const ad_tensor *like, double fill, ad_tensor **out);
+ad_status adi_chk_buffer(adi_checker *c, const ad_tensor *like, ad_tensor **out);
+ad_status adi_chk_guarded(adi_checker *c, const ad_tensor *like, double fill, ad_tensor **out);
 
 /* Runs `pullback` on the node with c->dy and the given buffers (all guarded), then
 ** checks that every guard is intact and that the inputs, the output and the drive
 ** (which must still hold drive_now's values) were left alone. `who` names the pullback
 ** in messages, `slot` the slot being checked (-1: all at once). */
-ad_status chk_run(checker *c, ad_pullback_fn pullback, const char *who, int slot,
+ad_status adi_chk_run(adi_checker *c, ad_pullback_fn pullback, const char *who, int slot,
                   ad_tensor *const din[], const float beta[], const ad_tensor *drive_now);
 
 /* check_structural.c: writes, adds and linearity for one slot (sets c->g[slot]); then
 ** the same values with every slot asked at once. */
-ad_status chk_structural(checker *c, int slot);
-ad_status chk_together(checker *c);
+ad_status adi_chk_structural(adi_checker *c, int slot);
+ad_status adi_chk_together(adi_checker *c);
 
 /* check_values.c: the slot's values against options.expected, the angle to the rule's
 ** reference, and finite differences. */
-ad_status chk_expected(checker *c, int slot);
-ad_status chk_angle(checker *c, int slot);
-ad_status chk_finite_differences(checker *c, int slot);
+ad_status adi_chk_expected(adi_checker *c, int slot);
+ad_status adi_chk_angle(adi_checker *c, int slot);
+ad_status adi_chk_finite_differences(adi_checker *c, int slot);
 
 #endif /* AD_CHECK_INTERNAL_H */

@@ -10,7 +10,7 @@
 #include "../base/base.h"
 #include "check_internal.h"
 
-static bool close_enough(checker *c, int slot, double got, double want)
+static bool close_enough(adi_checker *c, int slot, double got, double want)
 {
     double scale = fmax(fabs(got), fabs(want));
     double err = fabs(got - want);
@@ -22,28 +22,28 @@ static bool close_enough(checker *c, int slot, double got, double want)
     return err <= c->o.atol + c->o.rtol * scale; /* false for NaN */
 }
 
-static ad_status mismatch(checker *c, int slot, const char *against, int64_t j, double got,
+static ad_status mismatch(adi_checker *c, int slot, const char *against, int64_t j, double got,
                           double want)
 {
-    return chk_fail(c, slot, "%s %lld: pullback gives %.10g, %s gives %.10g",
+    return adi_chk_fail(c, slot, "%s %lld: pullback gives %.10g, %s gives %.10g",
                     j < 0 ? "direction" : "element", (long long)(j < 0 ? -j - 1 : j), got,
                     against, want);
 }
 
 /* The expected pullback alone for the slot, beta = 0, into NaN: it must write it all. */
-ad_status chk_expected(checker *c, int slot)
+ad_status adi_chk_expected(adi_checker *c, int slot)
 {
     ad_tensor *din[AD_MAX_INPUTS] = {0}, *want;
     float beta[AD_MAX_INPUTS] = {0};
-    ad_status rc = chk_guarded(c, c->x[slot], NAN, &want);
+    ad_status rc = adi_chk_guarded(c, c->x[slot], NAN, &want);
     din[slot] = want;
-    if (rc || (rc = chk_run(c, c->o.expected, "the expected pullback", slot, din, beta,
+    if (rc || (rc = adi_chk_run(c, c->o.expected, "the expected pullback", slot, din, beta,
                             c->drive_u)))
         return rc;
     const double *g = c->g[slot]->data, *w = want->data;
     for (int64_t k = 0; k < want->size; k++) {
         if (isnan(w[k]))
-            return chk_fail(c, slot, "the expected pullback left element %lld unwritten "
+            return adi_chk_fail(c, slot, "the expected pullback left element %lld unwritten "
                             "(it must write the slot it is given)", (long long)k);
         if (!close_enough(c, slot, g[k], w[k]))
             return mismatch(c, slot, "the expected pullback", k, g[k], w[k]);
@@ -57,7 +57,7 @@ ad_status chk_expected(checker *c, int slot)
 ** Pollack's B, whose true gradient is 0) reads as zero: no angle, not applicable.
 ** A rule that ignores dy gets none either: its reference reads dy, the rule does not.
 */
-ad_status chk_angle(checker *c, int slot)
+ad_status adi_chk_angle(adi_checker *c, int slot)
 {
     ad_check_slot *s = &c->rep.slot[slot];
     if (!c->rule->reference)
@@ -68,17 +68,17 @@ ad_status chk_angle(checker *c, int slot)
     }
     ad_tensor *din[AD_MAX_INPUTS] = {0}, *ref;
     float beta[AD_MAX_INPUTS] = {0};
-    ad_status rc = chk_guarded(c, c->x[slot], 0.0, &ref);
+    ad_status rc = adi_chk_guarded(c, c->x[slot], 0.0, &ref);
     din[slot] = ref;
     beta[slot] = 1.0f;
-    if (rc || (rc = chk_run(c, c->rule->reference, "the reference pullback", slot, din,
+    if (rc || (rc = adi_chk_run(c, c->rule->reference, "the reference pullback", slot, din,
                             beta, c->drive_u)))
         return rc;
     const double *g = c->g[slot]->data, *r = ref->data;
     double dot = 0, gg = 0, rr = 0;
     for (int64_t k = 0; k < ref->size; k++) {
         if (!isfinite(r[k]))
-            return chk_fail(c, slot, "the reference pullback wrote %g at element %lld",
+            return adi_chk_fail(c, slot, "the reference pullback wrote %g at element %lld",
                             r[k], (long long)k);
         dot += g[k] * r[k];
         gg += g[k] * g[k];
@@ -95,7 +95,7 @@ ad_status chk_angle(checker *c, int slot)
 }
 
 /* <cot, f(x)> with the inputs as they are now: one forward on the probe tape. */
-static ad_status probe(checker *c, double *out)
+static ad_status probe(adi_checker *c, double *out)
 {
     ad_var v[AD_MAX_INPUTS];
     ad_tape_reset(c->fd_tape);
@@ -118,7 +118,7 @@ static ad_status probe(checker *c, double *out)
 ** perturbed elements are restored from `orig`, a copy of the input, not by adding
 ** back, which would let the copy drift by rounding across probes.
 */
-static ad_status directional(checker *c, int slot, const double *orig, const double *d,
+static ad_status directional(adi_checker *c, int slot, const double *orig, const double *d,
                              int64_t j, double *out)
 {
     double *x = c->x[slot]->data, plus, minus, h = c->o.eps;
@@ -137,13 +137,13 @@ static ad_status directional(checker *c, int slot, const double *orig, const dou
     return rc;
 }
 
-ad_status chk_finite_differences(checker *c, int slot)
+ad_status adi_chk_finite_differences(adi_checker *c, int slot)
 {
     const ad_tensor *g = c->g[slot];
     const double *gd = g->data;
     int64_t n = g->size;
     ad_tensor *orig, *dir;
-    ad_status rc = chk_buffer(c, g, &orig);
+    ad_status rc = adi_chk_buffer(c, g, &orig);
     if (rc || (rc = ad_tensor_copy_from(orig, c->x[slot])))
         return rc;
     if (n <= c->o.full_limit) {
@@ -157,7 +157,7 @@ ad_status chk_finite_differences(checker *c, int slot)
         c->rep.slot[slot].passed |= AD_CHECKED_VALUES;
         return AD_OK;
     }
-    rc = chk_buffer(c, g, &dir);
+    rc = adi_chk_buffer(c, g, &dir);
     uint64_t rng = c->o.seed ^ 0x5bd1e995u ^ (uint64_t)slot;
     for (int t = 0; rc == AD_OK && t < c->o.directions; t++) {
         double *d = dir->data, fd, dot = 0.0;

@@ -1,8 +1,9 @@
 /*
 ** tape_client.h (internal): what the parts built on the tape (the rule checker) may
 ** use of it beyond the public API: arena tensors, the node behind a handle, one
-** node's pullback run with buffers the client chose, and a rule's signal hook. Nodes stay opaque here, so a
-** client cannot come to depend on the tape's records; tape_internal.h includes this.
+** node's pullback run with buffers the client chose, and a rule's signal hook. Nodes
+** stay opaque here, so a client cannot come to depend on the tape's records;
+** tape_internal.h includes this.
 */
 #ifndef AD_TAPE_CLIENT_H
 #define AD_TAPE_CLIENT_H
