@@ -107,7 +107,8 @@ static ad_status setup(adi_checker *c)
 {
     ad_status rc = ad_tape_new(&c->tape);
     if (rc || (rc = ad_tape_new(&c->fd_tape)) || (rc = record_call(c)) ||
-        (rc = adi_chk_buffer(c, c->y, &c->y_copy)) || (rc = adi_chk_buffer(c, c->y, &c->cot)) ||
+        (rc = adi_chk_buffer(c, c->y, &c->y_copy)) ||
+        (rc = adi_chk_buffer(c, c->y, &c->cot)) ||
         (rc = ad_tensor_copy_from(c->y_copy, c->y)))
         return rc;
     uint64_t rng = c->o.seed;
@@ -191,8 +192,8 @@ ad_status ad_rule_check_as(ad_primal_fn fn, const char *fn_name,
                            const ad_tensor *const in[], int n,
                            const ad_check_options *opts, ad_check_report *report)
 {
-    adi_checker c = {.fn_name = fn_name ? fn_name : "(unnamed function)", .fn = fn, .n = n,
-                 .in = in};
+    adi_checker c = {.fn_name = fn_name ? fn_name : "(unnamed function)", .fn = fn,
+                     .n = n, .in = in};
     c.rep.fn_name = c.fn_name;
     c.o = opts ? *opts : ad_check_defaults();
     if (report)
@@ -207,7 +208,8 @@ ad_status ad_rule_check_as(ad_primal_fn fn, const char *fn_name,
         return rc;
     c.rule = ad_rule_find(fn);
     if (!c.rule)
-        return ad_fail(AD_ERR_NO_RULE, "ad_rule_check: no rule registered for %s", c.fn_name);
+        return ad_fail(AD_ERR_NO_RULE, "ad_rule_check: no rule registered for %s",
+                       c.fn_name);
     rc = setup(&c);
     if (rc == AD_OK)
         rc = run_checks(&c);

@@ -38,12 +38,12 @@ typedef struct adi_checker {
     ad_check_report rep;
 } adi_checker;
 
-/* The slot's checks as the report names them (check_structural.c decides the bits). */
+/* Whether a slot is differentiable (float64, not nondiff) and declared feedback. */
 bool adi_chk_differentiable(const adi_checker *c, int slot);
 bool adi_chk_is_feedback(const adi_checker *c, int slot);
 
 /* AD_ERR_CHECK_FAILED with "ad_rule_check: rule "..." (fn), input <slot>: <text>", and
-** the slot marked failed in the report. */
+** the slot marked failed in the report (slot -1: no slot named or marked). */
 ad_status adi_chk_fail(adi_checker *c, int slot, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
@@ -53,14 +53,16 @@ ad_status adi_chk_fail(adi_checker *c, int slot, const char *fmt, ...)
 /* Buffers from the checker's tape: plain, or guarded (guard elements on both sides,
 ** checked after every run) and filled with `fill`. */
 ad_status adi_chk_buffer(adi_checker *c, const ad_tensor *like, ad_tensor **out);
-ad_status adi_chk_guarded(adi_checker *c, const ad_tensor *like, double fill, ad_tensor **out);
+ad_status adi_chk_guarded(adi_checker *c, const ad_tensor *like, double fill,
+                          ad_tensor **out);
 
 /* Runs `pullback` on the node with c->dy and the given buffers (all guarded), then
 ** checks that every guard is intact and that the inputs, the output and the drive
 ** (which must still hold drive_now's values) were left alone. `who` names the pullback
 ** in messages, `slot` the slot being checked (-1: all at once). */
 ad_status adi_chk_run(adi_checker *c, ad_pullback_fn pullback, const char *who, int slot,
-                  ad_tensor *const din[], const float beta[], const ad_tensor *drive_now);
+                      ad_tensor *const din[], const float beta[],
+                      const ad_tensor *drive_now);
 
 /* check_structural.c: writes, adds and linearity for one slot (sets c->g[slot]); then
 ** the same values with every slot asked at once. */

@@ -35,7 +35,9 @@ static void print_angle(const ad_check_slot *s, FILE *f)
     switch (s->angle) {
     case AD_CHECK_ANGLE_NONE: break;
     case AD_CHECK_ANGLE_MEASURED: fprintf(f, "  angle %.1f deg", s->angle_degrees); break;
-    case AD_CHECK_ANGLE_ZERO_REFERENCE: fprintf(f, "  angle n/a (reference is zero)"); break;
+    case AD_CHECK_ANGLE_ZERO_REFERENCE:
+        fprintf(f, "  angle n/a (reference is zero)");
+        break;
     case AD_CHECK_ANGLE_ZERO_SLOT: fprintf(f, "  angle n/a (slot is zero)"); break;
     case AD_CHECK_ANGLE_OWN_SIGNAL: fprintf(f, "  angle n/a (rule ignores dy)"); break;
     }

@@ -52,7 +52,8 @@ ad_status adi_chk_buffer(adi_checker *c, const ad_tensor *like, ad_tensor **out)
 
 /* One float64 arena block of GUARD + n + GUARD elements; its descriptor is then made
 ** to view the middle n in like's shape. */
-ad_status adi_chk_guarded(adi_checker *c, const ad_tensor *like, double fill, ad_tensor **out)
+ad_status adi_chk_guarded(adi_checker *c, const ad_tensor *like, double fill,
+                          ad_tensor **out)
 {
     int64_t n = like->size;
     ad_tensor *t;
@@ -90,19 +91,20 @@ static bool same_bytes(const ad_tensor *a, const ad_tensor *b)
 }
 
 ad_status adi_chk_run(adi_checker *c, ad_pullback_fn pullback, const char *who, int slot,
-                  ad_tensor *const din[], const float beta[], const ad_tensor *drive_now)
+                      ad_tensor *const din[], const float beta[],
+                      const ad_tensor *drive_now)
 {
     ad_status rc = ad_node_pullback(c->tape, c->node, pullback, c->dy, din, beta);
     if (rc)
         return rc;
     for (int i = 0; i < c->n; i++)
         if (din[i] && !guards_intact(din[i]))
-            return adi_chk_fail(c, i, "%s wrote outside its buffer (the guard elements just "
-                            "before or after it changed)", who);
+            return adi_chk_fail(c, i, "%s wrote outside its buffer (the guard elements "
+                                "just before or after it changed)", who);
     for (int i = 0; i < c->n; i++)
         if (!same_bytes(c->x[i], c->in[i]))
-            return adi_chk_fail(c, slot, "%s changed input %d (a pullback may write only its "
-                            "cotangent buffers)", who, i);
+            return adi_chk_fail(c, slot, "%s changed input %d (a pullback may write only "
+                                "its cotangent buffers)", who, i);
     if (!same_bytes(c->y, c->y_copy))
         return adi_chk_fail(c, slot, "%s changed the output y", who);
     if (c->drive && drive_now && !same_bytes(c->drive, drive_now))
@@ -111,20 +113,20 @@ ad_status adi_chk_run(adi_checker *c, ad_pullback_fn pullback, const char *who, 
 }
 
 /* Writes and adds, from the beta = 0 result g and the beta = 1 result over pre. */
-static ad_status judge_beta(adi_checker *c, int slot, const ad_tensor *g, const ad_tensor *pre,
-                            const ad_tensor *acc)
+static ad_status judge_beta(adi_checker *c, int slot, const ad_tensor *g,
+                            const ad_tensor *pre, const ad_tensor *acc)
 {
     const double *g0 = g->data, *p = pre->data, *g1 = acc->data;
     for (int64_t k = 0; k < g->size; k++)
         if (isnan(g0[k]))
             return adi_chk_fail(c, slot, "element %lld left unwritten with beta = 0",
-                            (long long)k);
+                                (long long)k);
     c->rep.slot[slot].passed |= AD_CHECKED_WRITES;
     for (int64_t k = 0; k < g->size; k++)
         if (!(fabs(g1[k] - (g0[k] + p[k])) <= 1e-12 * (1.0 + fabs(g0[k]) + fabs(p[k]))))
-            return adi_chk_fail(c, slot, "with beta = 1 element %lld is %.10g, not %.10g + "
-                            "%.10g (the pre-fill): the pullback overwrites instead of "
-                            "adding", (long long)k, g1[k], g0[k], p[k]);
+            return adi_chk_fail(c, slot, "with beta = 1 element %lld is %.10g, not %.10g "
+                                "+ %.10g (the pre-fill): the pullback overwrites instead "
+                                "of adding", (long long)k, g1[k], g0[k], p[k]);
     c->rep.slot[slot].passed |= AD_CHECKED_ADDS;
     return AD_OK;
 }
@@ -140,9 +142,9 @@ static ad_status judge_linear(adi_checker *c, int slot, double a, double b,
     for (int64_t k = 0; k < pw->size; k++) {
         double want = a * pu[k] + b * v[k];
         if (!(fabs(w[k] - want) <= 1e-9 * scale))
-            return adi_chk_fail(c, slot, "not linear in its cotangent: element %lld is %.10g "
-                            "for a u + b v, but a p(u) + b p(v) = %.10g (a = %g, b = %g)",
-                            (long long)k, w[k], want, a, b);
+            return adi_chk_fail(c, slot, "not linear in its cotangent: element %lld is "
+                                "%.10g for a u + b v, but a p(u) + b p(v) = %.10g (a = "
+                                "%g, b = %g)", (long long)k, w[k], want, a, b);
     }
     c->rep.slot[slot].passed |= AD_CHECKED_LINEAR;
     return AD_OK;
@@ -199,11 +201,13 @@ ad_status adi_chk_structural(adi_checker *c, int slot)
     for (int64_t k = 0; k < like->size; k++)
         ((double *)pre->data)[k] = ((double *)acc->data)[k] = ad_uniform_pm1(&rng);
     din[slot] = fresh;
-    if ((rc = adi_chk_run(c, c->rule->pullback, "the pullback", slot, din, beta, c->drive_u)))
+    if ((rc = adi_chk_run(c, c->rule->pullback, "the pullback", slot, din, beta,
+                          c->drive_u)))
         return rc;
     din[slot] = acc;
     beta[slot] = 1.0f;
-    if ((rc = adi_chk_run(c, c->rule->pullback, "the pullback", slot, din, beta, c->drive_u)) ||
+    if ((rc = adi_chk_run(c, c->rule->pullback, "the pullback", slot, din, beta,
+                          c->drive_u)) ||
         (rc = judge_beta(c, slot, fresh, pre, acc)))
         return rc;
     c->g[slot] = fresh;
@@ -234,9 +238,9 @@ ad_status adi_chk_together(adi_checker *c)
         const double *all = din[i]->data, *alone = c->g[i]->data;
         for (int64_t k = 0; k < din[i]->size; k++)
             if (!(fabs(all[k] - alone[k]) <= 1e-12 * (1.0 + fabs(all[k]) + fabs(alone[k]))))
-                return adi_chk_fail(c, i, "element %lld is %.10g when every slot is asked at "
-                                "once, %.10g when this slot is asked alone", (long long)k,
-                                all[k], alone[k]);
+                return adi_chk_fail(c, i, "element %lld is %.10g when every slot is asked "
+                                    "at once, %.10g when this slot is asked alone",
+                                    (long long)k, all[k], alone[k]);
         c->rep.slot[i].passed |= AD_CHECKED_ALONE;
     }
     return AD_OK;

@@ -22,12 +22,12 @@ static bool close_enough(adi_checker *c, int slot, double got, double want)
     return err <= c->o.atol + c->o.rtol * scale; /* false for NaN */
 }
 
-static ad_status mismatch(adi_checker *c, int slot, const char *against, int64_t j, double got,
-                          double want)
+static ad_status mismatch(adi_checker *c, int slot, const char *against, int64_t j,
+                          double got, double want)
 {
     return adi_chk_fail(c, slot, "%s %lld: pullback gives %.10g, %s gives %.10g",
-                    j < 0 ? "direction" : "element", (long long)(j < 0 ? -j - 1 : j), got,
-                    against, want);
+                        j < 0 ? "direction" : "element", (long long)(j < 0 ? -j - 1 : j),
+                        got, against, want);
 }
 
 /* The expected pullback alone for the slot, beta = 0, into NaN: it must write it all. */
@@ -37,14 +37,15 @@ ad_status adi_chk_expected(adi_checker *c, int slot)
     float beta[AD_MAX_INPUTS] = {0};
     ad_status rc = adi_chk_guarded(c, c->x[slot], NAN, &want);
     din[slot] = want;
-    if (rc || (rc = adi_chk_run(c, c->o.expected, "the expected pullback", slot, din, beta,
-                            c->drive_u)))
+    if (rc || (rc = adi_chk_run(c, c->o.expected, "the expected pullback", slot, din,
+                                beta, c->drive_u)))
         return rc;
     const double *g = c->g[slot]->data, *w = want->data;
     for (int64_t k = 0; k < want->size; k++) {
         if (isnan(w[k]))
-            return adi_chk_fail(c, slot, "the expected pullback left element %lld unwritten "
-                            "(it must write the slot it is given)", (long long)k);
+            return adi_chk_fail(c, slot, "the expected pullback left element %lld "
+                                "unwritten (it must write the slot it is given)",
+                                (long long)k);
         if (!close_enough(c, slot, g[k], w[k]))
             return mismatch(c, slot, "the expected pullback", k, g[k], w[k]);
     }
@@ -71,15 +72,15 @@ ad_status adi_chk_angle(adi_checker *c, int slot)
     ad_status rc = adi_chk_guarded(c, c->x[slot], 0.0, &ref);
     din[slot] = ref;
     beta[slot] = 1.0f;
-    if (rc || (rc = adi_chk_run(c, c->rule->reference, "the reference pullback", slot, din,
-                            beta, c->drive_u)))
+    if (rc || (rc = adi_chk_run(c, c->rule->reference, "the reference pullback", slot,
+                                din, beta, c->drive_u)))
         return rc;
     const double *g = c->g[slot]->data, *r = ref->data;
     double dot = 0, gg = 0, rr = 0;
     for (int64_t k = 0; k < ref->size; k++) {
         if (!isfinite(r[k]))
-            return adi_chk_fail(c, slot, "the reference pullback wrote %g at element %lld",
-                            r[k], (long long)k);
+            return adi_chk_fail(c, slot, "the reference pullback wrote %g at element "
+                                "%lld", r[k], (long long)k);
         dot += g[k] * r[k];
         gg += g[k] * g[k];
         rr += r[k] * r[k];
@@ -118,8 +119,8 @@ static ad_status probe(adi_checker *c, double *out)
 ** perturbed elements are restored from `orig`, a copy of the input, not by adding
 ** back, which would let the copy drift by rounding across probes.
 */
-static ad_status directional(adi_checker *c, int slot, const double *orig, const double *d,
-                             int64_t j, double *out)
+static ad_status directional(adi_checker *c, int slot, const double *orig,
+                             const double *d, int64_t j, double *out)
 {
     double *x = c->x[slot]->data, plus, minus, h = c->o.eps;
     int64_t lo = d ? 0 : j, hi = d ? c->x[slot]->size : j + 1;
