@@ -9,7 +9,7 @@
 
 #define SEED(fn, rule) {fn, #fn, &rule}
 
-const ad_rule_seed ad_builtin_rule_seeds[] = {
+const adi_rule_seed adi_builtin_rule_seeds[] = {
     SEED(ad_op_matmul, ad_rule_matmul),
     SEED(ad_op_add, ad_rule_add),
     SEED(ad_op_sub, ad_rule_sub),
@@ -33,5 +33,5 @@ const ad_rule_seed ad_builtin_rule_seeds[] = {
     SEED(ad_op_dfa_hidden, ad_rule_dfa_hidden),
 };
 
-const int ad_builtin_rule_seed_count =
-    (int)(sizeof ad_builtin_rule_seeds / sizeof ad_builtin_rule_seeds[0]);
+const int adi_builtin_rule_seed_count =
+    (int)(sizeof adi_builtin_rule_seeds / sizeof adi_builtin_rule_seeds[0]);

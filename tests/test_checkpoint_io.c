@@ -29,7 +29,7 @@ TestSuite(checkpoint_io, .init = cf_make_dir, .fini = cf_remove_dir);
 
 static const char *calls[64];
 static int n_calls, fail_call;
-static const ad_checkpoint_io *sys_io = &ad_checkpoint_io_system_;
+static const adi_checkpoint_io *sys_io = &adi_checkpoint_io_system_;
 
 static bool hit(const char *name, int err)
 {
@@ -76,7 +76,7 @@ static void faults(int k)
 {
     n_calls = 0;
     fail_call = k;
-    ad_checkpoint_io_hooks_ = (ad_checkpoint_io){f_mkstemp, f_fchmod, f_write, f_fsync,
+    adi_checkpoint_io_hooks_ = (adi_checkpoint_io){f_mkstemp, f_fchmod, f_write, f_fsync,
                                                  f_close, f_rename, f_open_dir};
 }
 
@@ -125,7 +125,7 @@ Test(checkpoint_io, every_failing_system_call_keeps_the_previous_checkpoint)
         if (k <= renamed_at)
             cf_assert_bits_equal(b.w1, w1_v1, "the previous checkpoint, loaded");
     }
-    ad_checkpoint_io_hooks_ = ad_checkpoint_io_system_;
+    adi_checkpoint_io_hooks_ = adi_checkpoint_io_system_;
     free(v1);
     free(v2);
     ad_tensor_free(w1_v1);
@@ -151,9 +151,9 @@ Test(checkpoint_io, short_and_interrupted_writes_are_continued)
     cf_net_open(&a, 1);
     const char *p = cf_path("a.safetensors"), *q = cf_path("b.safetensors");
     cf_net_save(p, &a);
-    ad_checkpoint_io_hooks_.write_fn = f_write_short;
+    adi_checkpoint_io_hooks_.write_fn = f_write_short;
     cf_net_save(q, &a);
-    ad_checkpoint_io_hooks_ = ad_checkpoint_io_system_;
+    adi_checkpoint_io_hooks_ = adi_checkpoint_io_system_;
     cr_assert_gt(writes, 100, "the writes were cut short");
     size_t n;
     unsigned char *want = cf_read(p, &n);
@@ -180,10 +180,10 @@ Test(checkpoint_io, write_that_makes_no_progress_is_io_error_of_a_full_disk)
     size_t n;
     unsigned char *v1 = cf_read(p, &n);
     cf_net_train(&a, 1);
-    ad_checkpoint_io_hooks_.write_fn = f_write_nothing;
+    adi_checkpoint_io_hooks_.write_fn = f_write_nothing;
     ad_checkpoint_extras x = cf_net_extras(&a);
     ad_status rc = ad_checkpoint_save(p, a.ps, cf_net_names, &x);
-    ad_checkpoint_io_hooks_ = ad_checkpoint_io_system_;
+    adi_checkpoint_io_hooks_ = adi_checkpoint_io_system_;
     cr_assert_eq(rc, AD_ERR_IO, "%s", ad_status_str(rc));
     cr_assert(strstr(ad_last_error(), strerror(ENOSPC)), "%s", ad_last_error());
     cf_assert_file_is(p, v1, n, "after a write without progress");
@@ -219,9 +219,9 @@ Test(checkpoint_io, bare_file_name_is_saved_in_the_current_folder_which_is_synce
     cf_net_open(&a, 1);
     cf_net_open(&b, 2);
     cr_assert_eq(chdir(cf_dir()), 0);
-    ad_checkpoint_io_hooks_.open_dir_fn = f_open_dir_noted;
+    adi_checkpoint_io_hooks_.open_dir_fn = f_open_dir_noted;
     cf_net_save("bare.safetensors", &a);
-    ad_checkpoint_io_hooks_ = ad_checkpoint_io_system_;
+    adi_checkpoint_io_hooks_ = adi_checkpoint_io_system_;
     cr_assert_str_eq(synced, ".");
     cr_assert_eq(ad_checkpoint_load(cf_path("bare.safetensors"), b.ps, cf_net_names, NULL),
                  AD_OK, "%s", ad_last_error());

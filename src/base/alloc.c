@@ -44,10 +44,10 @@ void *ad_malloc(size_t size)
     return hooks.malloc_fn(size ? size : 1, hooks.user);
 }
 
-void *ad_calloc(size_t count, size_t size)
+void *adi_calloc(size_t count, size_t size)
 {
     size_t bytes;
-    if (!ad_size_mul(count, size, &bytes))
+    if (!adi_size_mul(count, size, &bytes))
         return NULL;
     void *p = ad_malloc(bytes);
     if (p)

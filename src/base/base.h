@@ -12,12 +12,12 @@
 
 /* Heap traffic, always through the user's hooks (ad_set_allocator). */
 void *ad_malloc(size_t size);
-void *ad_calloc(size_t count, size_t size); /* zeroed; NULL on overflow */
+void *adi_calloc(size_t count, size_t size); /* zeroed; NULL on overflow */
 void *ad_realloc(void *ptr, size_t size);
 void ad_free(void *ptr);
 
 /* a * b into *out; false (and *out untouched) when it overflows size_t. */
-static inline bool ad_size_mul(size_t a, size_t b, size_t *out)
+static inline bool adi_size_mul(size_t a, size_t b, size_t *out)
 {
     if (a != 0 && b > SIZE_MAX / a)
         return false;
@@ -26,7 +26,7 @@ static inline bool ad_size_mul(size_t a, size_t b, size_t *out)
 }
 
 /* a + b into *out; false when it overflows size_t. */
-static inline bool ad_size_add(size_t a, size_t b, size_t *out)
+static inline bool adi_size_add(size_t a, size_t b, size_t *out)
 {
     if (b > SIZE_MAX - a)
         return false;
@@ -40,19 +40,19 @@ static inline bool ad_size_add(size_t a, size_t b, size_t *out)
 ** (negative extent, unknown dtype), AD_ERR_OVERFLOW (count or bytes beyond
 ** PTRDIFF_MAX). `what` names the caller in the message.
 */
-ad_status ad_shape_check(const char *what, ad_dtype dtype, int ndim, const int64_t *shape,
+ad_status adi_shape_check(const char *what, ad_dtype dtype, int ndim, const int64_t *shape,
                          int64_t *count, size_t *bytes);
 
-/* Fills a descriptor (no checks: call ad_shape_check first). */
-void ad_tensor_describe_into(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape,
+/* Fills a descriptor (no checks: call adi_shape_check first). */
+void adi_tensor_describe_into(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape,
                              int64_t count, void *data);
 
 /* Same dtype and shape. */
-bool ad_same_shape(const ad_tensor *a, const ad_tensor *b);
+bool adi_same_shape(const ad_tensor *a, const ad_tensor *b);
 
 /* splitmix64 (Steele, Lea and Flood 2014): a small seeded generator whose state is a
 ** value the caller owns; used by the checker for random cotangents and directions. */
-static inline uint64_t ad_splitmix64(uint64_t *state)
+static inline uint64_t adi_splitmix64(uint64_t *state)
 {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -61,9 +61,9 @@ static inline uint64_t ad_splitmix64(uint64_t *state)
 }
 
 /* Uniform in [-1, 1). */
-static inline double ad_uniform_pm1(uint64_t *state)
+static inline double adi_uniform_pm1(uint64_t *state)
 {
-    return (double)(ad_splitmix64(state) >> 11) * 0x1.0p-52 - 1.0;
+    return (double)(adi_splitmix64(state) >> 11) * 0x1.0p-52 - 1.0;
 }
 
 #endif /* AD_BASE_H */

@@ -48,7 +48,7 @@ static ad_status setup_drive(adi_checker *c)
     c->dy = ignores ? NULL : c->cot;
     c->drive = ignores ? NULL : c->cot;
     if (ignores && c->rule->signal) {
-        ad_status rc = ad_node_signal(c->tape, c->node, c->rule->signal, &c->signal);
+        ad_status rc = adi_node_signal(c->tape, c->node, c->rule->signal, &c->signal);
         if (rc)
             return rc;
         if (!c->signal || c->signal->dtype != AD_F64)
@@ -57,7 +57,7 @@ static ad_status setup_drive(adi_checker *c)
                            c->signal ? ad_dtype_name(c->signal->dtype) : "nothing");
         uint64_t rng = c->o.seed * 7u + 3u;
         for (int64_t k = 0; k < c->signal->size; k++)
-            ((double *)c->signal->data)[k] = ad_uniform_pm1(&rng);
+            ((double *)c->signal->data)[k] = adi_uniform_pm1(&rng);
         c->drive = c->signal;
     }
     if (!c->drive)
@@ -71,7 +71,7 @@ static ad_status withdraw_signal(adi_checker *c, ad_status rc)
 {
     if (!c->signal)
         return rc;
-    ad_status wrc = ad_node_signal(c->tape, c->node, c->rule->signal, &c->signal);
+    ad_status wrc = adi_node_signal(c->tape, c->node, c->rule->signal, &c->signal);
     return rc ? rc : wrc;
 }
 
@@ -95,7 +95,7 @@ static ad_status record_call(adi_checker *c)
     ad_var y = ad_call_as(c->tape, c->fn, c->fn_name, v, c->n, c->o.attrs, c->o.attrs_size);
     if (!ad_var_ok(y))
         return ad_fail(ad_tape_status(c->tape), "%s", ad_tape_error(c->tape));
-    c->node = ad_tape_node_of(c->tape, y);
+    c->node = adi_tape_node_of(c->tape, y);
     c->y = ad_value(c->tape, y);
     if (c->y->dtype != AD_F64)
         return ad_fail(AD_ERR_DTYPE, "ad_rule_check: %s returned %s for f64 inputs",
@@ -113,7 +113,7 @@ static ad_status setup(adi_checker *c)
         return rc;
     uint64_t rng = c->o.seed;
     for (int64_t k = 0; k < c->y->size; k++)
-        ((double *)c->cot->data)[k] = ad_uniform_pm1(&rng);
+        ((double *)c->cot->data)[k] = adi_uniform_pm1(&rng);
     return setup_drive(c);
 }
 

@@ -23,7 +23,7 @@ typedef struct adi_checker {
     ad_tape *tape;               /* holds the recorded call and every buffer */
     ad_tape *fd_tape;            /* re-records the call at perturbed inputs */
     ad_tensor *x[AD_MAX_INPUTS]; /* copies of the inputs, perturbed in place by probes */
-    ad_node *node;
+    adi_node *node;
     const ad_tensor *y;          /* the recorded output */
     ad_tensor *y_copy;           /* its values, to show that no pullback wrote it */
     ad_tensor *cot;              /* the random output cotangent of the probes */

@@ -46,7 +46,7 @@ ad_status adi_chk_fail(adi_checker *c, int slot, const char *fmt, ...)
 
 ad_status adi_chk_buffer(adi_checker *c, const ad_tensor *like, ad_tensor **out)
 {
-    return ad_tape_alloc_tensor(c->tape, "ad_rule_check", like->dtype, like->ndim,
+    return adi_tape_alloc_tensor(c->tape, "ad_rule_check", like->dtype, like->ndim,
                                 like->shape, out);
 }
 
@@ -57,7 +57,7 @@ ad_status adi_chk_guarded(adi_checker *c, const ad_tensor *like, double fill,
 {
     int64_t n = like->size;
     ad_tensor *t;
-    ad_status rc = ad_tape_alloc_tensor(c->tape, "ad_rule_check", AD_F64, 1,
+    ad_status rc = adi_tape_alloc_tensor(c->tape, "ad_rule_check", AD_F64, 1,
                                         (const int64_t[]){n + 2 * GUARD}, &t);
     if (rc)
         return rc;
@@ -94,7 +94,7 @@ ad_status adi_chk_run(adi_checker *c, ad_pullback_fn pullback, const char *who, 
                       ad_tensor *const din[], const float beta[],
                       const ad_tensor *drive_now)
 {
-    ad_status rc = ad_node_pullback(c->tape, c->node, pullback, c->dy, din, beta);
+    ad_status rc = adi_node_pullback(c->tape, c->node, pullback, c->dy, din, beta);
     if (rc)
         return rc;
     for (int i = 0; i < c->n; i++)
@@ -169,7 +169,7 @@ static ad_status check_linear(adi_checker *c, int slot)
     const double *u = c->drive_u->data;
     uint64_t rng = c->o.seed * 131u + (uint64_t)slot;
     for (int64_t k = 0; k < v->size; k++) {
-        vd[k] = ad_uniform_pm1(&rng);
+        vd[k] = adi_uniform_pm1(&rng);
         wd[k] = a * u[k] + b * vd[k];
     }
     size_t bytes = (size_t)v->size * sizeof(double);
@@ -199,7 +199,7 @@ ad_status adi_chk_structural(adi_checker *c, int slot)
         return rc;
     uint64_t rng = c->o.seed * 31u + (uint64_t)slot;
     for (int64_t k = 0; k < like->size; k++)
-        ((double *)pre->data)[k] = ((double *)acc->data)[k] = ad_uniform_pm1(&rng);
+        ((double *)pre->data)[k] = ((double *)acc->data)[k] = adi_uniform_pm1(&rng);
     din[slot] = fresh;
     if ((rc = adi_chk_run(c, c->rule->pullback, "the pullback", slot, din, beta,
                           c->drive_u)))

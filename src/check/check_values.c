@@ -163,7 +163,7 @@ ad_status adi_chk_finite_differences(adi_checker *c, int slot)
     for (int t = 0; rc == AD_OK && t < c->o.directions; t++) {
         double *d = dir->data, fd, dot = 0.0;
         for (int64_t k = 0; k < n; k++) {
-            d[k] = ad_uniform_pm1(&rng);
+            d[k] = adi_uniform_pm1(&rng);
             dot += gd[k] * d[k];
         }
         rc = directional(c, slot, orig->data, d, 0, &fd);

@@ -20,9 +20,9 @@ static int open_dir(const char *path)
     return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-const ad_checkpoint_io ad_checkpoint_io_system_ = {mkstemp, fchmod, write, fsync,
+const adi_checkpoint_io adi_checkpoint_io_system_ = {mkstemp, fchmod, write, fsync,
                                                    close,   rename, open_dir};
-ad_checkpoint_io ad_checkpoint_io_hooks_ = {mkstemp, fchmod, write, fsync,
+adi_checkpoint_io adi_checkpoint_io_hooks_ = {mkstemp, fchmod, write, fsync,
                                             close,   rename, open_dir};
 
 /* ---- jansson through the allocation hooks ---- */
@@ -47,7 +47,7 @@ typedef union json_block {
 static void *json_alloc(size_t size)
 {
     size_t total;
-    if (!ad_size_add(size, sizeof(json_block), &total))
+    if (!adi_size_add(size, sizeof(json_block), &total))
         return json_oom = true, NULL;
     json_block *b = ad_malloc(total);
     if (b) {
@@ -86,13 +86,13 @@ static void json_route(void)
         json_set_alloc_funcs(json_alloc, json_release);
 }
 
-void ckpt_json_begin(void)
+void adi_ckpt_json_begin(void)
 {
     pthread_once(&json_once, json_route);
     json_oom = false;
 }
 
-bool ckpt_json_oom(void)
+bool adi_ckpt_json_oom(void)
 {
     return json_oom;
 }
@@ -136,7 +136,7 @@ static ad_status check_name(const char *what, const char *name, int i)
     if (!*name || !utf8_valid(name))
         return ad_fail(AD_ERR_BAD_NAME, "%s: the name of parameter %d is %s", what, i,
                        *name ? "not UTF-8" : "empty");
-    if (!strcmp(name, CKPT_METADATA) || ckpt_has_prefix(name, CKPT_OPTIM_PREFIX))
+    if (!strcmp(name, CKPT_METADATA) || adi_ckpt_has_prefix(name, CKPT_OPTIM_PREFIX))
         return ad_fail(AD_ERR_BAD_NAME, "%s: the name of parameter %d, '%s', is reserved",
                        what, i, name);
     return AD_OK;
@@ -150,7 +150,7 @@ static ad_status check_meta(const char *what, const ad_checkpoint_meta *m, int i
     if (!*m->key || !utf8_valid(m->key))
         return ad_fail(AD_ERR_BAD_NAME, "%s: metadata key %d is %s", what, i,
                        *m->key ? "not UTF-8" : "empty");
-    if (!strcmp(m->key, "format") || ckpt_has_prefix(m->key, CKPT_KEY_PREFIX))
+    if (!strcmp(m->key, "format") || adi_ckpt_has_prefix(m->key, CKPT_KEY_PREFIX))
         return ad_fail(AD_ERR_BAD_NAME, "%s: metadata key '%s' is reserved", what, m->key);
     if (!utf8_valid(m->value))
         return ad_fail(AD_ERR_METADATA, "%s: the value of metadata key '%s' is not UTF-8",
@@ -180,7 +180,7 @@ static ad_status check_unique(const char *what, const void *base, int n,
 {
     if (n < 2)
         return AD_OK;
-    const char **sorted = ad_calloc((size_t)n, sizeof *sorted);
+    const char **sorted = adi_calloc((size_t)n, sizeof *sorted);
     if (!sorted)
         return ad_fail(AD_ERR_NOMEM, "%s: out of memory checking %d names", what, n);
     for (int i = 0; i < n; i++)
@@ -215,7 +215,7 @@ static ad_status check_extras(const char *what, const ad_params *ps,
     return check_unique(what, x->meta, x->n_meta, key_at, "metadata key");
 }
 
-ad_status ckpt_check_args(const char *what, const char *path, const ad_params *ps,
+ad_status adi_ckpt_check_args(const char *what, const char *path, const ad_params *ps,
                           const char *const names[], const ad_checkpoint_extras *x,
                           bool with_meta)
 {
@@ -235,10 +235,10 @@ ad_status ckpt_check_args(const char *what, const char *path, const ad_params *p
     return check_extras(what, ps, x, with_meta);
 }
 
-char *ckpt_join(const char *a, const char *b, const char *c)
+char *adi_ckpt_join(const char *a, const char *b, const char *c)
 {
     size_t la = strlen(a), lb = strlen(b), lc = strlen(c), n;
-    if (!ad_size_add(la, lb, &n) || !ad_size_add(n, lc, &n) || !ad_size_add(n, 1, &n))
+    if (!adi_size_add(la, lb, &n) || !adi_size_add(n, lc, &n) || !adi_size_add(n, 1, &n))
         return NULL;
     char *s = ad_malloc(n);
     if (!s)
@@ -249,7 +249,7 @@ char *ckpt_join(const char *a, const char *b, const char *c)
     return s;
 }
 
-const char *ckpt_kind_name(ad_optim_kind kind)
+const char *adi_ckpt_kind_name(ad_optim_kind kind)
 {
     switch (kind) {
     case AD_OPT_DESCENT: return "descent";
@@ -261,7 +261,7 @@ const char *ckpt_kind_name(ad_optim_kind kind)
     return "?";
 }
 
-const char *ckpt_dtype_tag(ad_dtype dtype)
+const char *adi_ckpt_dtype_tag(ad_dtype dtype)
 {
     return dtype == AD_F64 ? "F64" : "F32";
 }

@@ -27,62 +27,62 @@
 
 /* Routes jansson through the allocation hooks (once per process) and clears the
 ** calling thread's record of a failed jansson allocation. Call before jansson work. */
-void ckpt_json_begin(void);
-/* Whether a jansson allocation failed on this thread since ckpt_json_begin: jansson
+void adi_ckpt_json_begin(void);
+/* Whether a jansson allocation failed on this thread since adi_ckpt_json_begin: jansson
 ** does not always say so itself (a failed buffer growth can surface as a syntax
 ** error), so every jansson result is distrusted when this is true. */
-bool ckpt_json_oom(void);
+bool adi_ckpt_json_oom(void);
 
 /* Checks the arguments both calls share: names of ps's parameters, the optimiser's
 ** parameter set, the metadata pairs (save only: with_meta). */
-ad_status ckpt_check_args(const char *what, const char *path, const ad_params *ps,
+ad_status adi_ckpt_check_args(const char *what, const char *path, const ad_params *ps,
                           const char *const names[], const ad_checkpoint_extras *x,
                           bool with_meta);
 
-static inline bool ckpt_has_prefix(const char *s, const char *prefix)
+static inline bool adi_ckpt_has_prefix(const char *s, const char *prefix)
 {
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
 /* "a" "b" "c" joined into a string from ad_malloc (NULL when out of memory). */
-char *ckpt_join(const char *a, const char *b, const char *c);
+char *adi_ckpt_join(const char *a, const char *b, const char *c);
 
 /* "adam", "momentum", ...: the names stored under adtape.optim.kind. */
-const char *ckpt_kind_name(ad_optim_kind kind);
+const char *adi_ckpt_kind_name(ad_optim_kind kind);
 
 /* "F32" or "F64" for the file. */
-const char *ckpt_dtype_tag(ad_dtype dtype);
+const char *adi_ckpt_dtype_tag(ad_dtype dtype);
 
 /* One tensor entry of a file. */
-typedef struct st_entry {
+typedef struct adi_st_entry {
     const char *name;               /* owned by the JSON tree */
     ad_dtype dtype;
     int ndim;                       /* as in the file; may exceed AD_MAX_RANK */
     int64_t shape[AD_MAX_RANK];     /* the first min(ndim, AD_MAX_RANK) extents */
     uint64_t begin, end;            /* within the data section */
     bool used;                      /* claimed by a parameter or optimiser buffer */
-} st_entry;
+} adi_st_entry;
 
-/* A file whose structure has been validated; data read by st_read_data. */
-typedef struct st_file {
+/* A file whose structure has been validated; data read by adi_st_read_data. */
+typedef struct adi_st_file {
     const char *path;
     int fd;
     json_t *root;
     json_t *meta;       /* the "__metadata__" object, or NULL */
-    st_entry *entries;  /* n of them, in the header's key order */
-    st_entry **by_name; /* sorted by name */
+    adi_st_entry *entries;  /* n of them, in the header's key order */
+    adi_st_entry **by_name; /* sorted by name */
     int n;
     uint64_t data_size;  /* the data section: from the end of the header to the end */
-    unsigned char *data; /* data_size bytes after st_read_data */
-} st_file;
+    unsigned char *data; /* data_size bytes after adi_st_read_data */
+} adi_st_file;
 
 /* Opens path and validates everything but the caller's expectations: the length, the
-** JSON, each entry, the offsets, the file's size. On failure *f needs no st_close. */
-ad_status st_open(const char *what, const char *path, st_file *f);
+** JSON, each entry, the offsets, the file's size. On failure *f needs no adi_st_close. */
+ad_status adi_st_open(const char *what, const char *path, adi_st_file *f);
 /* Reads the data section into f->data. */
-ad_status st_read_data(const char *what, st_file *f);
+ad_status adi_st_read_data(const char *what, adi_st_file *f);
 /* The entry named name, or NULL. */
-st_entry *st_find(const st_file *f, const char *name);
-void st_close(st_file *f);
+adi_st_entry *adi_st_find(const adi_st_file *f, const char *name);
+void adi_st_close(adi_st_file *f);
 
 #endif /* AD_CHECKPOINT_INTERNAL_H */

@@ -9,7 +9,7 @@
 
 #include <sys/types.h>
 
-typedef struct ad_checkpoint_io {
+typedef struct adi_checkpoint_io {
     int (*mkstemp_fn)(char *template_);
     int (*fchmod_fn)(int fd, mode_t mode);
     ssize_t (*write_fn)(int fd, const void *buf, size_t n);
@@ -17,12 +17,12 @@ typedef struct ad_checkpoint_io {
     int (*close_fn)(int fd);
     int (*rename_fn)(const char *from, const char *to);
     int (*open_dir_fn)(const char *path); /* opens a folder for reading, for its fsync */
-} ad_checkpoint_io;
+} adi_checkpoint_io;
 
 /* The table in use; starts as the real calls. */
-extern ad_checkpoint_io ad_checkpoint_io_hooks_;
+extern adi_checkpoint_io adi_checkpoint_io_hooks_;
 
 /* The real calls, for tests to restore or wrap. */
-extern const ad_checkpoint_io ad_checkpoint_io_system_;
+extern const adi_checkpoint_io adi_checkpoint_io_system_;
 
 #endif /* AD_CHECKPOINT_IO_H */

@@ -15,11 +15,11 @@
 
 typedef struct copy {
     void *dst;
-    const st_entry *src;
+    const adi_st_entry *src;
 } copy;
 
 typedef struct load {
-    st_file f;
+    adi_st_file f;
     copy *copies;
     int n_copies;
     int64_t *steps; /* the optimiser's step counts by parameter index */
@@ -28,14 +28,14 @@ typedef struct load {
     uint64_t step;
 } load;
 
-static void describe_entry(const st_entry *e, char *buf, size_t size)
+static void describe_entry(const adi_st_entry *e, char *buf, size_t size)
 {
     int n = snprintf(buf, size, "[");
     for (int d = 0; d < e->ndim && d < AD_MAX_RANK && n > 0 && (size_t)n < size; d++)
         n += snprintf(buf + n, size - (size_t)n, "%s%" PRId64, d ? ", " : "", e->shape[d]);
     if (n > 0 && (size_t)n < size)
         snprintf(buf + n, size - (size_t)n, "%s] %s", e->ndim > AD_MAX_RANK ? ", ..." : "",
-                 ckpt_dtype_tag(e->dtype));
+                 adi_ckpt_dtype_tag(e->dtype));
 }
 
 /* Finds the tensor `name` for `want` (a parameter or an optimiser buffer), checks its
@@ -44,7 +44,7 @@ static ad_status claim(const char *what, load *l, const char *name, const ad_ten
                        void *dst)
 {
     char have[96], need[64];
-    st_entry *e = st_find(&l->f, name);
+    adi_st_entry *e = adi_st_find(&l->f, name);
     ad_tensor_describe(want, need, sizeof need);
     if (!e)
         return ad_fail(AD_ERR_MISSING_TENSOR, "%s: %s has no tensor '%s' (%s)", what,
@@ -64,7 +64,7 @@ static ad_status claim(const char *what, load *l, const char *name, const ad_ten
     return AD_OK;
 }
 
-static const char *meta_get(const st_file *f, const char *key)
+static const char *meta_get(const adi_st_file *f, const char *key)
 {
     return json_string_value(json_object_get(f->meta, key)); /* NULL-safe both */
 }
@@ -90,7 +90,7 @@ static bool parse_u64(const char *s, int hex_digits, uint64_t *out)
     return true;
 }
 
-static ad_status bad_meta(const char *what, const st_file *f, const char *key)
+static ad_status bad_meta(const char *what, const adi_st_file *f, const char *key)
 {
     const char *v = meta_get(f, key);
     return ad_fail(AD_ERR_METADATA, "%s: %s: metadata %s is %s%s%s", what, f->path, key,
@@ -107,9 +107,9 @@ static ad_status plan_optim_meta(const char *what, load *l, ad_optim *o,
     const char *kind = meta_get(&l->f, CKPT_KEY_KIND);
     if (!kind)
         return bad_meta(what, &l->f, CKPT_KEY_KIND);
-    if (strcmp(kind, ckpt_kind_name(c.kind)))
+    if (strcmp(kind, adi_ckpt_kind_name(c.kind)))
         return ad_fail(AD_ERR_METADATA, "%s: %s holds %s optimiser state, but the "
-                       "optimiser is %s", what, l->f.path, kind, ckpt_kind_name(c.kind));
+                       "optimiser is %s", what, l->f.path, kind, adi_ckpt_kind_name(c.kind));
     uint64_t bits;
     if (!parse_u64(meta_get(&l->f, CKPT_KEY_LR), 16, &bits))
         return bad_meta(what, &l->f, CKPT_KEY_LR);
@@ -118,7 +118,7 @@ static ad_status plan_optim_meta(const char *what, load *l, ad_optim *o,
         return bad_meta(what, &l->f, CKPT_KEY_LR);
     for (int i = 0; i < n; i++) {
         uint64_t steps = 0;
-        char *key = ckpt_join(CKPT_KEY_STEPS, names[i], "");
+        char *key = adi_ckpt_join(CKPT_KEY_STEPS, names[i], "");
         if (!key)
             return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
         bool ok = parse_u64(meta_get(&l->f, key), 0, &steps) && steps <= INT64_MAX;
@@ -144,7 +144,7 @@ static ad_status plan_optim(const char *what, load *l, ad_optim *o,
         rc = ad_optim_set_steps(o, i, old);
         for (int b = 0; b < ad_optim_state_count(o) && !rc; b++) {
             ad_tensor view;
-            char *name = ckpt_join(CKPT_OPTIM_PREFIX, names[i], suffix[b]);
+            char *name = adi_ckpt_join(CKPT_OPTIM_PREFIX, names[i], suffix[b]);
             rc = name ? ad_optim_state(o, i, b, &view)
                       : ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
             if (!rc)
@@ -160,11 +160,11 @@ static ad_status plan_optim(const char *what, load *l, ad_optim *o,
 static ad_status check_extra(const char *what, const load *l, bool optim)
 {
     for (int i = 0; i < l->f.n; i++) {
-        const st_entry *e = &l->f.entries[i];
-        if (!e->used && (optim || !ckpt_has_prefix(e->name, CKPT_OPTIM_PREFIX)))
+        const adi_st_entry *e = &l->f.entries[i];
+        if (!e->used && (optim || !adi_ckpt_has_prefix(e->name, CKPT_OPTIM_PREFIX)))
             return ad_fail(AD_ERR_EXTRA_TENSOR, "%s: %s holds tensor '%s', which is not %s",
                            what, l->f.path, e->name,
-                           ckpt_has_prefix(e->name, CKPT_OPTIM_PREFIX)
+                           adi_ckpt_has_prefix(e->name, CKPT_OPTIM_PREFIX)
                                ? "a buffer of the optimiser"
                                : "among the names given");
     }
@@ -199,8 +199,8 @@ static ad_status plan_load(const char *what, load *l, const ad_params *ps,
     int n = ad_params_count(ps);
     ad_optim *o = x ? x->optim : NULL;
     int k = o ? ad_optim_state_count(o) : 0;
-    l->copies = ad_calloc((size_t)n * (size_t)(1 + k) + 1, sizeof *l->copies);
-    l->steps = ad_calloc((size_t)n + 1, sizeof *l->steps);
+    l->copies = adi_calloc((size_t)n * (size_t)(1 + k) + 1, sizeof *l->copies);
+    l->steps = adi_calloc((size_t)n + 1, sizeof *l->steps);
     if (!l->copies || !l->steps)
         return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
     ad_status rc = AD_OK;
@@ -231,7 +231,7 @@ static ad_status call_meta(const load *l, const ad_checkpoint_extras *x)
 static void commit(const load *l, const ad_params *ps, ad_checkpoint_extras *x)
 {
     for (int i = 0; i < l->n_copies; i++) {
-        const st_entry *e = l->copies[i].src;
+        const adi_st_entry *e = l->copies[i].src;
         if (e->end > e->begin)
             memcpy(l->copies[i].dst, l->f.data + e->begin, (size_t)(e->end - e->begin));
     }
@@ -253,21 +253,21 @@ ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *
                              ad_checkpoint_extras *extras)
 {
     static const char what[] = "ad_checkpoint_load";
-    ad_status rc = ckpt_check_args(what, path, ps, names, extras, false);
+    ad_status rc = adi_ckpt_check_args(what, path, ps, names, extras, false);
     if (rc)
         return rc;
     load l = {0};
-    rc = st_open(what, path, &l.f);
+    rc = adi_st_open(what, path, &l.f);
     if (rc)
         return rc;
     rc = plan_load(what, &l, ps, names, extras);
     if (!rc)
-        rc = st_read_data(what, &l.f);
+        rc = adi_st_read_data(what, &l.f);
     if (!rc && extras && extras->on_meta)
         rc = call_meta(&l, extras);
     if (!rc)
         commit(&l, ps, extras);
-    st_close(&l.f);
+    adi_st_close(&l.f);
     ad_free(l.copies);
     ad_free(l.steps);
     return rc;

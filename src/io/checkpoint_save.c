@@ -3,7 +3,7 @@
 ** dumped once to learn its length, the data are written straight from the tensors,
 ** and the file reaches its name only by rename after an fsync, so a crash at any point
 ** leaves the previous checkpoint or the new one, never a torn file. Every system call
-** goes through ad_checkpoint_io_hooks_ so tests can fail each one in turn.
+** goes through adi_checkpoint_io_hooks_ so tests can fail each one in turn.
 */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -63,7 +63,7 @@ static void add_tensor(plan *p, const char *name, const ad_tensor *t)
     p->offset += bytes;
     p->ok = p->ok && json_array_append_new(off, json_integer((json_int_t)p->offset)) == 0;
     if (e) {
-        put(p, e, "dtype", json_string(ckpt_dtype_tag(t->dtype)));
+        put(p, e, "dtype", json_string(adi_ckpt_dtype_tag(t->dtype)));
         put(p, e, "shape", shape);
         put(p, e, "data_offsets", off);
     } else {
@@ -83,13 +83,13 @@ static ad_status add_optim_meta(const char *what, plan *p, ad_optim *o,
     uint64_t bits;
     ad_optim_get_config(o, &c);
     memcpy(&bits, &c.lr, sizeof bits);
-    put_text(p, CKPT_KEY_KIND, ckpt_kind_name(c.kind));
+    put_text(p, CKPT_KEY_KIND, adi_ckpt_kind_name(c.kind));
     snprintf(text, sizeof text, "%016" PRIx64, bits);
     put_text(p, CKPT_KEY_LR, text);
     for (int i = 0; i < n && p->ok; i++) {
         int64_t steps = 0;
         ad_optim_get_steps(o, i, &steps);
-        char *key = ckpt_join(CKPT_KEY_STEPS, names[i], "");
+        char *key = adi_ckpt_join(CKPT_KEY_STEPS, names[i], "");
         if (!key)
             return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
         snprintf(text, sizeof text, "%" PRId64, steps);
@@ -132,7 +132,7 @@ static ad_status add_optim_tensors(const char *what, plan *p, ad_optim *o,
             ad_status rc = ad_optim_state(o, i, b, &view);
             if (rc)
                 return rc;
-            char *name = ckpt_join(CKPT_OPTIM_PREFIX, names[i], suffix[b]);
+            char *name = adi_ckpt_join(CKPT_OPTIM_PREFIX, names[i], suffix[b]);
             if (!name)
                 return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
             add_tensor(p, name, &view);
@@ -147,7 +147,7 @@ static ad_status dump_header(const char *what, plan *p)
 {
     size_t n = p->ok ? json_dumpb(p->root, NULL, 0, JSON_COMPACT) : 0;
     size_t padded = (n + 7) / 8 * 8;
-    if (n == 0 || ckpt_json_oom())
+    if (n == 0 || adi_ckpt_json_oom())
         return ad_fail(AD_ERR_NOMEM, "%s: out of memory building the header", what);
     if (padded > CKPT_HEADER_MAX)
         return ad_fail(AD_ERR_HEADER_TOO_LARGE, "%s: a header of %zu bytes is above the "
@@ -156,7 +156,7 @@ static ad_status dump_header(const char *what, plan *p)
     ** even though the fallback served it, as in the first dump. */
     p->header = ad_malloc(8 + padded);
     if (!p->header || json_dumpb(p->root, (char *)p->header + 8, n, JSON_COMPACT) != n ||
-        ckpt_json_oom())
+        adi_ckpt_json_oom())
         return ad_fail(AD_ERR_NOMEM, "%s: out of memory for a header of %zu bytes", what,
                        padded);
     memset(p->header + 8 + n, ' ', padded - n);
@@ -171,11 +171,11 @@ static ad_status build(const char *what, plan *p, const ad_params *ps,
 {
     int n = ad_params_count(ps);
     int k = x && x->optim ? ad_optim_state_count(x->optim) : 0;
-    ckpt_json_begin();
+    adi_ckpt_json_begin();
     p->ok = true;
     p->root = json_object();
     p->meta = json_object();
-    p->pieces = ad_calloc((size_t)n * (size_t)(1 + k) + 1, sizeof *p->pieces);
+    p->pieces = adi_calloc((size_t)n * (size_t)(1 + k) + 1, sizeof *p->pieces);
     if (!p->root || !p->meta || !p->pieces)
         return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
     json_incref(p->meta); /* the root takes one reference; plan_free drops ours */
@@ -206,7 +206,7 @@ static ad_status io_fail(const char *what, const char *step, const char *file, i
 static ad_status write_all(const char *what, const char *tmp, int fd, const void *buf,
                            size_t n)
 {
-    const ad_checkpoint_io *io = &ad_checkpoint_io_hooks_;
+    const adi_checkpoint_io *io = &adi_checkpoint_io_hooks_;
     const char *b = buf;
     while (n > 0) {
         size_t ask = n < ((size_t)1 << 30) ? n : (size_t)1 << 30;
@@ -227,7 +227,7 @@ static ad_status keep_mode(const char *what, const char *path, const char *tmp, 
     struct stat sb;
     if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
         return AD_OK;
-    if (ad_checkpoint_io_hooks_.fchmod_fn(fd, sb.st_mode & 07777) != 0)
+    if (adi_checkpoint_io_hooks_.fchmod_fn(fd, sb.st_mode & 07777) != 0)
         return io_fail(what, "fchmod", tmp, errno);
     return AD_OK;
 }
@@ -237,7 +237,7 @@ static ad_status keep_mode(const char *what, const char *path, const char *tmp, 
 static ad_status write_temp(const char *what, const char *path, const char *tmp, int fd,
                             const plan *p)
 {
-    const ad_checkpoint_io *io = &ad_checkpoint_io_hooks_;
+    const adi_checkpoint_io *io = &adi_checkpoint_io_hooks_;
     ad_status rc = keep_mode(what, path, tmp, fd);
     if (!rc)
         rc = write_all(what, tmp, fd, p->header, p->header_bytes);
@@ -256,7 +256,7 @@ static ad_status write_temp(const char *what, const char *path, const char *tmp,
 ** succeeded cannot lose anything, so its result is not an error. */
 static ad_status sync_folder(const char *what, const char *dir)
 {
-    const ad_checkpoint_io *io = &ad_checkpoint_io_hooks_;
+    const adi_checkpoint_io *io = &adi_checkpoint_io_hooks_;
     ad_status rc = AD_OK;
     int fd = io->open_dir_fn(dir);
     if (fd < 0)
@@ -272,7 +272,7 @@ static ad_status sync_folder(const char *what, const char *dir)
 static char *folder_of(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    char *dir = ckpt_join(slash ? path : ".", "", "");
+    char *dir = adi_ckpt_join(slash ? path : ".", "", "");
     if (dir && slash)
         dir[slash == path ? 1 : slash - path] = '\0';
     return dir;
@@ -282,8 +282,8 @@ static char *folder_of(const char *path)
 ** run out of memory. */
 static ad_status write_file(const char *what, const char *path, const plan *p)
 {
-    const ad_checkpoint_io *io = &ad_checkpoint_io_hooks_;
-    char *tmp = ckpt_join(path, ".tmp.XXXXXX", ""), *dir = folder_of(path);
+    const adi_checkpoint_io *io = &adi_checkpoint_io_hooks_;
+    char *tmp = adi_ckpt_join(path, ".tmp.XXXXXX", ""), *dir = folder_of(path);
     if (!tmp || !dir) {
         ad_free(tmp);
         ad_free(dir);
@@ -307,7 +307,7 @@ ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const char *
                              const ad_checkpoint_extras *extras)
 {
     static const char what[] = "ad_checkpoint_save";
-    ad_status rc = ckpt_check_args(what, path, ps, names, extras, true);
+    ad_status rc = adi_ckpt_check_args(what, path, ps, names, extras, true);
     if (rc)
         return rc;
     plan p = {0};

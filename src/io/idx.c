@@ -131,7 +131,7 @@ static ad_status idx_alloc(const char *path, const idx_header *h, ad_tensor **ou
         shape[1] = (int64_t)h->dims[1] * h->dims[2];
     int64_t count;
     size_t bytes;
-    ad_status rc = ad_shape_check("ad_idx_read", dtype, h->ndim == 1 ? 1 : 2, shape, &count,
+    ad_status rc = adi_shape_check("ad_idx_read", dtype, h->ndim == 1 ? 1 : 2, shape, &count,
                                   &bytes);
     if (rc)
         return rc;
@@ -143,7 +143,7 @@ static ad_status idx_alloc(const char *path, const idx_header *h, ad_tensor **ou
         return ad_fail(AD_ERR_NOMEM, "ad_idx_read: %s: out of memory for %zu bytes", path,
                        bytes);
     }
-    ad_tensor_describe_into(t, dtype, h->ndim == 1 ? 1 : 2, shape, count, data);
+    adi_tensor_describe_into(t, dtype, h->ndim == 1 ? 1 : 2, shape, count, data);
     t->owns_data_ = 1;
     *out = t;
     return AD_OK;

@@ -18,7 +18,7 @@
 #include "checkpoint_internal.h"
 
 /* Reads exactly n bytes; a short file is AD_ERR_TRUNCATED, naming `part`. */
-static ad_status read_full(const char *what, const st_file *f, void *buf, size_t n,
+static ad_status read_full(const char *what, const adi_st_file *f, void *buf, size_t n,
                            const char *part)
 {
     size_t done = 0;
@@ -38,7 +38,7 @@ static ad_status read_full(const char *what, const st_file *f, void *buf, size_t
     return AD_OK;
 }
 
-static ad_status json_status(const char *what, const st_file *f, const json_error_t *e)
+static ad_status json_status(const char *what, const adi_st_file *f, const json_error_t *e)
 {
     switch (json_error_code(e)) {
     case json_error_out_of_memory:
@@ -59,7 +59,7 @@ static ad_status json_status(const char *what, const st_file *f, const json_erro
     }
 }
 
-static ad_status check_metadata(const char *what, const st_file *f, json_t *m)
+static ad_status check_metadata(const char *what, const adi_st_file *f, json_t *m)
 {
     const char *key;
     json_t *v;
@@ -84,7 +84,7 @@ static bool natural(json_t *v, uint64_t *out)
 }
 
 /* The shape's extents and its byte size, overflow-checked. */
-static ad_status parse_shape(const char *what, const st_file *f, st_entry *e, json_t *shape,
+static ad_status parse_shape(const char *what, const adi_st_file *f, adi_st_entry *e, json_t *shape,
                              uint64_t *bytes)
 {
     size_t n = json_array_size(shape);
@@ -112,10 +112,10 @@ static ad_status parse_shape(const char *what, const st_file *f, st_entry *e, js
 
 /* One tensor entry: exactly {"dtype", "shape", "data_offsets"}, F32 or F64, its
 ** offsets spanning exactly its byte size. */
-static ad_status parse_entry(const char *what, const st_file *f, const char *name,
-                             json_t *v, st_entry *e)
+static ad_status parse_entry(const char *what, const adi_st_file *f, const char *name,
+                             json_t *v, adi_st_entry *e)
 {
-    *e = (st_entry){.name = name};
+    *e = (adi_st_entry){.name = name};
     if (!*name)
         return ad_fail(AD_ERR_BAD_NAME, "%s: %s: a tensor has an empty name", what, f->path);
     json_t *dt = json_object_get(v, "dtype"), *sh = json_object_get(v, "shape");
@@ -145,22 +145,22 @@ static ad_status parse_entry(const char *what, const st_file *f, const char *nam
 
 static int by_name(const void *a, const void *b)
 {
-    return strcmp((*(const st_entry *const *)a)->name, (*(const st_entry *const *)b)->name);
+    return strcmp((*(const adi_st_entry *const *)a)->name, (*(const adi_st_entry *const *)b)->name);
 }
 
 static int by_offset(const void *a, const void *b)
 {
-    const st_entry *x = *(const st_entry *const *)a, *y = *(const st_entry *const *)b;
+    const adi_st_entry *x = *(const adi_st_entry *const *)a, *y = *(const adi_st_entry *const *)b;
     if (x->begin != y->begin)
         return x->begin < y->begin ? -1 : 1;
     return (x->end > y->end) - (x->end < y->end);
 }
 
-static ad_status collect_entries(const char *what, st_file *f)
+static ad_status collect_entries(const char *what, adi_st_file *f)
 {
     size_t count = json_object_size(f->root);
-    f->entries = ad_calloc(count ? count : 1, sizeof *f->entries);
-    f->by_name = ad_calloc(count ? count : 1, sizeof *f->by_name);
+    f->entries = adi_calloc(count ? count : 1, sizeof *f->entries);
+    f->by_name = adi_calloc(count ? count : 1, sizeof *f->by_name);
     if (!f->entries || !f->by_name)
         return ad_fail(AD_ERR_NOMEM, "%s: %s: out of memory for %zu entries", what, f->path,
                        count);
@@ -183,9 +183,9 @@ static ad_status collect_entries(const char *what, st_file *f)
 
 /* Sorted by offset, each tensor must start where the previous one ended (the first at
 ** 0), and the last must end where the file ends. */
-static ad_status check_layout(const char *what, st_file *f, uint64_t available)
+static ad_status check_layout(const char *what, adi_st_file *f, uint64_t available)
 {
-    st_entry **sorted = ad_calloc(f->n ? (size_t)f->n : 1, sizeof *sorted);
+    adi_st_entry **sorted = adi_calloc(f->n ? (size_t)f->n : 1, sizeof *sorted);
     if (!sorted)
         return ad_fail(AD_ERR_NOMEM, "%s: %s: out of memory", what, f->path);
     memcpy(sorted, f->by_name, (size_t)f->n * sizeof *sorted);
@@ -193,7 +193,7 @@ static ad_status check_layout(const char *what, st_file *f, uint64_t available)
     uint64_t pos = 0;
     ad_status rc = AD_OK;
     for (int i = 0; i < f->n && !rc; i++) {
-        const st_entry *e = sorted[i];
+        const adi_st_entry *e = sorted[i];
         if (e->begin < pos)
             rc = ad_fail(AD_ERR_OFFSETS, "%s: %s: tensor '%s' at [%" PRIu64 ", %" PRIu64
                          ") overlaps '%s', which ends at %" PRIu64, what, f->path, e->name,
@@ -215,12 +215,12 @@ static ad_status check_layout(const char *what, st_file *f, uint64_t available)
     return rc;
 }
 
-static ad_status parse_header(const char *what, st_file *f, const char *text, size_t n)
+static ad_status parse_header(const char *what, adi_st_file *f, const char *text, size_t n)
 {
     json_error_t err;
-    ckpt_json_begin();
+    adi_ckpt_json_begin();
     f->root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &err);
-    if (ckpt_json_oom())
+    if (adi_ckpt_json_oom())
         return ad_fail(AD_ERR_NOMEM, "%s: %s: out of memory parsing the header", what,
                        f->path);
     if (!f->root)
@@ -231,7 +231,7 @@ static ad_status parse_header(const char *what, st_file *f, const char *text, si
     return collect_entries(what, f);
 }
 
-static ad_status read_header(const char *what, st_file *f)
+static ad_status read_header(const char *what, adi_st_file *f)
 {
     struct stat sb;
     if (fstat(f->fd, &sb) != 0)
@@ -265,19 +265,19 @@ static ad_status read_header(const char *what, st_file *f)
     return rc ? rc : check_layout(what, f, size - 8 - n);
 }
 
-ad_status st_open(const char *what, const char *path, st_file *f)
+ad_status adi_st_open(const char *what, const char *path, adi_st_file *f)
 {
-    *f = (st_file){.path = path, .fd = -1};
+    *f = (adi_st_file){.path = path, .fd = -1};
     f->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0)
         return ad_fail(AD_ERR_IO, "%s: cannot open %s: %s", what, path, strerror(errno));
     ad_status rc = read_header(what, f);
     if (rc)
-        st_close(f);
+        adi_st_close(f);
     return rc;
 }
 
-ad_status st_read_data(const char *what, st_file *f)
+ad_status adi_st_read_data(const char *what, adi_st_file *f)
 {
     if ((uint64_t)(size_t)f->data_size != f->data_size)
         return ad_fail(AD_ERR_OVERFLOW, "%s: %s: %" PRIu64 " bytes of data do not fit in "
@@ -289,16 +289,16 @@ ad_status st_read_data(const char *what, st_file *f)
     return read_full(what, f, f->data, (size_t)f->data_size, "tensor data");
 }
 
-st_entry *st_find(const st_file *f, const char *name)
+adi_st_entry *adi_st_find(const adi_st_file *f, const char *name)
 {
-    st_entry key = {.name = name}, *k = &key;
-    st_entry **hit = f->n ? bsearch(&k, f->by_name, (size_t)f->n, sizeof *f->by_name,
+    adi_st_entry key = {.name = name}, *k = &key;
+    adi_st_entry **hit = f->n ? bsearch(&k, f->by_name, (size_t)f->n, sizeof *f->by_name,
                                     by_name)
                           : NULL;
     return hit ? *hit : NULL;
 }
 
-void st_close(st_file *f)
+void adi_st_close(adi_st_file *f)
 {
     json_decref(f->root);
     ad_free(f->entries);
@@ -306,5 +306,5 @@ void st_close(st_file *f)
     ad_free(f->data);
     if (f->fd >= 0)
         close(f->fd);
-    *f = (st_file){.fd = -1};
+    *f = (adi_st_file){.fd = -1};
 }

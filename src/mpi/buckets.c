@@ -27,11 +27,11 @@
 ** of its own. Each bucket is one contiguous run of indices, so zero-filling and
 ** copying back walk it without a list.
 */
-ad_status ad_mpi_plan_buckets(ad_mpi *dp, size_t bucket_bytes)
+ad_status adi_mpi_plan_buckets(ad_mpi *dp, size_t bucket_bytes)
 {
     int n = dp->n_params;
-    dp->slot = ad_calloc((size_t)n, sizeof *dp->slot);
-    dp->bucket = ad_calloc((size_t)n, sizeof *dp->bucket);
+    dp->slot = adi_calloc((size_t)n, sizeof *dp->slot);
+    dp->bucket = adi_calloc((size_t)n, sizeof *dp->bucket);
     if (!dp->slot || !dp->bucket)
         return ad_fail(AD_ERR_NOMEM, "ad_mpi_new: out of memory for the bucket plan");
     size_t bytes = 0; /* in the current bucket */
@@ -71,7 +71,7 @@ ad_status ad_mpi_plan_buckets(ad_mpi *dp, size_t bucket_bytes)
     return AD_OK;
 }
 
-void ad_mpi_free_plan(ad_mpi *dp)
+void adi_mpi_free_plan(ad_mpi *dp)
 {
     for (int b = 0; dp->bucket && b < dp->n_buckets; b++)
         ad_free(dp->bucket[b].buf);
@@ -115,7 +115,7 @@ static void launch(ad_mpi *dp, int b)
 ** for ad_mpi_gradient to report, since a nonzero return would replace the sweep's
 ** message with a generic one.
 */
-int ad_mpi_on_ready(int index, const ad_tensor *param, const ad_tensor *grad, void *user)
+int adi_mpi_on_ready(int index, const ad_tensor *param, const ad_tensor *grad, void *user)
 {
     (void)param;
     ad_mpi *dp = user;
@@ -227,17 +227,17 @@ ad_status ad_mpi_gradient(ad_mpi *dp, ad_tape *tape, ad_loss_fn loss_fn, void *u
     ad_status rc = ad_gradient(tape, dp->ps, loss_fn, user, dp->gs, &loss);
     double t0 = MPI_Wtime();
     finish_buckets(dp);
-    double word[2] = {rc == AD_OK ? loss : 0.0, ad_mpi_status_key(dp->rank, dp->size, rc)};
+    double word[2] = {rc == AD_OK ? loss : 0.0, adi_mpi_status_key(dp->rank, dp->size, rc)};
     if (dp->mpi_err == MPI_SUCCESS)
         note_error(dp, MPI_Allreduce(MPI_IN_PLACE, word, 1, dp->status_type, dp->status_op,
                                      dp->comm),
                    "ad_mpi_gradient: MPI_Allreduce (status)");
     dp->comm_seconds += MPI_Wtime() - t0;
     if (dp->mpi_err != MPI_SUCCESS)
-        return ad_mpi_fail(dp->mpi_err, dp->mpi_err_call);
+        return adi_mpi_fail(dp->mpi_err, dp->mpi_err_call);
     char when[48];
     snprintf(when, sizeof when, " at step %" PRIu64, dp->steps);
-    ad_status st = ad_mpi_status_from_key(dp->size, rc, (int)word[1], "ad_mpi_gradient", when);
+    ad_status st = adi_mpi_status_from_key(dp->size, rc, (int)word[1], "ad_mpi_gradient", when);
     if (st)
         return st;
     scatter_back(dp);

@@ -14,7 +14,7 @@
 #include "../base/base.h"
 #include "mpi_internal.h"
 
-void ad_mpi_describe(const ad_tensor *t, int64_t *desc)
+void adi_mpi_describe(const ad_tensor *t, int64_t *desc)
 {
     desc[0] = t->dtype;
     desc[1] = t->ndim;
@@ -40,13 +40,13 @@ static char *desc_text(const int64_t *desc, char *buf, size_t n)
 ** pair, so all of them return the error together and can name both shapes once the
 ** differing rank has sent its own description of that index.
 */
-ad_status ad_mpi_check_descs(MPI_Comm comm, int rank, const int64_t *desc, int64_t *scratch,
+ad_status adi_mpi_check_descs(MPI_Comm comm, int rank, const int64_t *desc, int64_t *scratch,
                              int n, const char *what)
 {
     size_t bytes = (size_t)n * AD_MPI_DESC_WORDS * sizeof *desc;
     if (rank == 0 && n > 0)
         memcpy(scratch, desc, bytes);
-    ad_status rc = ad_mpi_bcast_raw(comm, scratch, bytes);
+    ad_status rc = adi_mpi_bcast_raw(comm, scratch, bytes);
     if (rc)
         return rc;
     int first = n;
@@ -60,7 +60,7 @@ ad_status ad_mpi_check_descs(MPI_Comm comm, int rank, const int64_t *desc, int64
     } who = {first, rank};
     int err = MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_2INT, MPI_MINLOC, comm);
     if (err != MPI_SUCCESS)
-        return ad_mpi_fail(err, what);
+        return adi_mpi_fail(err, what);
     if (who.val >= n)
         return AD_OK;
     int64_t theirs[AD_MPI_DESC_WORDS];
@@ -68,7 +68,7 @@ ad_status ad_mpi_check_descs(MPI_Comm comm, int rank, const int64_t *desc, int64
         memcpy(theirs, desc + (size_t)who.val * AD_MPI_DESC_WORDS, sizeof theirs);
     err = MPI_Bcast(theirs, AD_MPI_DESC_WORDS, MPI_INT64_T, who.idx, comm);
     if (err != MPI_SUCCESS)
-        return ad_mpi_fail(err, what);
+        return adi_mpi_fail(err, what);
     char a[96], b[96];
     desc_text(theirs, a, sizeof a);
     desc_text(scratch + (size_t)who.val * AD_MPI_DESC_WORDS, b, sizeof b);
@@ -79,7 +79,7 @@ ad_status ad_mpi_check_descs(MPI_Comm comm, int rank, const int64_t *desc, int64
                    what, who.val, a, who.idx, b);
 }
 
-ad_status ad_mpi_bcast_raw(MPI_Comm comm, void *bytes, size_t n)
+ad_status adi_mpi_bcast_raw(MPI_Comm comm, void *bytes, size_t n)
 {
     /* MPI counts are ints: large buffers go in pieces of 1 GiB. */
     const size_t piece = (size_t)1 << 30;
@@ -87,7 +87,7 @@ ad_status ad_mpi_bcast_raw(MPI_Comm comm, void *bytes, size_t n)
         size_t k = n - done < piece ? n - done : piece;
         int err = MPI_Bcast((char *)bytes + done, (int)k, MPI_BYTE, 0, comm);
         if (err != MPI_SUCCESS)
-            return ad_mpi_fail(err, "MPI_Bcast");
+            return adi_mpi_fail(err, "MPI_Bcast");
     }
     return AD_OK;
 }
@@ -97,10 +97,10 @@ ad_status ad_mpi_broadcast(ad_mpi *dp, ad_tensor *t)
     if (!dp || !t)
         return ad_fail(AD_ERR_NULL, "ad_mpi_broadcast: %s is NULL", !dp ? "dp" : "t");
     int64_t desc[AD_MPI_DESC_WORDS], scratch[AD_MPI_DESC_WORDS];
-    ad_mpi_describe(t, desc);
-    ad_status rc = ad_mpi_check_descs(dp->comm, dp->rank, desc, scratch, 1, "ad_mpi_broadcast");
+    adi_mpi_describe(t, desc);
+    ad_status rc = adi_mpi_check_descs(dp->comm, dp->rank, desc, scratch, 1, "ad_mpi_broadcast");
     if (rc == AD_OK)
-        rc = ad_mpi_bcast_raw(dp->comm, t->data, (size_t)t->size * ad_dtype_size(t->dtype));
+        rc = adi_mpi_bcast_raw(dp->comm, t->data, (size_t)t->size * ad_dtype_size(t->dtype));
     if (rc == AD_OK && dp->rank != 0)
         ad_tensor_touch(t);
     return rc;
@@ -110,7 +110,7 @@ ad_status ad_mpi_broadcast_bytes(ad_mpi *dp, void *bytes, size_t n)
 {
     if (!dp || (!bytes && n > 0))
         return ad_fail(AD_ERR_NULL, "ad_mpi_broadcast_bytes: %s is NULL", !dp ? "dp" : "bytes");
-    return ad_mpi_bcast_raw(dp->comm, bytes, n);
+    return adi_mpi_bcast_raw(dp->comm, bytes, n);
 }
 
 ad_status ad_mpi_sum_to_root(ad_mpi *dp, const uint64_t *local, uint64_t *total, int n)
@@ -125,7 +125,7 @@ ad_status ad_mpi_sum_to_root(ad_mpi *dp, const uint64_t *local, uint64_t *total,
     /* MPI forbids aliased send and receive buffers; the same array means "in place". */
     const void *send = dp->rank == 0 && local == total ? MPI_IN_PLACE : (const void *)local;
     int err = MPI_Reduce(send, total, n, MPI_UINT64_T, MPI_SUM, 0, dp->comm);
-    return err == MPI_SUCCESS ? AD_OK : ad_mpi_fail(err, "ad_mpi_sum_to_root: MPI_Reduce");
+    return err == MPI_SUCCESS ? AD_OK : adi_mpi_fail(err, "ad_mpi_sum_to_root: MPI_Reduce");
 }
 
 /* FNV-1a, 64-bit (Fowler, Noll, Vo): byte by byte, cheap, and enough to tell a
@@ -152,7 +152,7 @@ ad_status ad_mpi_params_agree(ad_mpi *dp, int *same)
     uint64_t v[2] = {h, ~h};
     int err = MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_UINT64_T, MPI_MIN, dp->comm);
     if (err != MPI_SUCCESS)
-        return ad_mpi_fail(err, "ad_mpi_params_agree: MPI_Allreduce");
+        return adi_mpi_fail(err, "ad_mpi_params_agree: MPI_Allreduce");
     *same = v[0] == ~v[1];
     return AD_OK;
 }
@@ -163,7 +163,7 @@ ad_status ad_mpi_agree(ad_mpi *dp, ad_status local)
         return ad_fail(AD_ERR_NULL, "ad_mpi_agree: dp is NULL");
     if ((int)local < 0 || (int)local >= (int)AD_STATUS_COUNT) /* still takes part */
         local = ad_fail(AD_ERR_INVALID, "ad_mpi_agree: %d is not a status", (int)local);
-    return ad_mpi_agree_on(dp->comm, dp->rank, dp->size, local, "ad_mpi_agree");
+    return adi_mpi_agree_on(dp->comm, dp->rank, dp->size, local, "ad_mpi_agree");
 }
 
 /* Rank 0's status and the start of its message, sent as one block of bytes. */
@@ -186,7 +186,7 @@ ad_status ad_mpi_checkpoint_save(ad_mpi *dp, const char *path, const char *const
         if (rc)
             snprintf(res.msg, sizeof res.msg, "%s", ad_last_error());
     }
-    ad_status sent = ad_mpi_bcast_raw(dp->comm, &res, sizeof res);
+    ad_status sent = adi_mpi_bcast_raw(dp->comm, &res, sizeof res);
     if (sent)
         return sent;
     if (dp->rank == 0 || res.code == AD_OK)

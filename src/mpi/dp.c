@@ -14,7 +14,7 @@
 #include "../base/base.h"
 #include "mpi_internal.h"
 
-ad_status ad_mpi_fail(int err, const char *call)
+ad_status adi_mpi_fail(int err, const char *call)
 {
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
@@ -23,7 +23,7 @@ ad_status ad_mpi_fail(int err, const char *call)
     return ad_fail(AD_ERR_MPI, "%s: %s", call, text);
 }
 
-ad_status ad_mpi_status_from_key(int size, ad_status local, int key,
+ad_status adi_mpi_status_from_key(int size, ad_status local, int key,
                                  const char *what, const char *when)
 {
     int n = (int)AD_STATUS_COUNT;
@@ -37,14 +37,14 @@ ad_status ad_mpi_status_from_key(int size, ad_status local, int key,
                    ad_status_str(code));
 }
 
-ad_status ad_mpi_agree_on(MPI_Comm comm, int rank, int size, ad_status local,
+ad_status adi_mpi_agree_on(MPI_Comm comm, int rank, int size, ad_status local,
                           const char *what)
 {
-    int key = ad_mpi_status_key(rank, size, local);
+    int key = adi_mpi_status_key(rank, size, local);
     int err = MPI_Allreduce(MPI_IN_PLACE, &key, 1, MPI_INT, MPI_MIN, comm);
     if (err != MPI_SUCCESS)
-        return ad_mpi_fail(err, what);
-    return ad_mpi_status_from_key(size, local, key, what, "");
+        return adi_mpi_fail(err, what);
+    return adi_mpi_status_from_key(size, local, key, what, "");
 }
 
 /* The step's status word: the losses are summed, the failure keys (exact integers in a
@@ -66,7 +66,7 @@ static void dp_release(ad_mpi *dp)
 {
     if (!dp)
         return;
-    ad_mpi_free_plan(dp);
+    adi_mpi_free_plan(dp);
     if (dp->status_op != MPI_OP_NULL)
         MPI_Op_free(&dp->status_op);
     if (dp->status_type != MPI_DATATYPE_NULL)
@@ -79,7 +79,7 @@ static void dp_release(ad_mpi *dp)
 static ad_status dp_make(MPI_Comm comm, const ad_params *ps, ad_grads *gs,
                          const ad_mpi_options *opts, ad_mpi **out)
 {
-    ad_mpi *dp = ad_calloc(1, sizeof *dp);
+    ad_mpi *dp = adi_calloc(1, sizeof *dp);
     if (!dp)
         return ad_fail(AD_ERR_NOMEM, "ad_mpi_new: out of memory for the context");
     dp->comm = comm;
@@ -94,10 +94,10 @@ static ad_status dp_make(MPI_Comm comm, const ad_params *ps, ad_grads *gs,
     if (err == MPI_SUCCESS)
         err = MPI_Comm_size(comm, &dp->size);
     if (err != MPI_SUCCESS)
-        return ad_mpi_fail(err, "ad_mpi_new: MPI_Comm_rank/size");
+        return adi_mpi_fail(err, "ad_mpi_new: MPI_Comm_rank/size");
     size_t bucket_bytes = opts && opts->bucket_bytes ? opts->bucket_bytes
                                                      : (size_t)AD_MPI_DEFAULT_BUCKET_BYTES;
-    ad_status rc = ad_mpi_plan_buckets(dp, bucket_bytes);
+    ad_status rc = adi_mpi_plan_buckets(dp, bucket_bytes);
     if (rc)
         return rc;
     err = MPI_Type_contiguous(2, MPI_DOUBLE, &dp->status_type);
@@ -105,7 +105,7 @@ static ad_status dp_make(MPI_Comm comm, const ad_params *ps, ad_grads *gs,
         err = MPI_Type_commit(&dp->status_type);
     if (err == MPI_SUCCESS)
         err = MPI_Op_create(status_combine, 1, &dp->status_op);
-    return err == MPI_SUCCESS ? AD_OK : ad_mpi_fail(err, "ad_mpi_new: status type");
+    return err == MPI_SUCCESS ? AD_OK : adi_mpi_fail(err, "ad_mpi_new: status type");
 }
 
 /*
@@ -119,13 +119,13 @@ static ad_status check_count(const ad_mpi *dp)
     int n0 = dp->n_params;
     int err = MPI_Bcast(&n0, 1, MPI_INT, 0, dp->comm);
     if (err != MPI_SUCCESS)
-        return ad_mpi_fail(err, "ad_mpi_new: MPI_Bcast");
+        return adi_mpi_fail(err, "ad_mpi_new: MPI_Bcast");
     struct {
         int val, idx;
     } who = {dp->n_params != n0 ? dp->rank : dp->size, dp->n_params};
     err = MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_2INT, MPI_MINLOC, dp->comm);
     if (err != MPI_SUCCESS)
-        return ad_mpi_fail(err, "ad_mpi_new: MPI_Allreduce");
+        return adi_mpi_fail(err, "ad_mpi_new: MPI_Allreduce");
     if (who.val < dp->size)
         return ad_fail(AD_ERR_MODEL_MISMATCH, "ad_mpi_new: rank %d holds %d parameters, "
                        "rank 0 holds %d", who.val, who.idx, n0);
@@ -140,12 +140,12 @@ static ad_status check_and_send_model(ad_mpi *dp, int64_t *desc)
         return rc;
     int n = dp->n_params;
     for (int p = 0; p < n; p++)
-        ad_mpi_describe(ad_params_at(dp->ps, p), desc + (size_t)p * AD_MPI_DESC_WORDS);
-    rc = ad_mpi_check_descs(dp->comm, dp->rank, desc, desc + (size_t)n * AD_MPI_DESC_WORDS, n,
+        adi_mpi_describe(ad_params_at(dp->ps, p), desc + (size_t)p * AD_MPI_DESC_WORDS);
+    rc = adi_mpi_check_descs(dp->comm, dp->rank, desc, desc + (size_t)n * AD_MPI_DESC_WORDS, n,
                             "ad_mpi_new");
     for (int p = 0; rc == AD_OK && p < n; p++) {
         ad_tensor *t = ad_params_at(dp->ps, p);
-        rc = ad_mpi_bcast_raw(dp->comm, t->data, (size_t)t->size * ad_dtype_size(t->dtype));
+        rc = adi_mpi_bcast_raw(dp->comm, t->data, (size_t)t->size * ad_dtype_size(t->dtype));
         if (rc == AD_OK && dp->rank != 0)
             ad_tensor_touch(t);
     }
@@ -163,11 +163,11 @@ ad_status ad_mpi_new(MPI_Comm comm, const ad_params *ps, ad_grads *gs,
     MPI_Comm dup = MPI_COMM_NULL;
     int err = MPI_Comm_dup(comm, &dup);
     if (err != MPI_SUCCESS)
-        return ad_mpi_fail(err, "ad_mpi_new: MPI_Comm_dup");
+        return adi_mpi_fail(err, "ad_mpi_new: MPI_Comm_dup");
     err = MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
     if (err != MPI_SUCCESS) {
         MPI_Comm_free(&dup);
-        return ad_mpi_fail(err, "ad_mpi_new: MPI_Comm_set_errhandler");
+        return adi_mpi_fail(err, "ad_mpi_new: MPI_Comm_set_errhandler");
     }
     ad_mpi *dp = NULL;
     ad_status rc = dp_make(dup, ps, gs, opts, &dp);
@@ -175,15 +175,15 @@ ad_status ad_mpi_new(MPI_Comm comm, const ad_params *ps, ad_grads *gs,
     size_t words;
     int64_t *desc = NULL;
     if (rc == AD_OK) {
-        if (!ad_size_mul((size_t)dp->n_params, 2 * AD_MPI_DESC_WORDS, &words))
+        if (!adi_size_mul((size_t)dp->n_params, 2 * AD_MPI_DESC_WORDS, &words))
             rc = ad_fail(AD_ERR_OVERFLOW, "ad_mpi_new: too many parameters");
-        else if (!(desc = ad_calloc(words, sizeof *desc)))
+        else if (!(desc = adi_calloc(words, sizeof *desc)))
             rc = ad_fail(AD_ERR_NOMEM, "ad_mpi_new: out of memory for shape descriptions");
     }
     int rank = 0, size = 1;
     MPI_Comm_rank(dup, &rank);
     MPI_Comm_size(dup, &size);
-    rc = ad_mpi_agree_on(dup, rank, size, rc, "ad_mpi_new");
+    rc = adi_mpi_agree_on(dup, rank, size, rc, "ad_mpi_new");
     if (rc == AD_OK)
         rc = check_and_send_model(dp, desc);
     ad_free(desc);
@@ -192,7 +192,7 @@ ad_status ad_mpi_new(MPI_Comm comm, const ad_params *ps, ad_grads *gs,
         MPI_Comm_free(&dup);
         return rc;
     }
-    ad_grads_on_ready(gs, ad_mpi_on_ready, dp);
+    ad_grads_on_ready(gs, adi_mpi_on_ready, dp);
     *out = dp;
     return AD_OK;
 }

@@ -50,12 +50,12 @@ struct ad_mpi {
 };
 
 /* AD_ERR_MPI with MPI's text for err, naming the call that returned it. */
-ad_status ad_mpi_fail(int err, const char *call);
+ad_status adi_mpi_fail(int err, const char *call);
 
 /* The failure key of a status: rank * AD_STATUS_COUNT + code for a failure, and
 ** size * AD_STATUS_COUNT (above every failure) for AD_OK, so that the minimum over
 ** ranks names the lowest failing rank and its code. */
-static inline int ad_mpi_status_key(int rank, int size, ad_status st)
+static inline int adi_mpi_status_key(int rank, int size, ad_status st)
 {
     return st == AD_OK ? size * (int)AD_STATUS_COUNT : rank * (int)AD_STATUS_COUNT + (int)st;
 }
@@ -66,13 +66,13 @@ static inline int ad_mpi_status_key(int rank, int size, ad_status st)
 ** AD_ERR_PEER_FAILED naming the lowest failing rank and its code: "<what>: rank R
 ** failed<when>: <code's text>" (when: "" or " at step N").
 */
-ad_status ad_mpi_status_from_key(int size, ad_status local, int key,
+ad_status adi_mpi_status_from_key(int size, ad_status local, int key,
                                  const char *what, const char *when);
 
 /* Every rank passes its local status; all learn who failed (MPI_MIN of the keys on
-** comm). Returns as ad_mpi_status_from_key, or AD_ERR_MPI. For ad_mpi_new, which has
+** comm). Returns as adi_mpi_status_from_key, or AD_ERR_MPI. For ad_mpi_new, which has
 ** no context yet, and ad_mpi_agree. */
-ad_status ad_mpi_agree_on(MPI_Comm comm, int rank, int size, ad_status local,
+ad_status adi_mpi_agree_on(MPI_Comm comm, int rank, int size, ad_status local,
                           const char *what);
 
 /*
@@ -84,20 +84,20 @@ ad_status ad_mpi_agree_on(MPI_Comm comm, int rank, int size, ad_status local,
 ** words.
 */
 enum { AD_MPI_DESC_WORDS = 2 + AD_MAX_RANK };
-void ad_mpi_describe(const ad_tensor *t, int64_t *desc);
-ad_status ad_mpi_check_descs(MPI_Comm comm, int rank, const int64_t *desc, int64_t *scratch,
+void adi_mpi_describe(const ad_tensor *t, int64_t *desc);
+ad_status adi_mpi_check_descs(MPI_Comm comm, int rank, const int64_t *desc, int64_t *scratch,
                              int n, const char *what);
 
 /* Broadcasts n bytes from rank 0 on comm, in pieces an int count can say. */
-ad_status ad_mpi_bcast_raw(MPI_Comm comm, void *bytes, size_t n);
+ad_status adi_mpi_bcast_raw(MPI_Comm comm, void *bytes, size_t n);
 
 /* Buckets (buckets.c): the plan for ps with buckets of at most bucket_bytes (a larger
 ** parameter gets one of its own), into dp->slot, dp->bucket, dp->req, dp->n_buckets.
 ** Local. AD_ERR_NOMEM, AD_ERR_OVERFLOW (a parameter beyond an int count); on error
-** what was made is left in dp for ad_mpi_free_plan. */
-ad_status ad_mpi_plan_buckets(ad_mpi *dp, size_t bucket_bytes);
-void ad_mpi_free_plan(ad_mpi *dp);
+** what was made is left in dp for adi_mpi_free_plan. */
+ad_status adi_mpi_plan_buckets(ad_mpi *dp, size_t bucket_bytes);
+void adi_mpi_free_plan(ad_mpi *dp);
 /* The gradient-ready callback installed on gs. */
-int ad_mpi_on_ready(int index, const ad_tensor *param, const ad_tensor *grad, void *user);
+int adi_mpi_on_ready(int index, const ad_tensor *param, const ad_tensor *grad, void *user);
 
 #endif /* AD_MPI_INTERNAL_H */

@@ -22,7 +22,7 @@ ad_status ad_descent_step(const ad_params *ps, const ad_grads *gs, double lr)
         if (!g)
             continue;
         ad_tensor *w = ad_params_at(ps, p);
-        ad_axpy(w->dtype, w->size, -lr, g->data, w->data);
+        adi_axpy(w->dtype, w->size, -lr, g->data, w->data);
         w->version++;
     }
     return AD_OK;

@@ -110,10 +110,10 @@ static bool slot_make(ad_optim_kind kind, const ad_tensor *p, slot *s)
     *s = (slot){0};
     if (k == 0)
         return true;
-    if (!ad_size_mul((size_t)p->size, ad_dtype_size(p->dtype), &per) ||
-        !ad_size_mul(per, (size_t)k, &bytes))
+    if (!adi_size_mul((size_t)p->size, ad_dtype_size(p->dtype), &per) ||
+        !adi_size_mul(per, (size_t)k, &bytes))
         return false;
-    s->m = ad_calloc(1, bytes);
+    s->m = adi_calloc(1, bytes);
     if (!s->m)
         return false;
     if (k == 2)
@@ -130,7 +130,7 @@ static ad_status ensure_state(ad_optim *o, const char *what)
     int n = ad_params_count(o->ps);
     if (n <= o->n)
         return AD_OK;
-    slot *slots = ad_calloc((size_t)n, sizeof *slots);
+    slot *slots = adi_calloc((size_t)n, sizeof *slots);
     int made = o->n;
     if (slots) {
         if (o->n > 0)
@@ -195,7 +195,7 @@ ad_status ad_optim_new(const ad_params *ps, const ad_optim_config *cfg, ad_optim
     ad_status rc = resolve_config(cfg, &c);
     if (rc)
         return rc;
-    ad_optim *o = ad_calloc(1, sizeof *o);
+    ad_optim *o = adi_calloc(1, sizeof *o);
     if (!o)
         return ad_fail(AD_ERR_NOMEM, "ad_optim_new: out of memory");
     o->ps = ps;
@@ -356,7 +356,7 @@ ad_status ad_optim_state(ad_optim *o, int index, int k, ad_tensor *view)
         return rc;
     const ad_tensor *p = ad_params_at(o->ps, index);
     void *data = k == 0 ? o->slots[index].m : o->slots[index].v;
-    ad_tensor_describe_into(view, p->dtype, p->ndim, p->shape, p->size, data);
+    adi_tensor_describe_into(view, p->dtype, p->ndim, p->shape, p->size, data);
     return AD_OK;
 }
 

@@ -25,7 +25,7 @@ void ad_rng_seed(ad_rng *r, uint64_t seed)
         return;
     uint64_t x = seed;
     for (int i = 0; i < 4; i++)
-        r->s[i] = ad_splitmix64(&x);
+        r->s[i] = adi_splitmix64(&x);
 }
 
 uint64_t ad_rng_u64(ad_rng *r)

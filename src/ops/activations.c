@@ -23,7 +23,7 @@ ad_status ad_op_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
     if (rc)
         return rc;
     if (in[0]->dtype == AD_F32) { /* glibc's tanhf is scalar: see tanh_f32.c */
-        ad_tanh_f32(in[0]->data, (*out)->data, in[0]->size);
+        adi_tanh_f32(in[0]->data, (*out)->data, in[0]->size);
         return AD_OK;
     }
     const double *x = in[0]->data;
@@ -77,11 +77,11 @@ static ad_status relu_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     if (dy->dtype == AD_F32) {
         const float *g = dy->data, *x = in[0]->data;
         float *dx = din[0]->data;
-        AD_PUT_EACH(dx, dy->size, beta[0], i, ad_relu_grad_f32(g[i], x[i]));
+        AD_PUT_EACH(dx, dy->size, beta[0], i, adi_relu_grad_f32(g[i], x[i]));
     } else {
         const double *g = dy->data, *x = in[0]->data;
         double *dx = din[0]->data;
-        AD_PUT_EACH(dx, dy->size, beta[0], i, ad_relu_grad_f64(g[i], x[i]));
+        AD_PUT_EACH(dx, dy->size, beta[0], i, adi_relu_grad_f64(g[i], x[i]));
     }
     return AD_OK;
 }

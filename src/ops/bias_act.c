@@ -22,7 +22,7 @@
 static ad_status bias_act_out(const char *op, ad_ctx *cx, const ad_tensor *const in[],
                               ad_tensor **out)
 {
-    ad_status rc = ad_require_bias_shape(op, in[0], in[1]);
+    ad_status rc = adi_require_bias_shape(op, in[0], in[1]);
     return rc ? rc : ad_out(cx, in[0]->dtype, 2, in[0]->shape, out);
 }
 
@@ -69,7 +69,7 @@ ad_status ad_op_bias_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **o
             /* While the row is in L1; the float kernel is elementwise, so the bits do
             ** not depend on how the array is split. */
             if (sizeof(T) == sizeof(float))
-                ad_tanh_f32((const float *)row, (float *)row, m);
+                adi_tanh_f32((const float *)row, (float *)row, m);
             else
                 for (int64_t j = 0; j < m; j++)
                     row[j] = tanh(row[j]);
@@ -127,9 +127,9 @@ static ad_status bias_act_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_ten
     double *s = acc->data;
     memset(s, 0, (size_t)m * sizeof *s);
     if (relu && y->dtype == AD_F32)
-        BIAS_ACT_PULLBACK(float, ad_relu_grad_f32);
+        BIAS_ACT_PULLBACK(float, adi_relu_grad_f32);
     else if (relu)
-        BIAS_ACT_PULLBACK(double, ad_relu_grad_f64);
+        BIAS_ACT_PULLBACK(double, adi_relu_grad_f64);
     else if (y->dtype == AD_F32)
         BIAS_ACT_PULLBACK(float, TANH_GRAD);
     else

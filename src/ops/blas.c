@@ -29,7 +29,7 @@ static void scale_c(ad_dtype dtype, int64_t M, int64_t N, double beta, void *C, 
     }
 }
 
-void ad_gemm(ad_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+void adi_gemm(ad_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
              double alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
              double beta, void *C, int64_t ldc)
 {
@@ -50,7 +50,7 @@ void ad_gemm(ad_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, i
                     ld(ldb), beta, C, ld(ldc));
 }
 
-void ad_axpy(ad_dtype dtype, int64_t n, double alpha, const void *x, void *y)
+void adi_axpy(ad_dtype dtype, int64_t n, double alpha, const void *x, void *y)
 {
     /* BLAS counts in int: a larger vector goes in pieces (its elements are independent,
     ** so the pieces give the same bits as one call would). */
@@ -64,10 +64,10 @@ void ad_axpy(ad_dtype dtype, int64_t n, double alpha, const void *x, void *y)
     }
 }
 
-ad_status ad_require_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b)
+ad_status adi_require_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b)
 {
     char da[64], db[64];
-    if (ad_same_shape(a, b))
+    if (adi_same_shape(a, b))
         return AD_OK;
     return ad_fail(AD_ERR_SHAPE, "%s: shapes differ: %s and %s", op,
                    ad_tensor_describe(a, da, sizeof da), ad_tensor_describe(b, db, sizeof db));
@@ -103,7 +103,7 @@ ad_status ad_gemm_tensors(const ad_tensor *a, int trans_a, const ad_tensor *b, i
     for (int i = 0; i < 2; i++)
         if (a->shape[i] > INT_MAX || b->shape[i] > INT_MAX || c->shape[i] > INT_MAX)
             return ad_fail(AD_ERR_OVERFLOW, "ad_gemm_tensors: an extent exceeds BLAS's int");
-    ad_gemm(a->dtype, trans_a != 0, trans_b != 0, m, n, k, alpha, a->data, a->shape[1],
+    adi_gemm(a->dtype, trans_a != 0, trans_b != 0, m, n, k, alpha, a->data, a->shape[1],
             b->data, b->shape[1], beta, c->data, n);
     return AD_OK;
 }

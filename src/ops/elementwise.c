@@ -35,7 +35,7 @@ static ad_status binary(ad_ctx *cx, const char *op, binary_kind kind,
                         const ad_tensor *const in[], ad_tensor **out)
 {
     const ad_tensor *a = in[0], *b = in[1];
-    ad_status rc = ad_require_same_shape(op, a, b);
+    ad_status rc = adi_require_same_shape(op, a, b);
     if (rc || (rc = ad_out(cx, a->dtype, a->ndim, a->shape, out)))
         return rc;
     int64_t n = a->size;
@@ -157,7 +157,7 @@ const ad_rule ad_rule_scale = {.name = "scale", .pullback = scale_pullback, .n_i
 
 /* ---- bias_add ---- */
 
-ad_status ad_require_bias_shape(const char *op, const ad_tensor *x, const ad_tensor *b)
+ad_status adi_require_bias_shape(const char *op, const ad_tensor *x, const ad_tensor *b)
 {
     if (b->shape[0] == x->shape[1])
         return AD_OK;
@@ -169,7 +169,7 @@ ad_status ad_require_bias_shape(const char *op, const ad_tensor *x, const ad_ten
 ad_status ad_op_bias_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
 {
     const ad_tensor *x = in[0], *b = in[1];
-    ad_status rc = ad_require_bias_shape("bias_add", x, b);
+    ad_status rc = adi_require_bias_shape("bias_add", x, b);
     if (rc)
         return rc;
     rc = ad_out(cx, x->dtype, 2, x->shape, out);

@@ -12,7 +12,7 @@
 ad_status ad_op_mse(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
 {
     const ad_tensor *p = in[0], *t = in[1];
-    ad_status rc = ad_require_same_shape("mse", p, t);
+    ad_status rc = adi_require_same_shape("mse", p, t);
     if (rc || (rc = ad_out(cx, p->dtype, 0, NULL, out)))
         return rc;
     AD_TYPED(p->dtype, {

@@ -44,7 +44,7 @@ ad_status ad_op_matmul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
     ad_status rc = check_blas_dims("matmul", a, b);
     if (rc || (rc = ad_out(cx, a->dtype, 2, (int64_t[]){m, n}, out)))
         return rc;
-    ad_gemm(a->dtype, f.trans_a, f.trans_b, m, n, k, 1.0, a->data, a->shape[1], b->data,
+    adi_gemm(a->dtype, f.trans_a, f.trans_b, m, n, k, 1.0, a->data, a->shape[1], b->data,
             b->shape[1], 0.0, (*out)->data, n);
     return AD_OK;
 }
@@ -62,16 +62,16 @@ static ad_status matmul_pullback(ad_ctx *cx, const ad_tensor *dc,
     int64_t m = c->shape[0], n = c->shape[1], k = f.trans_a ? a->shape[0] : a->shape[1];
     int64_t lda = a->shape[1], ldb = b->shape[1];
     if (din[0] && !f.trans_a)
-        ad_gemm(a->dtype, false, !f.trans_b, m, k, n, 1.0, dc->data, n, b->data, ldb,
+        adi_gemm(a->dtype, false, !f.trans_b, m, k, n, 1.0, dc->data, n, b->data, ldb,
                 beta[0], din[0]->data, k);
     else if (din[0])
-        ad_gemm(a->dtype, f.trans_b, true, k, m, n, 1.0, b->data, ldb, dc->data, n, beta[0],
+        adi_gemm(a->dtype, f.trans_b, true, k, m, n, 1.0, b->data, ldb, dc->data, n, beta[0],
                 din[0]->data, m);
     if (din[1] && !f.trans_b)
-        ad_gemm(a->dtype, !f.trans_a, false, k, n, m, 1.0, a->data, lda, dc->data, n, beta[1],
+        adi_gemm(a->dtype, !f.trans_a, false, k, n, m, 1.0, a->data, lda, dc->data, n, beta[1],
                 din[1]->data, n);
     else if (din[1])
-        ad_gemm(a->dtype, true, f.trans_a, n, k, m, 1.0, dc->data, n, a->data, lda, beta[1],
+        adi_gemm(a->dtype, true, f.trans_a, n, k, m, 1.0, dc->data, n, a->data, lda, beta[1],
                 din[1]->data, k);
     return AD_OK;
 }
@@ -100,10 +100,10 @@ ad_status ad_dense_backprop_pullback(ad_ctx *cx, const ad_tensor *dy,
     const ad_tensor *w = in[0], *x = in[1];
     int64_t batch = y->shape[0], n_out = w->shape[0], n_in = w->shape[1];
     if (din[0])
-        ad_gemm(w->dtype, true, false, n_out, n_in, batch, 1.0, dy->data, n_out, x->data,
+        adi_gemm(w->dtype, true, false, n_out, n_in, batch, 1.0, dy->data, n_out, x->data,
                 n_in, beta[0], din[0]->data, n_in);
     if (din[1])
-        ad_gemm(w->dtype, false, false, batch, n_in, n_out, 1.0, dy->data, n_out, w->data,
+        adi_gemm(w->dtype, false, false, batch, n_in, n_out, 1.0, dy->data, n_out, w->data,
                 n_in, beta[1], din[1]->data, n_in);
     return AD_OK;
 }

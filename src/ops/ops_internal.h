@@ -18,13 +18,13 @@
 ** here (BLAS rejects leading dimensions of 0 and would print about it): K == 0 makes
 ** C = beta C. All extents must already be checked to fit in int.
 */
-void ad_gemm(ad_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+void adi_gemm(ad_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
              double alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
              double beta, void *C, int64_t ldc);
 
 /* y += alpha x over n elements of dtype, through ?axpy: OpenBLAS spreads a long vector
 ** over its threads, where a loop of ours would run on one core while the others wait. */
-void ad_axpy(ad_dtype dtype, int64_t n, double alpha, const void *x, void *y);
+void adi_axpy(ad_dtype dtype, int64_t n, double alpha, const void *x, void *y);
 
 /* Runs the statements with T = float or T = double, chosen by dtype, so a kernel is
 ** written once for both float dtypes. */
@@ -56,18 +56,18 @@ void ad_axpy(ad_dtype dtype, int64_t n, double alpha, const void *x, void *y);
     } while (0)
 
 /* y[i] = tanh(x[i]) for float, vectorisable, within 2 ulp of glibc (tanh_f32.c). */
-void ad_tanh_f32(const float *x, float *y, int64_t n);
+void adi_tanh_f32(const float *x, float *y, int64_t n);
 
 /* Two tensors of one shape, or AD_ERR_SHAPE naming both (`op` names the op). */
-ad_status ad_require_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b);
+ad_status adi_require_same_shape(const char *op, const ad_tensor *a, const ad_tensor *b);
 
 /* A bias b (m) for the columns of x (n x m), or AD_ERR_SHAPE naming both. */
-ad_status ad_require_bias_shape(const char *op, const ad_tensor *x, const ad_tensor *b);
+ad_status adi_require_bias_shape(const char *op, const ad_tensor *x, const ad_tensor *b);
 
 /* relu's pullback for one element: g where x > 0, else +0, by masking g's bits: a ?:
 ** here would become a branch once AD_PUT_EACH adds it to d[i], and a branch stops
 ** vectorisation. Shared by relu and the fused bias + relu, so both give the same bits. */
-static inline float ad_relu_grad_f32(float g, float x)
+static inline float adi_relu_grad_f32(float g, float x)
 {
     uint32_t b;
     memcpy(&b, &g, sizeof b);
@@ -76,7 +76,7 @@ static inline float ad_relu_grad_f32(float g, float x)
     return g;
 }
 
-static inline double ad_relu_grad_f64(double g, double x)
+static inline double adi_relu_grad_f64(double g, double x)
 {
     uint64_t b;
     memcpy(&b, &g, sizeof b);

@@ -87,7 +87,7 @@ static inline int32_t pick(int32_t m, int32_t when_set, int32_t otherwise)
 ** is built for -march. */
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-void ad_tanh_f32(const float *x, float *y, int64_t n)
+void adi_tanh_f32(const float *x, float *y, int64_t n)
 {
     const int32_t sign = (int32_t)0x80000000u, inf = 0x7f800000, one = 0x3f800000;
     const int32_t big = 0x41180000 /* 9.5f */, small = 0x3f200000 /* 0.625f */;

@@ -25,15 +25,15 @@ static bool table_oom;
 /* One per function ever registered; survives unregistration so totals persist. */
 typedef struct fn_slot {
     ad_primal_fn fn; /* hash key */
-    ad_rule_entry *current; /* NULL once unregistered */
-    ad_fn_stats stats;
+    adi_rule_entry *current; /* NULL once unregistered */
+    adi_fn_stats stats;
     UT_hash_handle hh;
 } fn_slot;
 
 static pthread_rwlock_t table_lock = PTHREAD_RWLOCK_INITIALIZER;
 static fn_slot *table;
 static uint32_t slot_count;
-static ad_rule_entry *all_entries; /* current, replaced and unregistered alike */
+static adi_rule_entry *all_entries; /* current, replaced and unregistered alike */
 static atomic_int seeded;
 
 static fn_slot *find_slot(ad_primal_fn fn)
@@ -84,11 +84,11 @@ static ad_status register_locked(ad_primal_fn fn, const char *fn_name, const ad_
                        "ad_rule_register: %s already has rule \"%s\" (pass AD_REPLACE, or "
                        "use ad_rule_replace, to replace it)",
                        fn_name, slot->current->rule.name);
-    ad_rule_entry *e = ad_malloc(sizeof *e);
+    adi_rule_entry *e = ad_malloc(sizeof *e);
     if (!e)
         return ad_fail(AD_ERR_NOMEM, "ad_rule_register: out of memory for %s", fn_name);
     if (!slot) {
-        slot = ad_calloc(1, sizeof *slot);
+        slot = adi_calloc(1, sizeof *slot);
         if (!slot) {
             ad_free(e);
             return ad_fail(AD_ERR_NOMEM, "ad_rule_register: out of memory for %s", fn_name);
@@ -120,8 +120,8 @@ static ad_status register_locked(ad_primal_fn fn, const char *fn_name, const ad_
 
 static ad_status seed_builtins_locked(void)
 {
-    for (int i = 0; i < ad_builtin_rule_seed_count; i++) {
-        const ad_rule_seed *s = &ad_builtin_rule_seeds[i];
+    for (int i = 0; i < adi_builtin_rule_seed_count; i++) {
+        const adi_rule_seed *s = &adi_builtin_rule_seeds[i];
         fn_slot *slot = find_slot(s->fn);
         if (slot && slot->current)
             continue; /* seeded by an earlier, partly failed attempt */
@@ -156,7 +156,7 @@ __attribute__((destructor)) static void release_registry(void)
         HASH_DEL(table, slot);
         ad_free(slot);
     }
-    for (ad_rule_entry *e = all_entries, *next; e; e = next) {
+    for (adi_rule_entry *e = all_entries, *next; e; e = next) {
         next = e->next_all;
         ad_free(e);
     }
@@ -203,7 +203,7 @@ ad_status ad_rule_unregister(ad_primal_fn fn)
                : ad_fail(AD_ERR_NO_RULE, "ad_rule_unregister: the function has no rule");
 }
 
-ad_status ad_registry_lookup(ad_primal_fn fn, const ad_rule_entry **out)
+ad_status adi_registry_lookup(ad_primal_fn fn, const adi_rule_entry **out)
 {
     ad_status rc = ensure_seeded();
     if (rc)
@@ -217,8 +217,8 @@ ad_status ad_registry_lookup(ad_primal_fn fn, const ad_rule_entry **out)
 
 const ad_rule *ad_rule_find(ad_primal_fn fn)
 {
-    const ad_rule_entry *e = NULL;
-    if (fn && ad_registry_lookup(fn, &e) != AD_OK)
+    const adi_rule_entry *e = NULL;
+    if (fn && adi_registry_lookup(fn, &e) != AD_OK)
         return NULL;
     return e ? &e->rule : NULL;
 }

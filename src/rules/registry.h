@@ -12,25 +12,25 @@
 #include "ad_rule.h"
 
 /* Per function, shared by every rule version registered for it. */
-typedef struct ad_fn_stats {
+typedef struct adi_fn_stats {
     _Atomic uint64_t pullbacks; /* process total of pullback runs */
     uint32_t fn_id;             /* dense id: index of per-tape counters */
-} ad_fn_stats;
+} adi_fn_stats;
 
-typedef struct ad_rule_entry {
+typedef struct adi_rule_entry {
     ad_primal_fn fn;      /* the key */
     const char *fn_name;  /* as spelled at registration */
     ad_rule rule;         /* the caller's rule, copied; rule.name never NULL */
-    ad_fn_stats *stats;
-    struct ad_rule_entry *next_all; /* every entry ever made, for the exit-time release */
-} ad_rule_entry;
+    adi_fn_stats *stats;
+    struct adi_rule_entry *next_all; /* every entry ever made, for the exit-time release */
+} adi_rule_entry;
 
 /* *out = the current entry for fn, or NULL when fn has none. Holds the read lock only
 ** for the find. Fails only with AD_ERR_NOMEM, when the built-ins could not be seeded. */
-ad_status ad_registry_lookup(ad_primal_fn fn, const ad_rule_entry **out);
+ad_status adi_registry_lookup(ad_primal_fn fn, const adi_rule_entry **out);
 
 /* Counts one pullback run (atomic). */
-static inline void ad_registry_count(const ad_rule_entry *e)
+static inline void adi_registry_count(const adi_rule_entry *e)
 {
     atomic_fetch_add_explicit(&e->stats->pullbacks, 1, memory_order_relaxed);
 }
@@ -40,12 +40,12 @@ static inline void ad_registry_count(const ad_rule_entry *e)
 ** first use of the table (pthread_once), so no user can forget an init call. The
 ** registry only sees this array; it includes nothing from the ops.
 */
-typedef struct ad_rule_seed {
+typedef struct adi_rule_seed {
     ad_primal_fn fn;
     const char *fn_name;
     const ad_rule *rule;
-} ad_rule_seed;
-extern const ad_rule_seed ad_builtin_rule_seeds[];
-extern const int ad_builtin_rule_seed_count;
+} adi_rule_seed;
+extern const adi_rule_seed adi_builtin_rule_seeds[];
+extern const int adi_builtin_rule_seed_count;
 
 #endif /* AD_REGISTRY_H */

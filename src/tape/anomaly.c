@@ -57,7 +57,7 @@ static int64_t first_nonfinite(const ad_tensor *t)
 }
 
 /* `where` is "ad_call" or "pullback of"; `what` names the buffer. */
-static ad_status fail_at(const ad_node *n, const char *where, const char *what,
+static ad_status fail_at(const adi_node *n, const char *where, const char *what,
                          const ad_tensor *t, int64_t k)
 {
     char d[64];
@@ -67,14 +67,14 @@ static ad_status fail_at(const ad_node *n, const char *where, const char *what,
                    ad_tensor_describe(t, d, sizeof d));
 }
 
-ad_status ad_anomaly_check_value(const ad_node *node)
+ad_status adi_anomaly_check_value(const adi_node *node)
 {
     const ad_tensor *y = node->out->tensor;
     int64_t k = first_nonfinite(y);
     return k < 0 ? AD_OK : fail_at(node, "ad_call", "the forward value", y, k);
 }
 
-ad_status ad_anomaly_check_cotangents(const ad_node *node, ad_tensor *const din[])
+ad_status adi_anomaly_check_cotangents(const adi_node *node, ad_tensor *const din[])
 {
     for (int i = 0; i < node->n_in; i++) {
         int64_t k = din[i] ? first_nonfinite(din[i]) : -1;

@@ -22,10 +22,10 @@ static unsigned char *block_base(arena_block *b)
     return (unsigned char *)p;
 }
 
-static arena_block *block_new(ad_arena *a, size_t capacity)
+static arena_block *block_new(adi_arena *a, size_t capacity)
 {
     size_t total;
-    if (!ad_size_add(capacity, sizeof(arena_block) + AD_ARENA_ALIGN, &total))
+    if (!adi_size_add(capacity, sizeof(arena_block) + AD_ARENA_ALIGN, &total))
         return NULL;
     arena_block *b = ad_malloc(total);
     if (!b)
@@ -37,17 +37,17 @@ static arena_block *block_new(ad_arena *a, size_t capacity)
     return b;
 }
 
-void ad_arena_init(ad_arena *a)
+void adi_arena_init(adi_arena *a)
 {
     a->first = a->current = NULL;
     a->used = a->high_water = 0;
     a->heap_allocs = 0;
 }
 
-void *ad_arena_alloc(ad_arena *a, size_t bytes)
+void *adi_arena_alloc(adi_arena *a, size_t bytes)
 {
     size_t padded;
-    if (!ad_size_add(bytes, AD_ARENA_ALIGN - 1, &padded))
+    if (!adi_size_add(bytes, AD_ARENA_ALIGN - 1, &padded))
         return NULL;
     padded &= ~(size_t)(AD_ARENA_ALIGN - 1);
     arena_block *b = a->current;
@@ -81,7 +81,7 @@ void *ad_arena_alloc(ad_arena *a, size_t bytes)
 ** is a single bump sequence with no allocation. If that block cannot be had, the old
 ** chain is kept as it is: still correct, only not consolidated.
 */
-void ad_arena_reset(ad_arena *a)
+void adi_arena_reset(adi_arena *a)
 {
     if (a->first && a->first->next && a->first->capacity < a->high_water) {
         arena_block *big = block_new(a, a->high_water);
@@ -99,11 +99,11 @@ void ad_arena_reset(ad_arena *a)
     a->used = 0;
 }
 
-void ad_arena_release(ad_arena *a)
+void adi_arena_release(adi_arena *a)
 {
     for (arena_block *b = a->first, *next; b; b = next) {
         next = b->next;
         ad_free(b);
     }
-    ad_arena_init(a);
+    adi_arena_init(a);
 }

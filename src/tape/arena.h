@@ -17,24 +17,24 @@
 
 typedef struct arena_block arena_block;
 
-typedef struct ad_arena {
+typedef struct adi_arena {
     arena_block *first;   /* the block kept across resets */
     arena_block *current; /* the block being carved */
     size_t used;          /* bytes handed out since the last reset (with padding) */
     size_t high_water;    /* the largest `used` ever */
     uint64_t heap_allocs; /* blocks ever allocated */
-} ad_arena;
+} adi_arena;
 
 /* An empty arena; the first allocation makes the first block. */
-void ad_arena_init(ad_arena *a);
+void adi_arena_init(adi_arena *a);
 
 /* `bytes` aligned to AD_ARENA_ALIGN, or NULL when out of memory or on overflow. */
-void *ad_arena_alloc(ad_arena *a, size_t bytes);
+void *adi_arena_alloc(adi_arena *a, size_t bytes);
 
 /* Forgets every allocation; keeps (or makes) one block of high-water size. */
-void ad_arena_reset(ad_arena *a);
+void adi_arena_reset(adi_arena *a);
 
 /* Frees every block. */
-void ad_arena_release(ad_arena *a);
+void adi_arena_release(adi_arena *a);
 
 #endif /* AD_ARENA_H */

@@ -20,6 +20,6 @@ struct ad_grads {
 
 /* Makes buffers for parameters added since the last call. AD_ERR_NOMEM on failure,
 ** leaving gs as it was. */
-ad_status ad_grads_sync(ad_grads *gs);
+ad_status adi_grads_sync(ad_grads *gs);
 
 #endif /* AD_GRADS_INTERNAL_H */

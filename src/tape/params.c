@@ -34,7 +34,7 @@ ad_status ad_params_new(ad_params **out)
 {
     if (!out)
         return ad_fail(AD_ERR_NULL, "ad_params_new: out is NULL");
-    ad_params *ps = ad_calloc(1, sizeof *ps);
+    ad_params *ps = adi_calloc(1, sizeof *ps);
     if (!ps)
         return ad_fail(AD_ERR_NOMEM, "ad_params_new: out of memory");
     *out = ps;
@@ -55,8 +55,8 @@ void ad_params_free(ad_params *ps)
 static ad_status grow(ad_params *ps)
 {
     int cap = ps->cap ? ps->cap * 2 : 8;
-    ad_tensor **tensors = ad_calloc((size_t)cap, sizeof *tensors);
-    param_entry *entries = ad_calloc((size_t)cap, sizeof *entries);
+    ad_tensor **tensors = adi_calloc((size_t)cap, sizeof *tensors);
+    param_entry *entries = adi_calloc((size_t)cap, sizeof *entries);
     param_entry *by_tensor = NULL;
     params_oom = false;
     for (int i = 0; tensors && entries && i < ps->n && !params_oom; i++) {
@@ -146,15 +146,15 @@ void ad_grads_free(ad_grads *gs)
 ** Makes one buffer per parameter of the set. Called at creation and by each sweep;
 ** after the first it allocates only when parameters were added since.
 */
-ad_status ad_grads_sync(ad_grads *gs)
+ad_status adi_grads_sync(ad_grads *gs)
 {
     int n = ad_params_count(gs->ps);
     if (n <= gs->n)
         return AD_OK;
-    ad_tensor **grad = ad_calloc((size_t)n, sizeof *grad);
-    bool *present = ad_calloc((size_t)n, sizeof *present);
-    void **ready_node = ad_calloc((size_t)n, sizeof *ready_node);
-    int32_t *ready_next = ad_calloc((size_t)n, sizeof *ready_next);
+    ad_tensor **grad = adi_calloc((size_t)n, sizeof *grad);
+    bool *present = adi_calloc((size_t)n, sizeof *present);
+    void **ready_node = adi_calloc((size_t)n, sizeof *ready_node);
+    int32_t *ready_next = adi_calloc((size_t)n, sizeof *ready_next);
     ad_status rc = grad && present && ready_node && ready_next ? AD_OK : AD_ERR_NOMEM;
     int made = gs->n;
     if (rc == AD_OK && gs->n > 0)
@@ -188,11 +188,11 @@ ad_status ad_grads_new(const ad_params *ps, ad_grads **out)
 {
     if (!ps || !out)
         return ad_fail(AD_ERR_NULL, "ad_grads_new: NULL argument");
-    ad_grads *gs = ad_calloc(1, sizeof *gs);
+    ad_grads *gs = adi_calloc(1, sizeof *gs);
     if (!gs)
         return ad_fail(AD_ERR_NOMEM, "ad_grads_new: out of memory");
     gs->ps = ps;
-    ad_status rc = ad_grads_sync(gs);
+    ad_status rc = adi_grads_sync(gs);
     if (rc) {
         ad_grads_free(gs);
         return rc;

@@ -43,7 +43,7 @@ static ad_status fail_no_rule(ad_primal_fn fn, const char *fn_name)
     return ad_fail(AD_ERR_NO_RULE, "ad_call: no rule registered for %s", fn_name);
 }
 
-static ad_status check_inputs(const ad_rule_entry *e, const char *fn_name,
+static ad_status check_inputs(const adi_rule_entry *e, const char *fn_name,
                               const tape_value *const in[], int n)
 {
     const ad_rule *r = &e->rule;
@@ -84,7 +84,7 @@ static ad_status check_inputs(const ad_rule_entry *e, const char *fn_name,
 
 /* Per-tape counters are indexed by the function's dense id; they grow only when a
 ** function is first recorded on this tape, never in a steady-state step. */
-static ad_status reserve_counter(ad_tape *tape, const ad_rule_entry *e)
+static ad_status reserve_counter(ad_tape *tape, const adi_rule_entry *e)
 {
     uint32_t id = e->stats->fn_id;
     if (id < tape->counts_cap) {
@@ -94,8 +94,8 @@ static ad_status reserve_counter(ad_tape *tape, const ad_rule_entry *e)
     uint32_t cap = tape->counts_cap ? tape->counts_cap : 16;
     while (cap <= id)
         cap *= 2;
-    uint64_t *counts = ad_calloc(cap, sizeof *counts);
-    const ad_rule_entry **of = ad_calloc(cap, sizeof *of);
+    uint64_t *counts = adi_calloc(cap, sizeof *counts);
+    const adi_rule_entry **of = adi_calloc(cap, sizeof *of);
     if (!counts || !of) {
         ad_free(counts);
         ad_free(of);
@@ -124,7 +124,7 @@ static ad_status resolve_inputs(ad_tape *tape, const char *fn_name, const ad_var
     if (!inputs)
         return ad_fail(AD_ERR_NULL, "ad_call %s: inputs is NULL for %d inputs", fn_name, n);
     for (int i = 0; i < n; i++) {
-        out[i] = ad_tape_resolve(tape, inputs[i]);
+        out[i] = adi_tape_resolve(tape, inputs[i]);
         if (!out[i])
             return ad_fail(AD_ERR_BAD_HANDLE, "ad_call %s: input %d is %s", fn_name, i,
                            inputs[i].v_ ? "from another tape or from before a reset"
@@ -134,7 +134,7 @@ static ad_status resolve_inputs(ad_tape *tape, const char *fn_name, const ad_var
 }
 
 /* Runs the primal in a fresh node; the node is linked only if it succeeds. */
-static ad_status run_primal(ad_tape *tape, ad_node *node, ad_primal_fn fn)
+static ad_status run_primal(ad_tape *tape, adi_node *node, ad_primal_fn fn)
 {
     const ad_tensor *in[AD_MAX_INPUTS];
     for (int i = 0; i < node->n_in; i++)
@@ -160,12 +160,12 @@ static ad_status record(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
                         tape_value **result)
 {
     tape_value *in[AD_MAX_INPUTS];
-    const ad_rule_entry *e = NULL;
+    const adi_rule_entry *e = NULL;
     if (!fn)
         return ad_fail(AD_ERR_NULL, "ad_call: the function is NULL");
     ad_status rc = resolve_inputs(tape, fn_name, inputs, n, in);
     if (rc == AD_OK)
-        rc = ad_registry_lookup(fn, &e);
+        rc = adi_registry_lookup(fn, &e);
     if (rc)
         return rc;
     if (!e)
@@ -173,9 +173,9 @@ static ad_status record(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
     if ((rc = check_inputs(e, fn_name, (const tape_value *const *)in, n)) ||
         (rc = reserve_counter(tape, e)))
         return rc;
-    ad_node *node = ad_arena_alloc(&tape->arena, sizeof *node);
-    tape_value *out = ad_arena_alloc(&tape->arena, sizeof *out);
-    void *attrs_copy = attrs && attrs_size ? ad_arena_alloc(&tape->arena, attrs_size) : NULL;
+    adi_node *node = adi_arena_alloc(&tape->arena, sizeof *node);
+    tape_value *out = adi_arena_alloc(&tape->arena, sizeof *out);
+    void *attrs_copy = attrs && attrs_size ? adi_arena_alloc(&tape->arena, attrs_size) : NULL;
     if (!node || !out || (attrs && attrs_size && !attrs_copy))
         return ad_fail(AD_ERR_NOMEM, "ad_call %s: out of memory", fn_name);
     memset(node, 0, sizeof *node);
@@ -194,7 +194,7 @@ static ad_status record(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
     node->index = tape->n_nodes; /* its index once linked below; messages name it */
     if ((rc = run_primal(tape, node, fn)))
         return rc;
-    if (tape->anomaly && (rc = ad_anomaly_check_value(node)))
+    if (tape->anomaly && (rc = adi_anomaly_check_value(node)))
         return rc;
     tape->n_nodes++;
     out->index = tape->n_values++;
@@ -223,13 +223,13 @@ ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
     tape_value *out = NULL;
     ad_status rc = record(tape, fn, fn_name, inputs, n, attrs, attrs_size, &out);
     if (rc) {
-        ad_tape_poison(tape, rc);
+        adi_tape_poison(tape, rc);
         return poisoned;
     }
     return (ad_var){out, tape->gen};
 }
 
-ad_status ad_node_pullback(ad_tape *tape, ad_node *node, ad_pullback_fn pullback,
+ad_status adi_node_pullback(ad_tape *tape, adi_node *node, ad_pullback_fn pullback,
                            const ad_tensor *dy, ad_tensor *const din[], const float beta[])
 {
     const ad_tensor *in[AD_MAX_INPUTS];

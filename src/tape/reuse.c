@@ -60,16 +60,16 @@ static void give_value(ad_tape *tape, tape_value *v, const tape_value *loss)
     v->value_reused = true;
 }
 
-void ad_reuse_plan(ad_tape *tape, ad_node *last, const tape_value *loss)
+void adi_reuse_plan(ad_tape *tape, adi_node *last, const tape_value *loss)
 {
     tape->reuse_pool = NULL;
-    for (ad_node *n = tape->first; n; n = n->next) {
+    for (adi_node *n = tape->first; n; n = n->next) {
         n->out->last_reader = NULL;
         n->out->value_reused = n->out->cot_reused = false;
         if (n == last)
             break;
     }
-    for (ad_node *n = tape->first; n; n = n->next) {
+    for (adi_node *n = tape->first; n; n = n->next) {
         const ad_rule *r = &n->entry->rule;
         if (n->out->live && n->out->needs_grad) { /* its pullback may run */
             if (!(r->unread & AD_OUTPUT))
@@ -81,7 +81,7 @@ void ad_reuse_plan(ad_tape *tape, ad_node *last, const tape_value *loss)
         if (n == last)
             break;
     }
-    for (ad_node *n = tape->first; n; n = n->next) {
+    for (adi_node *n = tape->first; n; n = n->next) {
         if (n->out->live && !n->out->last_reader)
             give_value(tape, n->out, loss);
         if (n == last)
@@ -89,7 +89,7 @@ void ad_reuse_plan(ad_tape *tape, ad_node *last, const tape_value *loss)
     }
 }
 
-void ad_reuse_after(ad_tape *tape, ad_node *n, const tape_value *loss)
+void adi_reuse_after(ad_tape *tape, adi_node *n, const tape_value *loss)
 {
     tape_value *out = n->out;
     if (out->cot && out->has_cot && out != loss && !out->keep) {
@@ -104,21 +104,21 @@ void ad_reuse_after(ad_tape *tape, ad_node *n, const tape_value *loss)
         give_value(tape, out, loss);
 }
 
-ad_status ad_reuse_tensor_like(ad_tape *tape, const ad_tensor *like, ad_tensor **out)
+ad_status adi_reuse_tensor_like(ad_tape *tape, const ad_tensor *like, ad_tensor **out)
 {
     size_t bytes = padded_bytes(like);
     dead_buffer **link = (dead_buffer **)&tape->reuse_pool;
     while (bytes && *link && (*link)->bytes != bytes)
         link = &(*link)->next;
     if (!bytes || !*link)
-        return ad_tape_alloc_tensor(tape, "ad_backward", like->dtype, like->ndim,
+        return adi_tape_alloc_tensor(tape, "ad_backward", like->dtype, like->ndim,
                                     like->shape, out);
-    ad_tensor *t = ad_arena_alloc(&tape->arena, sizeof *t);
+    ad_tensor *t = adi_arena_alloc(&tape->arena, sizeof *t);
     if (!t)
         return ad_fail(AD_ERR_NOMEM, "ad_backward: out of memory for a tensor descriptor");
     void *data = *link;
     *link = (*link)->next;
-    ad_tensor_describe_into(t, like->dtype, like->ndim, like->shape, like->size, data);
+    adi_tensor_describe_into(t, like->dtype, like->ndim, like->shape, like->size, data);
     *out = t;
     return AD_OK;
 }
@@ -133,7 +133,7 @@ ad_status ad_keep(ad_tape *tape, ad_var v)
 {
     if (!tape)
         return ad_fail(AD_ERR_NULL, "ad_keep: tape is NULL");
-    tape_value *val = ad_tape_resolve(tape, v);
+    tape_value *val = adi_tape_resolve(tape, v);
     if (!val)
         return ad_fail(AD_ERR_BAD_HANDLE, "ad_keep: the handle is %s",
                        v.v_ ? "from another tape or before a reset" : "poisoned");

@@ -14,7 +14,7 @@
 #include "grads_internal.h"
 #include "tape_internal.h"
 
-static bool slot_differentiable(const ad_node *n, int i)
+static bool slot_differentiable(const adi_node *n, int i)
 {
     return !(n->entry->rule.nondiff & AD_INPUT(i)) && n->in[i]->tensor->dtype != AD_I32;
 }
@@ -22,7 +22,7 @@ static bool slot_differentiable(const ad_node *n, int i)
 /* Marks parameters, dependence on them and liveness (the loss depends on the value),
 ** and lists for each node the parameters whose gradient is final once that node's
 ** pullback has run (their first use). */
-static void analyse(ad_tape *tape, const ad_params *ps, ad_grads *gs, ad_node *last)
+static void analyse(ad_tape *tape, const ad_params *ps, ad_grads *gs, adi_node *last)
 {
     for (int p = 0; p < gs->n; p++) {
         gs->present[p] = false;
@@ -34,7 +34,7 @@ static void analyse(ad_tape *tape, const ad_params *ps, ad_grads *gs, ad_node *l
         v->has_cot = false;
         v->cot = NULL;
     }
-    for (ad_node *n = tape->first; n; n = n->next) {
+    for (adi_node *n = tape->first; n; n = n->next) {
         n->ready_head = -1;
         n->out->param = -1;
         n->out->needs_grad = n->out->has_cot = n->out->live = false;
@@ -55,11 +55,11 @@ static void analyse(ad_tape *tape, const ad_params *ps, ad_grads *gs, ad_node *l
         v->live = false;
     if (last)
         last->out->live = true;
-    for (ad_node *n = last; n; n = n->prev)
+    for (adi_node *n = last; n; n = n->prev)
         for (int i = 0; n->out->live && i < n->n_in; i++)
             n->in[i]->live = true;
     for (int p = 0; p < gs->n; p++) {
-        ad_node *n = gs->ready_node[p];
+        adi_node *n = gs->ready_node[p];
         if (n) {
             gs->ready_next[p] = n->ready_head;
             n->ready_head = p;
@@ -78,8 +78,8 @@ static ad_status cotangent_slot(ad_tape *tape, ad_grads *gs, tape_value *v, ad_t
     }
     if (!v->cot) {
         const ad_tensor *t = v->tensor;
-        ad_status rc = tape->reused ? ad_reuse_tensor_like(tape, t, &v->cot)
-                                    : ad_tape_alloc_tensor(tape, "ad_backward", t->dtype,
+        ad_status rc = tape->reused ? adi_reuse_tensor_like(tape, t, &v->cot)
+                                    : adi_tape_alloc_tensor(tape, "ad_backward", t->dtype,
                                                            t->ndim, t->shape, &v->cot);
         if (rc)
             return rc;
@@ -97,7 +97,7 @@ static void mark_written(ad_grads *gs, tape_value *v)
         v->has_cot = true;
 }
 
-static ad_status check_fresh(const ad_node *n)
+static ad_status check_fresh(const adi_node *n)
 {
     for (int i = 0; i < n->n_in; i++) {
         const tape_value *v = n->in[i];
@@ -125,7 +125,7 @@ static void add_into(ad_tensor *x, const ad_tensor *y)
 /* A rule that ignores its incoming cotangent (DFA's hidden layers) makes its output's
 ** cotangent unwanted, so the layer above skips that product. Not in reference sweeps,
 ** whose pullbacks are true gradients and read dy. */
-static bool ignores_dy(const ad_node *producer)
+static bool ignores_dy(const adi_node *producer)
 {
     return producer && (producer->entry->rule.flags & AD_RULE_IGNORES_DY);
 }
@@ -140,7 +140,7 @@ static bool shares_cotangent(const tape_value *a, const tape_value *b)
 ** One node's pullback. An input passed in two slots (mul(x, x)) would alias one
 ** buffer under two betas; the later slot gets a scratch buffer, added afterwards.
 */
-static ad_status pull_node(ad_tape *tape, ad_grads *gs, ad_node *n, bool reference)
+static ad_status pull_node(ad_tape *tape, ad_grads *gs, adi_node *n, bool reference)
 {
     ad_tensor *din[AD_MAX_INPUTS] = {0};
     float beta[AD_MAX_INPUTS] = {0};
@@ -158,20 +158,20 @@ static ad_status pull_node(ad_tape *tape, ad_grads *gs, ad_node *n, bool referen
             rc = cotangent_slot(tape, gs, n->in[i], &din[i], &beta[i]);
         } else {
             const ad_tensor *t = n->in[i]->tensor;
-            rc = ad_tape_alloc_tensor(tape, "ad_backward", t->dtype, t->ndim, t->shape,
+            rc = adi_tape_alloc_tensor(tape, "ad_backward", t->dtype, t->ndim, t->shape,
                                       &din[i]);
         }
     }
     const ad_rule *r = &n->entry->rule;
     ad_pullback_fn pullback = reference && r->reference ? r->reference : r->pullback;
     if (rc == AD_OK)
-        rc = ad_node_pullback(tape, n, pullback, n->out->cot, din, beta);
+        rc = adi_node_pullback(tape, n, pullback, n->out->cot, din, beta);
     if (rc == AD_OK && tape->anomaly)
-        rc = ad_anomaly_check_cotangents(n, din);
+        rc = adi_anomaly_check_cotangents(n, din);
     if (rc)
         return rc;
     if (!reference) {
-        ad_registry_count(n->entry);
+        adi_registry_count(n->entry);
         tape->rule_counts[n->entry->stats->fn_id]++;
     }
     for (int i = 0; i < n->n_in; i++) {
@@ -225,7 +225,7 @@ static ad_status sweep_checks(ad_tape *tape, ad_var loss, const ad_params *ps,
     if (gs->ps != ps)
         return ad_fail(AD_ERR_INVALID, "ad_backward: the gradient set was made for "
                        "another parameter set");
-    *lv = ad_tape_resolve(tape, loss);
+    *lv = adi_tape_resolve(tape, loss);
     if (!*lv)
         return ad_fail(AD_ERR_BAD_HANDLE, "ad_backward: the loss handle is %s",
                        loss.v_ ? "from another tape or before a reset" : "poisoned");
@@ -238,7 +238,7 @@ static ad_status sweep_checks(ad_tape *tape, ad_var loss, const ad_params *ps,
     if (!tape->sweep_ready)
         return ad_fail(AD_ERR_NO_GRAD, "ad_backward: the tape recorded calls in "
                        "forward-only mode (ad_tape_set_grad_enabled(tape, 0))");
-    return ad_grads_sync(gs);
+    return adi_grads_sync(gs);
 }
 
 ad_status ad_backward(ad_tape *tape, ad_var loss, const ad_params *ps, ad_grads *gs)
@@ -254,22 +254,22 @@ ad_status ad_backward_ex(ad_tape *tape, ad_var loss, const ad_params *ps, ad_gra
     ad_status rc = sweep_checks(tape, loss, ps, gs, &lv);
     if (rc)
         return rc;
-    ad_node *last = lv->producer;
+    adi_node *last = lv->producer;
     analyse(tape, ps, gs, last);
     if (!lv->needs_grad)
         return AD_OK; /* the loss depends on no parameter: every gradient is absent */
     if (tape->memory_saving && !reference) { /* reuse.c; tape->reused marks this sweep */
         tape->reused = true;
-        ad_reuse_plan(tape, last, lv);
+        adi_reuse_plan(tape, last, lv);
     }
     rc = seed_loss(tape, gs, lv);
-    for (ad_node *n = last; rc == AD_OK && n; n = n->prev) {
+    for (adi_node *n = last; rc == AD_OK && n; n = n->prev) {
         bool runs_without_dy = !reference && ignores_dy(n);
         if (!n->out->live || !n->out->needs_grad || !(n->out->has_cot || runs_without_dy))
             continue;
         rc = pull_node(tape, gs, n, reference);
         if (rc == AD_OK && tape->reused)
-            ad_reuse_after(tape, n, lv);
+            adi_reuse_after(tape, n, lv);
         for (int p = n->ready_head; !reference && rc == AD_OK && p >= 0; p = gs->ready_next[p])
             rc = fire_ready(gs, p);
     }
@@ -281,7 +281,7 @@ ad_status ad_backward_ex(ad_tape *tape, ad_var loss, const ad_params *ps, ad_gra
 
 const ad_tensor *ad_cotangent(const ad_tape *tape, ad_var v)
 {
-    const tape_value *val = ad_tape_resolve(tape, v);
+    const tape_value *val = adi_tape_resolve(tape, v);
     if (val && val->cot_reused) {
         ad_fail(AD_ERR_REUSED, "ad_cotangent: the cotangent of value %u was reused by a "
                 "memory-saving sweep; mark the value with ad_keep before the sweep",

@@ -17,10 +17,10 @@ ad_status ad_tape_new(ad_tape **out)
 {
     if (!out)
         return ad_fail(AD_ERR_NULL, "ad_tape_new: out is NULL");
-    ad_tape *t = ad_calloc(1, sizeof *t);
+    ad_tape *t = adi_calloc(1, sizeof *t);
     if (!t)
         return ad_fail(AD_ERR_NOMEM, "ad_tape_new: out of memory");
-    ad_arena_init(&t->arena);
+    adi_arena_init(&t->arena);
     t->heap_allocs = 1;
     t->grad_enabled = true;
     ad_tape_reset(t);
@@ -32,7 +32,7 @@ void ad_tape_free(ad_tape *tape)
 {
     if (!tape)
         return;
-    ad_arena_release(&tape->arena);
+    adi_arena_release(&tape->arena);
     ad_free(tape->rule_counts);
     ad_free(tape->rule_of);
     ad_free(tape);
@@ -42,7 +42,7 @@ void ad_tape_reset(ad_tape *tape)
 {
     if (!tape)
         return;
-    ad_arena_reset(&tape->arena);
+    adi_arena_reset(&tape->arena);
     tape->gen = atomic_fetch_add(&next_generation, 1);
     tape->first = tape->last = NULL;
     tape->leaves = tape->last_leaf = NULL;
@@ -66,7 +66,7 @@ void ad_tape_set_anomaly_mode(ad_tape *tape, int enabled)
         tape->anomaly = enabled != 0;
 }
 
-ad_status ad_tape_poison(ad_tape *tape, ad_status code)
+ad_status adi_tape_poison(ad_tape *tape, ad_status code)
 {
     if (tape && tape->err == AD_OK) {
         tape->err = code;
@@ -75,30 +75,30 @@ ad_status ad_tape_poison(ad_tape *tape, ad_status code)
     return code;
 }
 
-tape_value *ad_tape_resolve(const ad_tape *tape, ad_var v)
+tape_value *adi_tape_resolve(const ad_tape *tape, ad_var v)
 {
     return v.v_ && tape && v.gen_ == tape->gen ? v.v_ : NULL;
 }
 
-ad_node *ad_tape_node_of(const ad_tape *tape, ad_var v)
+adi_node *adi_tape_node_of(const ad_tape *tape, ad_var v)
 {
-    tape_value *val = ad_tape_resolve(tape, v);
+    tape_value *val = adi_tape_resolve(tape, v);
     return val ? val->producer : NULL;
 }
 
-ad_status ad_tape_alloc_tensor(ad_tape *tape, const char *what, ad_dtype dtype, int ndim,
+ad_status adi_tape_alloc_tensor(ad_tape *tape, const char *what, ad_dtype dtype, int ndim,
                                const int64_t *shape, ad_tensor **out)
 {
     int64_t count;
     size_t bytes;
-    ad_status rc = ad_shape_check(what, dtype, ndim, shape, &count, &bytes);
+    ad_status rc = adi_shape_check(what, dtype, ndim, shape, &count, &bytes);
     if (rc)
         return rc;
-    ad_tensor *t = ad_arena_alloc(&tape->arena, sizeof *t);
-    void *data = t ? ad_arena_alloc(&tape->arena, bytes) : NULL;
+    ad_tensor *t = adi_arena_alloc(&tape->arena, sizeof *t);
+    void *data = t ? adi_arena_alloc(&tape->arena, bytes) : NULL;
     if (!data)
         return ad_fail(AD_ERR_NOMEM, "%s: out of memory for %zu bytes", what, bytes);
-    ad_tensor_describe_into(t, dtype, ndim, shape, count, data);
+    adi_tensor_describe_into(t, dtype, ndim, shape, count, data);
     *out = t;
     return AD_OK;
 }
@@ -116,25 +116,25 @@ ad_var ad_use_named(ad_tape *tape, const ad_tensor *t, const char *name)
     int64_t count;
     size_t bytes;
     if (!t) {
-        ad_tape_poison(tape, ad_fail(AD_ERR_NULL, "ad_use: tensor %s is NULL",
+        adi_tape_poison(tape, ad_fail(AD_ERR_NULL, "ad_use: tensor %s is NULL",
                                      name ? name : ""));
         return poisoned;
     }
-    ad_status rc = ad_shape_check("ad_use", t->dtype, t->ndim, t->shape, &count, &bytes);
+    ad_status rc = adi_shape_check("ad_use", t->dtype, t->ndim, t->shape, &count, &bytes);
     if (rc || count != t->size) {
-        ad_tape_poison(tape, rc ? rc : ad_fail(AD_ERR_INVALID,
+        adi_tape_poison(tape, rc ? rc : ad_fail(AD_ERR_INVALID,
                                                "ad_use: %s has a size that does not match "
                                                "its shape", name ? name : "tensor"));
         return poisoned;
     }
     if (!t->data && count > 0) { /* primals would read through it */
-        ad_tape_poison(tape, ad_fail(AD_ERR_NULL, "ad_use: %s has %" PRId64 " elements and "
+        adi_tape_poison(tape, ad_fail(AD_ERR_NULL, "ad_use: %s has %" PRId64 " elements and "
                                      "NULL data", name ? name : "tensor", count));
         return poisoned;
     }
-    tape_value *v = ad_arena_alloc(&tape->arena, sizeof *v);
+    tape_value *v = adi_arena_alloc(&tape->arena, sizeof *v);
     if (!v) {
-        ad_tape_poison(tape, ad_fail(AD_ERR_NOMEM, "ad_use: out of memory"));
+        adi_tape_poison(tape, ad_fail(AD_ERR_NOMEM, "ad_use: out of memory"));
         return poisoned;
     }
     memset(v, 0, sizeof *v);
@@ -157,7 +157,7 @@ int ad_var_ok(ad_var v)
 
 const ad_tensor *ad_value(const ad_tape *tape, ad_var v)
 {
-    tape_value *val = ad_tape_resolve(tape, v);
+    tape_value *val = adi_tape_resolve(tape, v);
     if (val && val->value_reused) {
         ad_fail(AD_ERR_REUSED, "ad_value: value %u (%s) was reused by a memory-saving "
                 "sweep; mark it with ad_keep before the sweep", val->index,
@@ -200,7 +200,7 @@ ad_status ad_out(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
         return ad_fail(AD_ERR_INVALID, "ad_out: %s asked for its output %s",
                        cx->node->fn_name, cx->out ? "twice" : "outside its primal");
     ad_tensor *t;
-    ad_status rc = ad_tape_alloc_tensor(cx->tape, cx->node->fn_name, dtype, ndim, shape, &t);
+    ad_status rc = adi_tape_alloc_tensor(cx->tape, cx->node->fn_name, dtype, ndim, shape, &t);
     if (rc)
         return rc;
     cx->out = t;
@@ -215,7 +215,7 @@ ad_status ad_save(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
         return ad_fail(AD_ERR_NULL, "ad_save: NULL argument");
     if (!cx->in_primal)
         return ad_fail(AD_ERR_INVALID, "ad_save: called outside a primal");
-    ad_status rc = ad_tape_alloc_tensor(cx->tape, cx->node->fn_name, dtype, ndim, shape,
+    ad_status rc = adi_tape_alloc_tensor(cx->tape, cx->node->fn_name, dtype, ndim, shape,
                                         &cx->node->saved);
     if (rc == AD_OK)
         *out = cx->node->saved;
@@ -237,7 +237,7 @@ ad_status ad_scratch(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
 {
     if (!cx || !out)
         return ad_fail(AD_ERR_NULL, "ad_scratch: NULL argument");
-    return ad_tape_alloc_tensor(cx->tape, cx->node->fn_name, dtype, ndim, shape, out);
+    return adi_tape_alloc_tensor(cx->tape, cx->node->fn_name, dtype, ndim, shape, out);
 }
 
 const void *ad_attrs(const ad_ctx *cx)
@@ -251,7 +251,7 @@ const char *ad_ctx_op_name(const ad_ctx *cx)
 }
 
 /* The checker's way into a rule's signal hook: the same context a pullback gets. */
-ad_status ad_node_signal(ad_tape *tape, ad_node *node, ad_signal_fn hook,
+ad_status adi_node_signal(ad_tape *tape, adi_node *node, ad_signal_fn hook,
                          ad_tensor **signal)
 {
     const ad_tensor *in[AD_MAX_INPUTS];

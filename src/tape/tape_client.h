@@ -10,24 +10,24 @@
 
 #include "ad_tape.h"
 
-typedef struct ad_node ad_node;
+typedef struct adi_node adi_node;
 
 /* Arena memory for a tensor of the given shape (owned by the tape, valid until its
 ** reset); errors name `what`: AD_ERR_RANK, AD_ERR_INVALID, AD_ERR_OVERFLOW, AD_ERR_NOMEM. */
-ad_status ad_tape_alloc_tensor(ad_tape *tape, const char *what, ad_dtype dtype, int ndim,
+ad_status adi_tape_alloc_tensor(ad_tape *tape, const char *what, ad_dtype dtype, int ndim,
                                const int64_t *shape, ad_tensor **out);
 
 /* The node that produced v, or NULL (leaf or invalid handle). */
-ad_node *ad_tape_node_of(const ad_tape *tape, ad_var v);
+adi_node *adi_tape_node_of(const ad_tape *tape, ad_var v);
 
 /* Runs `pullback` for node with explicit buffers (the sweep and the rule checker); a
 ** failure's message is prefixed with the op, the rule, the node and the input shapes. */
-ad_status ad_node_pullback(ad_tape *tape, ad_node *node, ad_pullback_fn pullback,
+ad_status adi_node_pullback(ad_tape *tape, adi_node *node, ad_pullback_fn pullback,
                            const ad_tensor *dy, ad_tensor *const din[], const float beta[]);
 
 /* Calls an AD_RULE_IGNORES_DY rule's signal hook with the node's context and inputs
 ** (see ad_signal_fn); a failure's message is prefixed with the op and the rule. */
-ad_status ad_node_signal(ad_tape *tape, ad_node *node, ad_signal_fn hook,
+ad_status adi_node_signal(ad_tape *tape, adi_node *node, ad_signal_fn hook,
                          ad_tensor **signal);
 
 #endif /* AD_TAPE_CLIENT_H */

@@ -16,7 +16,7 @@
 struct ad_value {
     const ad_tensor *tensor; /* what primals and pullbacks read: &out, or the user's */
     ad_tensor out;           /* storage descriptor of an op output */
-    ad_node *producer;       /* NULL for a leaf */
+    adi_node *producer;       /* NULL for a leaf */
     const char *leaf_name;   /* leaves: the spelled expression given to ad_use */
     uint64_t leaf_version;   /* leaves: the tensor's version when recorded */
     struct ad_value *next_leaf;
@@ -31,12 +31,12 @@ struct ad_value {
     bool keep;               /* ad_keep: never reused */
     bool value_reused;       /* the value's memory went to a cotangent */
     bool cot_reused;         /* the cotangent's memory went to another cotangent */
-    struct ad_node *last_reader; /* the last pullback of the sweep to read the value */
+    struct adi_node *last_reader; /* the last pullback of the sweep to read the value */
 };
 typedef struct ad_value tape_value;
 
-struct ad_node {
-    const ad_rule_entry *entry; /* the rule that served this call */
+struct adi_node {
+    const adi_rule_entry *entry; /* the rule that served this call */
     const char *fn_name;
     tape_value *out;
     tape_value *in[AD_MAX_INPUTS];
@@ -45,21 +45,21 @@ struct ad_node {
     ad_tensor *saved;           /* ad_save's tensor, or NULL */
     bool saving;                /* recorded with pullback state */
     int32_t ready_head;         /* first parameter whose gradient is final after this */
-    ad_node *prev, *next;
+    adi_node *prev, *next;
     uint32_t index;
 };
 
 struct ad_ctx {
     ad_tape *tape;
-    ad_node *node;
+    adi_node *node;
     bool in_primal;
     ad_tensor *out; /* set by ad_out during the primal */
 };
 
 struct ad_tape {
-    ad_arena arena;
+    adi_arena arena;
     uint64_t gen;          /* unique per tape and recording (process-wide counter) */
-    ad_node *first, *last;
+    adi_node *first, *last;
     uint32_t n_nodes, n_values;
     tape_value *leaves, *last_leaf;
     bool grad_enabled;
@@ -72,28 +72,28 @@ struct ad_tape {
     char err_msg[512];
     uint64_t heap_allocs;   /* allocations besides arena blocks */
     uint64_t *rule_counts;  /* pullback runs by fn_id */
-    const ad_rule_entry **rule_of; /* latest entry seen for each fn_id */
+    const adi_rule_entry **rule_of; /* latest entry seen for each fn_id */
     uint32_t counts_cap;
 };
 
 /* The value behind v if v belongs to this tape's current recording, else NULL. */
-tape_value *ad_tape_resolve(const ad_tape *tape, ad_var v);
+tape_value *adi_tape_resolve(const ad_tape *tape, ad_var v);
 
 /* Records a tape's first error from the thread's last message; returns code. */
-ad_status ad_tape_poison(ad_tape *tape, ad_status code);
+ad_status adi_tape_poison(ad_tape *tape, ad_status code);
 
 /* Anomaly mode (anomaly.c), called only when tape->anomaly is set: AD_ERR_NONFINITE
 ** naming the node if its output (a primal just ran) or one of the cotangent buffers
 ** din[] (its pullback just ran) holds a NaN or an Inf; AD_OK otherwise. */
-ad_status ad_anomaly_check_value(const ad_node *node);
-ad_status ad_anomaly_check_cotangents(const ad_node *node, ad_tensor *const din[]);
+ad_status adi_anomaly_check_value(const adi_node *node);
+ad_status adi_anomaly_check_cotangents(const adi_node *node, ad_tensor *const din[]);
 
 /* Memory saving (reuse.c). Before a saving sweep: which pullback reads each value
 ** last, and the values none reads go dead. During it: a tensor shaped like `like` on
 ** a dead buffer if one fits exactly (else fresh arena memory); and after node n's
 ** pullback, n's cotangent and what only n still read go dead. */
-void ad_reuse_plan(ad_tape *tape, ad_node *last, const tape_value *loss);
-ad_status ad_reuse_tensor_like(ad_tape *tape, const ad_tensor *like, ad_tensor **out);
-void ad_reuse_after(ad_tape *tape, ad_node *n, const tape_value *loss);
+void adi_reuse_plan(ad_tape *tape, adi_node *last, const tape_value *loss);
+ad_status adi_reuse_tensor_like(ad_tape *tape, const ad_tensor *like, ad_tensor **out);
+void adi_reuse_after(ad_tape *tape, adi_node *n, const tape_value *loss);
 
 #endif /* AD_TAPE_INTERNAL_H */

@@ -13,7 +13,7 @@ static void print_leaf(const tape_value *v, FILE *f)
             ad_tensor_describe(v->tensor, d, sizeof d));
 }
 
-static void print_node(const ad_node *n, FILE *f)
+static void print_node(const adi_node *n, FILE *f)
 {
     char d[64];
     fprintf(f, "  %%%-3u %-16s rule \"%s\"  (", n->out->index, n->fn_name,
@@ -35,7 +35,7 @@ ad_status ad_tape_print(const ad_tape *tape, FILE *f)
             s.high_water, s.heap_allocs);
     /* Leaves and nodes share one numbering; merge the two lists by it. */
     const tape_value *leaf = tape->leaves;
-    const ad_node *node = tape->first;
+    const adi_node *node = tape->first;
     while (leaf || node) {
         if (leaf && (!node || leaf->index < node->out->index)) {
             print_leaf(leaf, f);
@@ -56,7 +56,7 @@ ad_status ad_tape_print_rule_counts(const ad_tape *tape, FILE *f)
         return ad_fail(AD_ERR_NULL, "ad_tape_print_rule_counts: NULL argument");
     fprintf(f, "%-48s %10s %14s\n", "rule (function)", "this tape", "process total");
     for (uint32_t id = 0; id < tape->counts_cap; id++) {
-        const ad_rule_entry *e = tape->rule_of[id];
+        const adi_rule_entry *e = tape->rule_of[id];
         if (!e || tape->rule_counts[id] == 0)
             continue;
         char label[128];

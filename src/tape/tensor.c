@@ -32,7 +32,7 @@ const char *ad_dtype_name(ad_dtype dtype)
 ** The element count and byte size must both fit in ptrdiff_t so that pointer
 ** arithmetic over the data, and BLAS offsets computed from it, stay defined.
 */
-ad_status ad_shape_check(const char *what, ad_dtype dtype, int ndim, const int64_t *shape,
+ad_status adi_shape_check(const char *what, ad_dtype dtype, int ndim, const int64_t *shape,
                          int64_t *count, size_t *bytes)
 {
     size_t esize = ad_dtype_size(dtype);
@@ -48,11 +48,11 @@ ad_status ad_shape_check(const char *what, ad_dtype dtype, int ndim, const int64
         if (shape[i] < 0)
             return ad_fail(AD_ERR_INVALID, "%s: extent %d is negative (%" PRId64 ")", what,
                            i, shape[i]);
-        if ((uint64_t)shape[i] > SIZE_MAX || !ad_size_mul(n, (size_t)shape[i], &n))
+        if ((uint64_t)shape[i] > SIZE_MAX || !adi_size_mul(n, (size_t)shape[i], &n))
             return ad_fail(AD_ERR_OVERFLOW, "%s: element count overflows", what);
     }
     size_t b;
-    if (!ad_size_mul(n, esize, &b) || b > (size_t)PTRDIFF_MAX)
+    if (!adi_size_mul(n, esize, &b) || b > (size_t)PTRDIFF_MAX)
         return ad_fail(AD_ERR_OVERFLOW, "%s: %zu elements of %s overflow the address space",
                        what, n, ad_dtype_name(dtype));
     *count = (int64_t)n;
@@ -60,7 +60,7 @@ ad_status ad_shape_check(const char *what, ad_dtype dtype, int ndim, const int64
     return AD_OK;
 }
 
-void ad_tensor_describe_into(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape,
+void adi_tensor_describe_into(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape,
                              int64_t count, void *data)
 {
     memset(t, 0, sizeof *t);
@@ -72,7 +72,7 @@ void ad_tensor_describe_into(ad_tensor *t, ad_dtype dtype, int ndim, const int64
     t->size = count;
 }
 
-bool ad_same_shape(const ad_tensor *a, const ad_tensor *b)
+bool adi_same_shape(const ad_tensor *a, const ad_tensor *b)
 {
     if (a->dtype != b->dtype || a->ndim != b->ndim)
         return false;
@@ -89,13 +89,13 @@ ad_status ad_tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *
     size_t bytes;
     if (!t)
         return ad_fail(AD_ERR_NULL, "ad_tensor_init: tensor is NULL");
-    ad_status rc = ad_shape_check("ad_tensor_init", dtype, ndim, shape, &count, &bytes);
+    ad_status rc = adi_shape_check("ad_tensor_init", dtype, ndim, shape, &count, &bytes);
     if (rc)
         return rc;
     if (!data && count > 0)
         return ad_fail(AD_ERR_NULL, "ad_tensor_init: data is NULL for %" PRId64 " elements",
                        count);
-    ad_tensor_describe_into(t, dtype, ndim, shape, count, data);
+    adi_tensor_describe_into(t, dtype, ndim, shape, count, data);
     return AD_OK;
 }
 
@@ -105,17 +105,17 @@ ad_status ad_tensor_new(ad_dtype dtype, int ndim, const int64_t *shape, ad_tenso
     size_t bytes;
     if (!out)
         return ad_fail(AD_ERR_NULL, "ad_tensor_new: out is NULL");
-    ad_status rc = ad_shape_check("ad_tensor_new", dtype, ndim, shape, &count, &bytes);
+    ad_status rc = adi_shape_check("ad_tensor_new", dtype, ndim, shape, &count, &bytes);
     if (rc)
         return rc;
     ad_tensor *t = ad_malloc(sizeof *t);
-    void *data = ad_calloc(1, bytes);
+    void *data = adi_calloc(1, bytes);
     if (!t || !data) {
         ad_free(t);
         ad_free(data);
         return ad_fail(AD_ERR_NOMEM, "ad_tensor_new: out of memory for %zu bytes", bytes);
     }
-    ad_tensor_describe_into(t, dtype, ndim, shape, count, data);
+    adi_tensor_describe_into(t, dtype, ndim, shape, count, data);
     t->owns_data_ = 1;
     *out = t;
     return AD_OK;
@@ -163,7 +163,7 @@ ad_status ad_tensor_copy_from(ad_tensor *dst, const ad_tensor *src)
     if (dst->dtype != src->dtype)
         return ad_fail(AD_ERR_DTYPE, "ad_tensor_copy_from: %s into %s",
                        ad_dtype_name(src->dtype), ad_dtype_name(dst->dtype));
-    if (!ad_same_shape(dst, src))
+    if (!adi_same_shape(dst, src))
         return ad_fail(AD_ERR_SHAPE, "ad_tensor_copy_from: %s into %s",
                        ad_tensor_describe(src, a, sizeof a),
                        ad_tensor_describe(dst, b, sizeof b));
