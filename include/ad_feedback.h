@@ -27,7 +27,10 @@
 ** activation's own pullback turns it into (e B_l') .* f'(a_l). Because the hidden rule
 ** declares that it ignores dy, the sweep never computes the layer above's dX product.
 ** The struct ad_dfa ties the two: the caller owns it (zero-initialised) and it must
-** outlive the sweep. Both rules have the identity as reference.
+** outlive the sweep. The hidden rule has the identity as reference (the output rule is
+** the identity's own pullback). ad_rule_check checks ad_op_dfa_hidden alone, given as
+** attrs a pointer to an ad_dfa (what ad_dfa_hidden passes): its signal hook lets the
+** checker seed e, and hands it back when the check ends.
 */
 #ifndef AD_FEEDBACK_H
 #define AD_FEEDBACK_H

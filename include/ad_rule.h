@@ -71,6 +71,24 @@ typedef struct ad_input_spec {
 ** compute its output's cotangent, so the layer above skips that product. */
 #define AD_RULE_IGNORES_DY 4u
 
+/*
+** The signal hook of an AD_RULE_IGNORES_DY rule whose pullback reads a cotangent from
+** elsewhere instead of dy (DFA's hidden rule reads the output error e that the output
+** rule's pullback published through the caller's ad_dfa). It lets ad_rule_check seed
+** that signal, so the rule can be checked alone and its linearity in the signal shown;
+** no sweep calls it. It gets the checked node's context (ad_attrs and ad_scratch work
+** as in the pullback) and inputs, and is called twice:
+**   *signal == NULL: allocate the signal with ad_scratch, in the shape and dtype the
+**     pullback reads, make the pullback read it (as the output rule would), set
+**     *signal and return AD_OK; the checker writes its own values into it before the
+**     pullback runs, varies them, and never changes the tensor's shape;
+**   *signal set (the tensor it gave), when the check ends, success or not: make the
+**     pullback stop reading it (its memory goes with the checker's tape).
+** A failing first call must leave *signal NULL and publish nothing.
+*/
+typedef ad_status (*ad_signal_fn)(ad_ctx *cx, const ad_tensor *const in[],
+                                  ad_tensor **signal);
+
 /* Bit for the output in ad_rule.unread: the pullbacks (and the reference) never read
 ** the output's values, only its shape, so a memory-saving sweep may reuse its memory. */
 #define AD_OUTPUT (1u << AD_MAX_INPUTS)
@@ -107,6 +125,8 @@ typedef struct ad_rule {
     const void *attrs_default; /* optional, attrs_size bytes (copied at registration):
                                   what a call without attributes gets. NULL with
                                   attrs_size > 0: attributes are required */
+    ad_signal_fn signal;       /* optional, AD_RULE_IGNORES_DY rules only: seeds what
+                                  the pullback reads instead of dy, for ad_rule_check */
 } ad_rule;
 
 /*
@@ -128,8 +148,9 @@ typedef struct ad_rule {
 ** Registers `rule` (copied) for `fn`. `fn_name` names fn in messages (the macros pass
 ** the spelled name). Errors: AD_ERR_NULL (fn or rule), AD_ERR_BAD_RULE (no pullback,
 ** n_inputs outside 1..8, masks naming slots past n_inputs, unknown flags, attrs_default
-** without attrs_size), AD_ERR_RULE_EXISTS (fn has a rule and AD_REPLACE was not
-** given), AD_ERR_OVERFLOW (attrs_size too large to copy its defaults), AD_ERR_NOMEM.
+** without attrs_size, a signal hook without AD_RULE_IGNORES_DY), AD_ERR_RULE_EXISTS (fn
+** has a rule and AD_REPLACE was not given), AD_ERR_OVERFLOW (attrs_size too large to
+** copy its defaults), AD_ERR_NOMEM.
 ** On error the table is unchanged.
 ** A replaced rule stays valid for tapes that recorded with it; new calls use the new.
 */

@@ -302,7 +302,8 @@ Test(attrs, rule_check_passes_attributes_through_recording)
     ts_fill_uniform(x, &rng, -1, 1);
     const ad_tensor *in[1] = {x};
     gain_attrs a = {-2.0, 0};
-    ad_check_options o = {.attrs = &a, .attrs_size = sizeof a};
+    ad_check_options o = ad_check_defaults();
+    o.attrs = &a, o.attrs_size = sizeof a;
     cr_expect_eq(ad_rule_check(gain_required_fn, in, 1, &o, NULL), AD_OK, "%s",
                  ad_last_error());
     cr_expect_eq(in_pullback.k, -2.0);

@@ -146,7 +146,8 @@ Test(bias_act, pass_the_finite_difference_check_in_f64)
     ad_tensor_touch(b);
     const ad_primal_fn fns[] = {ad_op_bias_relu, ad_op_bias_tanh};
     for (int t = 0; t < 2; t++) {
-        ad_check_options o = {.rtol = 1e-6};
+        ad_check_options o = ad_check_defaults();
+        o.rtol = 1e-6;
         ad_check_report r = {0};
         ad_status rc = ad_rule_check_as(fns[t], tails[t].name,
                                         (const ad_tensor *const[]){x, b}, 2, &o, &r);

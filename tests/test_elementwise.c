@@ -26,8 +26,8 @@ static ad_tensor *random_tensor(ad_dtype dt, int ndim, const int64_t *shape, uin
 /* ad_rule_check at rtol 1e-6 must pass and compare `slots` input slots. */
 #define CHECK_RULE(fn, in, n, attrs_ptr, attrs_sz, slots)                               \
     do {                                                                                \
-        ad_check_options o_ = {.rtol = 1e-6, .attrs = (attrs_ptr),                     \
-                               .attrs_size = (attrs_sz)};                               \
+        ad_check_options o_ = ad_check_defaults();                                      \
+        o_.rtol = 1e-6, o_.attrs = (attrs_ptr), o_.attrs_size = (attrs_sz);             \
         ad_check_report r_ = {0};                                                       \
         ad_status rc_ = ad_rule_check(fn, in, n, &o_, &r_);                             \
         cr_assert_eq(rc_, AD_OK, "%s: %s", #fn, ad_last_error());                       \

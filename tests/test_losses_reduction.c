@@ -48,7 +48,8 @@ Test(losses_reduction, each_reduction_passes_finite_difference_check_in_f64)
             ad_tensor *l = labels(dims[s][0], dims[s][1], &rng);
             ad_softmax_ce_attrs at = AD_SOFTMAX_CE_ATTRS_DEFAULT;
             at.reduction = reductions[r];
-            ad_check_options o = {.rtol = 1e-6, .attrs = &at, .attrs_size = sizeof at};
+            ad_check_options o = ad_check_defaults();
+            o.attrs = &at, o.attrs_size = sizeof at;
             ad_check_report rep = {0};
             cr_assert_eq(ad_rule_check(ad_op_softmax_cross_entropy,
                                        ((const ad_tensor *const[]){z, l}), 2, &o, &rep),

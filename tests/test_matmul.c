@@ -182,7 +182,8 @@ static void rule_check_passes(const mkn *shapes, int count, uint64_t seed)
                 ad_tensor *b = operand(AD_F64, tb, d.k, d.n, &rng);
                 const ad_tensor *in[] = {a, b};
                 ad_matmul_attrs at = {ta, tb};
-                ad_check_options o = {.rtol = 1e-6, .attrs = &at, .attrs_size = sizeof at};
+                ad_check_options o = ad_check_defaults();
+                o.rtol = 1e-6, o.attrs = &at, o.attrs_size = sizeof at;
                 ad_check_report rep = {0};
                 ad_status rc = ad_rule_check(ad_op_matmul, in, 2, &o, &rep);
                 cr_assert_eq(rc, AD_OK, "%lldx%lldx%lld trans_a=%d trans_b=%d: %s",
@@ -397,7 +398,8 @@ Test(matmul, dense_backprop_pullback_passes_finite_difference_check)
         ad_tensor *w = operand(AD_F64, 0, dims[s][0], dims[s][1], &rng);
         ad_tensor *x = operand(AD_F64, 0, dims[s][2], dims[s][1], &rng);
         const ad_tensor *in[] = {w, x};
-        ad_check_options o = {.rtol = 1e-6};
+        ad_check_options o = ad_check_defaults();
+        o.rtol = 1e-6;
         ad_check_report rep = {0};
         ad_status rc = ad_rule_check(test_dense, in, 2, &o, &rep);
         cr_assert_eq(rc, AD_OK, "out %lld, in %lld, batch %lld: %s", (long long)dims[s][0],

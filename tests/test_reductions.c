@@ -27,7 +27,8 @@ static const struct {
 
 static void check_rule(ad_primal_fn fn, const char *name, const ad_tensor *x)
 {
-    ad_check_options o = {.rtol = 1e-6};
+    ad_check_options o = ad_check_defaults();
+    o.rtol = 1e-6;
     ad_check_report r = {0};
     ad_status rc = ad_rule_check_as(fn, name, (const ad_tensor *const[]){x}, 1, &o, &r);
     cr_assert_eq(rc, AD_OK, "%s: %s", name, ad_last_error());

@@ -316,7 +316,7 @@ static ad_status naive_fa_dx(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *c
     return AD_OK;
 }
 
-Test(seed, fa_rule_passes_the_checker_with_dw_by_finite_differences_and_dx_by_naive_b)
+Test(seed, fa_rule_passes_the_default_check_and_dx_equals_naive_dy_b)
 {
     register_fa();
     const int64_t shapes[3][3] = {{5, 3, 4}, {1, 6, 2}, {7, 4, 9}}; /* batch, in, out */
@@ -330,12 +330,19 @@ Test(seed, fa_rule_passes_the_checker_with_dw_by_finite_differences_and_dx_by_na
         ts_fill_uniform(x, &rng, -1, 1);
         ts_fill_uniform(b, &rng, -1, 1);
         const ad_tensor *in[3] = {w, x, b};
-        ad_check_options o1 = {.reference = naive_fa_dx};
+        /* As the README's user would run it: no options, nothing but the inputs. */
         ad_check_report rep;
-        cr_expect_eq(ad_rule_check(my_matmul, in, 3, &o1, &rep), AD_OK, "%s", ad_last_error());
+        cr_expect_eq(ad_rule_check(my_matmul, in, 3, NULL, &rep), AD_OK, "%s", ad_last_error());
         cr_expect_eq(rep.slots_checked, 2);
-        /* Against the rule's own reference (backprop's dY W), FA's dX must differ. */
-        cr_expect_eq(ad_rule_check(my_matmul, in, 3, NULL, NULL), AD_ERR_CHECK_FAILED);
+        cr_expect_eq(rep.slot[0].method, AD_CHECK_FINITE_DIFFERENCES);
+        cr_expect_eq(rep.slot[1].method, AD_CHECK_STRUCTURAL);
+        cr_expect_gt(rep.slot[1].angle_degrees, 1.0, "dY B against backprop's dY W");
+        /* With the expected dX = dY B from a loop, the values are compared too. */
+        ad_check_options o1 = ad_check_defaults();
+        o1.expected = naive_fa_dx;
+        cr_expect_eq(ad_rule_check(my_matmul, in, 3, &o1, &rep), AD_OK, "%s", ad_last_error());
+        cr_expect_eq(rep.slot[1].method, AD_CHECK_EXPECTED);
+        cr_expect_lt(rep.slot[1].max_rel_err, 1e-12);
         ad_tensor_free(w);
         ad_tensor_free(x);
         ad_tensor_free(b);

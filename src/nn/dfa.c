@@ -124,6 +124,26 @@ static ad_status identity_reference(ad_ctx *cx, const ad_tensor *dy,
     return AD_OK;
 }
 
+/* For ad_rule_check alone: a buffer shaped like e (h's rows x B's columns), published
+** through the ad_dfa as an output rule's pullback would, and taken back afterwards. */
+static ad_status dfa_hidden_signal(ad_ctx *cx, const ad_tensor *const in[],
+                                   ad_tensor **signal)
+{
+    ad_dfa *dfa = attrs_dfa(cx);
+    if (!dfa)
+        return ad_fail(AD_ERR_NULL, "dfa_hidden: no ad_dfa given");
+    if (*signal) {
+        if (dfa->error_ == *signal)
+            dfa->error_ = NULL;
+        return AD_OK;
+    }
+    const int64_t shape[2] = {in[0]->shape[0], in[1]->shape[1]};
+    ad_status rc = ad_scratch(cx, in[0]->dtype, 2, shape, signal);
+    if (rc == AD_OK)
+        dfa->error_ = *signal;
+    return rc;
+}
+
 static const ad_rule rule_dfa_hidden = {
     .name = "dfa hidden (e B')",
     .pullback = dfa_hidden_pullback,
@@ -135,6 +155,7 @@ static const ad_rule rule_dfa_hidden = {
     .unread = AD_INPUT(0) | AD_OUTPUT, /* reads e and B */
     .flags = AD_RULE_IGNORES_DY,
     .attrs_size = sizeof(dfa_attrs),
+    .signal = dfa_hidden_signal,
 };
 
 ad_var ad_dfa_output(ad_tape *t, ad_dfa *dfa, ad_var y)

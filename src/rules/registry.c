@@ -64,6 +64,10 @@ static ad_status validate(const ad_rule *r, const char *fn_name)
     if (r->attrs_default && !r->attrs_size)
         return ad_fail(AD_ERR_BAD_RULE, "ad_rule_register: rule for %s has attrs_default "
                        "but attrs_size 0 (defaults of no size)", fn_name);
+    if (r->signal && !(r->flags & AD_RULE_IGNORES_DY))
+        return ad_fail(AD_ERR_BAD_RULE, "ad_rule_register: rule for %s has a signal hook "
+                       "but not AD_RULE_IGNORES_DY (only a pullback that ignores dy reads "
+                       "a signal)", fn_name);
     for (int i = 0; i < r->n_inputs; i++) {
         if (r->inputs[i].dtypes & ~(AD_ACCEPT_FLOAT | AD_ACCEPT_I32) ||
             r->inputs[i].ranks & ~((1u << (AD_MAX_RANK + 1)) - 1u))

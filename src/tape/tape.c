@@ -249,3 +249,21 @@ const char *ad_ctx_op_name(const ad_ctx *cx)
 {
     return cx ? cx->node->fn_name : "";
 }
+
+/* The checker's way into a rule's signal hook: the same context a pullback gets. */
+ad_status adi_node_signal(ad_tape *tape, adi_node *node, ad_signal_fn hook,
+                         ad_tensor **signal)
+{
+    const ad_tensor *in[AD_MAX_INPUTS];
+    for (int i = 0; i < node->n_in; i++)
+        in[i] = node->in[i]->tensor;
+    ad_ctx cx = {tape, node, false, NULL};
+    ad_status rc = hook(&cx, in, signal);
+    if (rc) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", ad_last_error());
+        return ad_fail(rc, "signal hook of %s (rule \"%s\"): %s", node->fn_name,
+                       node->entry->rule.name, msg);
+    }
+    return AD_OK;
+}

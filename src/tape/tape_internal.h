@@ -1,6 +1,6 @@
 /*
 ** tape_internal.h (internal): the tape's records, shared by recording, the sweep,
-** printing and the rule checker.
+** memory saving, anomaly checks and printing. Parts above the tape use tape_client.h.
 */
 #ifndef AD_TAPE_INTERNAL_H
 #define AD_TAPE_INTERNAL_H
@@ -9,9 +9,8 @@
 
 #include "ad_grad.h"
 #include "arena.h"
+#include "tape_client.h"
 #include "../rules/registry.h"
-
-typedef struct adi_node adi_node;
 
 /* A value on the tape: a leaf (a user tensor) or the output of a node. */
 struct ad_value {
@@ -83,14 +82,6 @@ tape_value *adi_tape_resolve(const ad_tape *tape, ad_var v);
 /* Records a tape's first error from the thread's last message; returns code. */
 ad_status adi_tape_poison(ad_tape *tape, ad_status code);
 
-/* Arena memory for a tensor of the given shape; errors name `what`. */
-ad_status adi_tape_alloc_tensor(ad_tape *tape, const char *what, ad_dtype dtype, int ndim,
-                               const int64_t *shape, ad_tensor **out);
-
-/* Runs `pullback` for node with explicit buffers (the sweep and the rule checker). */
-ad_status adi_node_pullback(ad_tape *tape, adi_node *node, ad_pullback_fn pullback,
-                           const ad_tensor *dy, ad_tensor *const din[], const float beta[]);
-
 /* Anomaly mode (anomaly.c), called only when tape->anomaly is set: AD_ERR_NONFINITE
 ** naming the node if its output (a primal just ran) or one of the cotangent buffers
 ** din[] (its pullback just ran) holds a NaN or an Inf; AD_OK otherwise. */
@@ -104,8 +95,5 @@ ad_status adi_anomaly_check_cotangents(const adi_node *node, ad_tensor *const di
 void adi_reuse_plan(ad_tape *tape, adi_node *last, const tape_value *loss);
 ad_status adi_reuse_tensor_like(ad_tape *tape, const ad_tensor *like, ad_tensor **out);
 void adi_reuse_after(ad_tape *tape, adi_node *n, const tape_value *loss);
-
-/* The node that produced v, or NULL (leaf or invalid handle). */
-adi_node *adi_tape_node_of(const ad_tape *tape, ad_var v);
 
 #endif /* AD_TAPE_INTERNAL_H */

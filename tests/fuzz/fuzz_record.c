@@ -377,7 +377,8 @@ static void op_check(world *w)
     }
     if (total > 48 || w->checks++ >= MAX_CHECKS)
         return;
-    ad_check_options o = {.seed = next(w), .full_limit = 16};
+    ad_check_options o = ad_check_defaults();
+    o.seed = next(w), o.full_limit = 16;
     ad_check_report rep;
     attrs_for(w, fn, &o.attrs, &o.attrs_size);
     TRY(ad_rule_check_as(fn, "fuzz_check", in, n, &o, &rep));
