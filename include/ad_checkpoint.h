@@ -1,6 +1,7 @@
 /*
 ** ad_checkpoint.h: checkpoints as safetensors files: crash-safe saving, loading that
-** validates the whole file before it touches anything, and exact resumption.
+** validates the whole file before it touches anything, exact resumption, and a listing
+** of any safetensors file's tensors and metadata (ad_checkpoint_inspect).
 **
 **     const char *const names[] = {"w1", "b1", "w2", "b2"};  // ps's order, by index
 **     ad_checkpoint_extras x = {.optim = opt, .rng = &rng, .step = step};
@@ -135,7 +136,8 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 ** so such a file fails with AD_ERR_UNSUPPORTED_DTYPE naming the tensor, whatever the
 ** names. Save what adtape is to load without them, e.g. with
 **     {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
-** and see what any file holds with ad_checkpoint_inspect (or examples/adtape-inspect).
+** and see what any file holds with ad_checkpoint_inspect (or the adtape-inspect
+** program, examples/inspect.c).
 **
 ** Errors, each naming the file and the tensor or key:
 **   AD_ERR_NULL, AD_ERR_INVALID, AD_ERR_BAD_NAME, AD_ERR_DUPLICATE_NAME  as for saving,
@@ -179,6 +181,59 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 */
 AD_API ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *const names[],
                              ad_checkpoint_extras *extras);
+
+/* One tensor of a file, as ad_checkpoint_inspect lists it. */
+typedef struct ad_checkpoint_entry {
+    const char *name;     /* as the header spells it */
+    const char *dtype;    /* the format's name: "F32", "BF16", "I64", "F8_E4M3", ... */
+    int ndim;             /* any rank: 0 for a scalar, above AD_MAX_RANK too */
+    const int64_t *shape; /* its ndim extents */
+    uint64_t begin, end;  /* its data_offsets: bytes [begin, end) of the data section */
+    int loadable;         /* nonzero when ad_checkpoint_load can read it into a
+                             tensor: F32 or F64, rank 0 to 4 */
+} ad_checkpoint_entry;
+
+/* What a file holds. Plain data in one block: every pointer in it points into the
+** block, and all of it stays valid until ad_checkpoint_info_free. */
+typedef struct ad_checkpoint_info {
+    int n_tensors;
+    const ad_checkpoint_entry *tensors; /* in the header's order */
+    int n_meta;
+    const ad_checkpoint_meta *meta;     /* the "__metadata__" pairs, in the header's order */
+    uint64_t header_bytes;              /* N, the header's length, padding included */
+    uint64_t data_bytes;                /* the data section after it */
+} ad_checkpoint_info;
+
+/*
+** Lists what the safetensors file at path holds without knowing its contents, as
+** safetensors' safe_open does: every tensor's name, dtype, shape and offsets, those
+** adtape cannot load included (any dtype the format defines, any rank), and the
+** metadata. Only the header is read, however large the data.
+**
+**     ad_checkpoint_info *info;
+**     if (ad_checkpoint_inspect("model.safetensors", &info) == AD_OK) {
+**         for (int i = 0; i < info->n_tensors; i++)
+**             printf("%s %s rank %d\n", info->tensors[i].name, info->tensors[i].dtype,
+**                    info->tensors[i].ndim);
+**         ad_checkpoint_info_free(info);
+**     }
+**
+** The file is validated against the format exactly as ad_checkpoint_load validates it,
+** so a malformed file gets the same error from both; a dtype or rank adtape does not
+** load is listed (loadable 0), not refused. *out (out-parameter) is owned by the caller
+** and released with ad_checkpoint_info_free.
+**
+** Errors, each naming the file and the tensor or key: AD_ERR_NULL (path or out NULL),
+** and as for ad_checkpoint_load: AD_ERR_IO, AD_ERR_TRUNCATED, AD_ERR_HEADER_TOO_LARGE,
+** AD_ERR_JSON, AD_ERR_UNKNOWN_DTYPE, AD_ERR_DUPLICATE_NAME, AD_ERR_BAD_NAME,
+** AD_ERR_METADATA ("__metadata__" not an object of strings), AD_ERR_OVERFLOW,
+** AD_ERR_OFFSETS, AD_ERR_TRAILING_DATA, AD_ERR_NOMEM.
+** What a failure leaves: *out unchanged, nothing allocated.
+*/
+AD_API ad_status ad_checkpoint_inspect(const char *path, ad_checkpoint_info **out);
+
+/* Releases what ad_checkpoint_inspect made. NULL is accepted. */
+AD_API void ad_checkpoint_info_free(ad_checkpoint_info *info);
 
 #ifdef __cplusplus
 }
