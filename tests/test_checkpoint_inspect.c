@@ -1,16 +1,19 @@
 /*
-** test_checkpoint_inspect.c: ad_checkpoint_inspect.
+** test_checkpoint_inspect.c: ad_checkpoint_inspect and the adtape-inspect program.
 ** Files are written here: checkpoints saved by the library (read back independently
 ** with jansson for the order of their keys) and crafted ones with entries adtape
 ** cannot load (I64, BF16, F8, F4, rank 5 and 100), which must be listed exactly, and
 ** bad headers, which must fail with the code and message a load gets, leaving *out
-** as it was and nothing allocated; so must every out-of-memory.
+** as it was and nothing allocated; so must every out-of-memory. The program is run
+** through popen and its whole output compared.
 */
+#define _POSIX_C_SOURCE 200809L /* popen */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "ckpt_files.h"
 #include "support.h"
@@ -274,4 +277,74 @@ Test(checkpoint_inspect, out_of_memory_fails_cleanly_at_every_allocation)
     ad_checkpoint_info_free(out);
     cr_assert_eq(ts_alloc_outstanding(), 0);
     ts_alloc_uninstall();
+}
+
+/* ---- the program ---- */
+
+/* Runs adtape-inspect with args (shell words); its stdout, or with err its stderr,
+** into buf. Returns its exit status. */
+static int run(const char *args, int err, char *buf, size_t size)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, err ? "'%s' %s 2>&1 >/dev/null" : "'%s' %s 2>/dev/null",
+             INSPECT_PROGRAM, args);
+    FILE *fp = popen(cmd, "r");
+    cr_assert_not_null(fp, "popen %s", cmd);
+    size_t n = fread(buf, 1, size - 1, fp);
+    buf[n] = '\0';
+    int status = pclose(fp);
+    cr_assert(WIFEXITED(status), "%s did not exit", cmd);
+    return WEXITSTATUS(status);
+}
+
+Test(checkpoint_inspect, program_prints_every_tensor_and_the_metadata)
+{
+    const char *p = crafted("odd.safetensors", ODD_FILE, 77);
+    char args[700], got[4096], want[4096];
+    snprintf(args, sizeof args, "'%s'", p);
+    cr_assert_eq(run(args, 0, got, sizeof got), 0);
+    snprintf(want, sizeof want,
+             "%s: 7 tensors, 77 bytes of data\n"
+             "  \"bn.num_batches_tracked\" I64      []  (adtape does not load I64)\n"
+             "  \"emb\"                    BF16     [3, 2]  (adtape does not load BF16)\n"
+             "  \"q\"                      F8_E4M3  [4]  (adtape does not load F8_E4M3)\n"
+             "  \"scale\"                  F8_E8M0  [2]  (adtape does not load F8_E8M0)\n"
+             "  \"packed\"                 F4       [2, 3]  (adtape does not load F4)\n"
+             "  \"deep\"                   F32      [1, 2, 1, 1, 2]  (adtape does not load "
+             "rank 5)\n"
+             "  \"w\"                      F64      [2, 2]\n"
+             "metadata: 2 keys\n"
+             "  \"format\": \"pt\"\n"
+             "  \"note\": \"a\\\"b\"\n", p);
+    cr_assert_str_eq(got, want);
+}
+
+/* A name with a quote, a newline and a control byte stays on its line, as JSON. */
+Test(checkpoint_inspect, program_escapes_names_and_says_when_there_is_no_metadata)
+{
+    const char *p = crafted("names.safetensors", "{\"a\\\"b\\nc\\u0001\":{\"dtype\":\"U8\","
+                            "\"shape\":[],\"data_offsets\":[0,1]}}", 1);
+    char args[700], got[1024], want[1024];
+    snprintf(args, sizeof args, "'%s'", p);
+    cr_assert_eq(run(args, 0, got, sizeof got), 0);
+    snprintf(want, sizeof want, "%s: 1 tensor, 1 bytes of data\n"
+             "  \"a\\\"b\\nc\\u0001\" U8  []  (adtape does not load U8)\n"
+             "metadata: none\n", p);
+    cr_assert_str_eq(got, want);
+}
+
+Test(checkpoint_inspect, program_reports_a_bad_file_and_a_bad_command_line)
+{
+    const char *p = crafted("bad.safetensors", " {}", 0);
+    char args[700], got[1024], want[1024];
+    snprintf(args, sizeof args, "'%s'", p);
+    cr_assert_eq(run(args, 1, got, sizeof got), 1);
+    snprintf(want, sizeof want, "adtape-inspect: ad_checkpoint_inspect: %s: the header "
+             "starts with byte 0x20, not '{'\n", p);
+    cr_assert_str_eq(got, want);
+    cr_assert_eq(run(args, 0, got, sizeof got), 1);
+    cr_assert_str_eq(got, "", "nothing on stdout");
+    cr_assert_eq(run("", 1, got, sizeof got), 2);
+    cr_assert_str_eq(got, "usage: adtape-inspect FILE\n");
+    cr_assert_eq(run("a b", 1, got, sizeof got), 2);
 }
