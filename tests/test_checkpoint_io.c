@@ -327,7 +327,8 @@ Test(checkpoint_io, checkpoint_written_by_pytorch_side_loads_with_identical_valu
 
 /* BatchNorm1d's state_dict as PyTorch makes it (read_checkpoint.py write-bn): its I64
 ** num_batches_tracked fails the load, naming it, and leaves the parameters as they
-** were; the same state saved without it loads with PyTorch's values. */
+** were; inspection lists it; the same state saved without it loads with PyTorch's
+** values. */
 Test(checkpoint_io, pytorch_batchnorm_state_with_num_batches_tracked, .timeout = 50)
 {
     const char *all = cf_path("bn.safetensors"), *floats = cf_path("bn_float.safetensors");
@@ -345,6 +346,17 @@ Test(checkpoint_io, pytorch_batchnorm_state_with_num_batches_tracked, .timeout =
     }
     cf_load_fails(all, ps, names, AD_ERR_UNSUPPORTED_DTYPE,
                   "tensor '1.num_batches_tracked' is I64");
+    ad_checkpoint_info *info;
+    cr_assert_eq(ad_checkpoint_inspect(all, &info), AD_OK, "%s", ad_last_error());
+    cr_assert_eq(info->n_tensors, 7);
+    for (int i = 0; i < 7; i++) {
+        const ad_checkpoint_entry *e = &info->tensors[i];
+        int counter = !strcmp(e->name, "1.num_batches_tracked");
+        cr_assert_str_eq(e->dtype, counter ? "I64" : "F32", "%s", e->name);
+        cr_assert_eq(e->ndim, counter ? 0 : !strcmp(e->name, "0.weight") ? 2 : 1, "%s", e->name);
+        cr_assert_eq(e->loadable, !counter, "%s", e->name);
+    }
+    ad_checkpoint_info_free(info);
     cr_assert_eq(ad_checkpoint_load(floats, ps, names, NULL), AD_OK, "%s", ad_last_error());
     /* y = x W' + b on the writer's batch; BatchNorm keeps 0.1 of its mean and of its
     ** unbiased variance (momentum 0.1, running_var starting at 1). */
