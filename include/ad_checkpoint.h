@@ -1,6 +1,7 @@
 /*
 ** ad_checkpoint.h: checkpoints as safetensors files: crash-safe saving, loading that
-** validates the whole file before it touches anything, and exact resumption.
+** validates the whole file before it touches anything, exact resumption, and a listing
+** of any safetensors file's tensors and metadata (ad_checkpoint_inspect).
 **
 **     const char *const names[] = {"w1", "b1", "w2", "b2"};  // ps's order, by index
 **     ad_checkpoint_extras x = {.optim = opt, .rng = &rng, .step = step};
@@ -116,8 +117,11 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 ** Reads a checkpoint into ps (names as for ad_checkpoint_save) and, when extras is not
 ** NULL, into the optimiser and generator it holds and its step; calls on_meta.
 **
-** The whole file is validated first: the header length (at most 100,000,000 bytes, as
-** the reference allows), the JSON, every entry, every offset, the file's size; then
+** The whole file is validated against the format first: the header length (at most
+** 100,000,000 bytes, as the reference allows), its first byte ('{'), the JSON, every
+** entry (whatever its dtype and rank), every offset, the file's size. Then every tensor
+** of the file must be one adtape loads: F32 or F64, rank 0 to 4. Both happen before any
+** name is looked at, so a file gets the same error whatever ps and names are. Then
 ** every parameter (and, with an optimiser, every state buffer) must have a tensor of
 ** its name, dtype and shape, and every tensor in the file must be one of those. The
 ** __optim__ tensors and adtape's metadata are ignored when no optimiser (or generator)
@@ -126,6 +130,15 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 ** gets its state buffers, step counts and learning rate (as torch's load_state_dict
 ** restores lr; call ad_optim_set_lr afterwards to change it).
 **
+** Files from PyTorch: a state_dict may hold integer tensors besides the weights, such
+** as BatchNorm's num_batches_tracked (I64, shape []). No tensor of a file is dropped
+** silently (that is AD_ERR_EXTRA_TENSOR's rule), and no adtape tensor can take an I64,
+** so such a file fails with AD_ERR_UNSUPPORTED_DTYPE naming the tensor, whatever the
+** names. Save what adtape is to load without them, e.g. with
+**     {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+** and see what any file holds with ad_checkpoint_inspect (or the adtape-inspect
+** program, examples/inspect.c).
+**
 ** Errors, each naming the file and the tensor or key:
 **   AD_ERR_NULL, AD_ERR_INVALID, AD_ERR_BAD_NAME, AD_ERR_DUPLICATE_NAME  as for saving,
 **                    for the arguments
@@ -133,20 +146,29 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 **   AD_ERR_TRUNCATED the file ends before 8 bytes, before its header, or before the
 **                    data its header announces
 **   AD_ERR_HEADER_TOO_LARGE  the header length is above 100,000,000
-**   AD_ERR_JSON      the header is not a JSON object of UTF-8 text, or an entry is not
-**                    {"dtype": string, "shape": [integers >= 0], "data_offsets":
-**                    [integer >= 0, integer >= 0]} with no other fields
-**   AD_ERR_UNKNOWN_DTYPE  a dtype other than F32 and F64
+**   AD_ERR_JSON      the header does not start with '{', is not a JSON object of UTF-8
+**                    text, or an entry is not {"dtype": string, "shape": [integers
+**                    >= 0], "data_offsets": [integer >= 0, integer >= 0]} with no other
+**                    fields
+**   AD_ERR_UNKNOWN_DTYPE  a dtype the format does not define; it defines BOOL, U8, I8,
+**                    U16, I16, U32, I32, U64, I64, F16, BF16, F32, F64, C64, the F8 types
+**                    F8_E4M3, F8_E5M2, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ, and F4, F6_E2M3,
+**                    F6_E3M2, which pack below a byte
 **   AD_ERR_DUPLICATE_NAME a name twice in the header
 **   AD_ERR_BAD_NAME  an empty name, or a NUL byte in a name
 **   AD_ERR_METADATA  "__metadata__" is not an object of strings; or, when asked for,
 **                    adtape's optimiser or generator keys are missing or malformed, or
 **                    the optimiser's kind differs from the file's
 **   AD_ERR_OVERFLOW  a shape whose element count or byte size overflows
-**   AD_ERR_OFFSETS   data_offsets with begin > end, a size that is not the shape's,
-**                    or tensors that do not tile the data section from 0 without gaps
-**                    or overlaps (in the order of their offsets)
+**   AD_ERR_OFFSETS   data_offsets with begin > end, a size that is not the shape's
+**                    (of its dtype's width, for every dtype), an F4 or F6 tensor whose
+**                    bits are not a whole number of bytes, or tensors that do not tile
+**                    the data section from 0 without gaps or overlaps (in the order of
+**                    their offsets)
 **   AD_ERR_TRAILING_DATA  bytes after the end of the last tensor
+**   AD_ERR_UNSUPPORTED_DTYPE  a tensor of a dtype the format defines but adtape does not
+**                    load (all but F32 and F64), the __optim__ ones included
+**   AD_ERR_RANK      a tensor of rank above 4 (the message gives its rank and shape)
 **   AD_ERR_MISSING_TENSOR a parameter (or optimiser buffer) has no tensor
 **   AD_ERR_EXTRA_TENSOR   the file holds a tensor nobody asked for
 **   AD_ERR_DTYPE, AD_ERR_SHAPE  a tensor's dtype or shape differs from its parameter's
@@ -159,6 +181,59 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 */
 AD_API ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *const names[],
                              ad_checkpoint_extras *extras);
+
+/* One tensor of a file, as ad_checkpoint_inspect lists it. */
+typedef struct ad_checkpoint_entry {
+    const char *name;     /* as the header spells it */
+    const char *dtype;    /* the format's name: "F32", "BF16", "I64", "F8_E4M3", ... */
+    int ndim;             /* any rank: 0 for a scalar, above AD_MAX_RANK too */
+    const int64_t *shape; /* its ndim extents */
+    uint64_t begin, end;  /* its data_offsets: bytes [begin, end) of the data section */
+    int loadable;         /* nonzero when ad_checkpoint_load can read it into a
+                             tensor: F32 or F64, rank 0 to 4 */
+} ad_checkpoint_entry;
+
+/* What a file holds. Plain data in one block: every pointer in it points into the
+** block, and all of it stays valid until ad_checkpoint_info_free. */
+typedef struct ad_checkpoint_info {
+    int n_tensors;
+    const ad_checkpoint_entry *tensors; /* in the header's order */
+    int n_meta;
+    const ad_checkpoint_meta *meta;     /* the "__metadata__" pairs, in the header's order */
+    uint64_t header_bytes;              /* N, the header's length, padding included */
+    uint64_t data_bytes;                /* the data section after it */
+} ad_checkpoint_info;
+
+/*
+** Lists what the safetensors file at path holds without knowing its contents, as
+** safetensors' safe_open does: every tensor's name, dtype, shape and offsets, those
+** adtape cannot load included (any dtype the format defines, any rank), and the
+** metadata. Only the header is read, however large the data.
+**
+**     ad_checkpoint_info *info;
+**     if (ad_checkpoint_inspect("model.safetensors", &info) == AD_OK) {
+**         for (int i = 0; i < info->n_tensors; i++)
+**             printf("%s %s rank %d\n", info->tensors[i].name, info->tensors[i].dtype,
+**                    info->tensors[i].ndim);
+**         ad_checkpoint_info_free(info);
+**     }
+**
+** The file is validated against the format exactly as ad_checkpoint_load validates it,
+** so a malformed file gets the same error from both; a dtype or rank adtape does not
+** load is listed (loadable 0), not refused. *out (out-parameter) is owned by the caller
+** and released with ad_checkpoint_info_free.
+**
+** Errors, each naming the file and the tensor or key: AD_ERR_NULL (path or out NULL),
+** and as for ad_checkpoint_load: AD_ERR_IO, AD_ERR_TRUNCATED, AD_ERR_HEADER_TOO_LARGE,
+** AD_ERR_JSON, AD_ERR_UNKNOWN_DTYPE, AD_ERR_DUPLICATE_NAME, AD_ERR_BAD_NAME,
+** AD_ERR_METADATA ("__metadata__" not an object of strings), AD_ERR_OVERFLOW,
+** AD_ERR_OFFSETS, AD_ERR_TRAILING_DATA, AD_ERR_NOMEM.
+** What a failure leaves: *out unchanged, nothing allocated.
+*/
+AD_API ad_status ad_checkpoint_inspect(const char *path, ad_checkpoint_info **out);
+
+/* Releases what ad_checkpoint_inspect made. NULL is accepted. */
+AD_API void ad_checkpoint_info_free(ad_checkpoint_info *info);
 
 #ifdef __cplusplus
 }

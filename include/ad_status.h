@@ -102,7 +102,7 @@ typedef enum ad_status {
     AD_ERR_JSON = AD_STATUS_CODE(AD_CLASS_FILE, 6),
         /* a file's JSON header is malformed or not of the schema */
     AD_ERR_UNKNOWN_DTYPE = AD_STATUS_CODE(AD_CLASS_FILE, 7),
-        /* a file stores a dtype adtape does not read */
+        /* a file names a dtype its format does not define */
     AD_ERR_DUPLICATE_NAME = AD_STATUS_CODE(AD_CLASS_FILE, 8),
         /* a name given or stored twice */
     AD_ERR_BAD_NAME = AD_STATUS_CODE(AD_CLASS_FILE, 9),
@@ -118,6 +118,9 @@ typedef enum ad_status {
         /* a tensor the caller needs is not in the file */
     AD_ERR_EXTRA_TENSOR = AD_STATUS_CODE(AD_CLASS_FILE, 14),
         /* the file holds a tensor the caller did not ask for */
+    AD_ERR_UNSUPPORTED_DTYPE = AD_STATUS_CODE(AD_CLASS_FILE, 15),
+        /* a file holds a dtype its format defines but adtape does not load (BF16, I64,
+           ...) */
     /* AD_CLASS_MPI */
     AD_ERR_MPI = AD_STATUS_CODE(AD_CLASS_MPI, 1),
         /* an MPI call failed (adtape-mpi; MPI's own text in the message) */

@@ -239,7 +239,7 @@ Test(checkpoint, header_longer_than_the_file_is_truncated)
 Test(checkpoint, header_that_is_not_a_json_object_is_json_error)
 {
     rule_fails("{" W_ENTRY ",", 32, AD_ERR_JSON, "not valid JSON");
-    rule_fails("[1, 2]", 0, AD_ERR_JSON, "not a JSON object");
+    rule_fails("[1, 2]", 0, AD_ERR_JSON, "0x5b, not '{'");
     rule_fails("{\"w\xff\": 1}", 0, AD_ERR_JSON, "not valid JSON"); /* not UTF-8 */
 }
 
@@ -263,11 +263,18 @@ Test(checkpoint, entry_that_is_not_dtype_shape_offsets_is_json_error)
         rule_fails(bad[i], 32, AD_ERR_JSON, "'w'");
 }
 
-Test(checkpoint, dtype_other_than_f32_f64_is_unknown_dtype)
+/* Unknown to the format; BF16 and the other dtypes it defines are in
+** test_checkpoint_format.c. */
+Test(checkpoint, dtype_the_format_does_not_define_is_unknown_dtype)
 {
-    rule_fails("{\"w\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8]},"
-               "\"b\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[8,24]}}",
-               24, AD_ERR_UNKNOWN_DTYPE, "BF16");
+    static const char *const bad[] = {"F128", "f32", "FLOAT", "F8_E4M3FN", ""};
+    char json[256], needle[32];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(json, sizeof json, "{\"w\":{\"dtype\":\"%s\",\"shape\":[2,2],\"data_offsets\":"
+                 "[0,16]}," B_ENTRY "}", bad[i]);
+        snprintf(needle, sizeof needle, "dtype '%s'", bad[i]);
+        rule_fails(json, 32, AD_ERR_UNKNOWN_DTYPE, needle);
+    }
 }
 
 Test(checkpoint, name_twice_in_the_header_is_duplicate_name)
@@ -358,8 +365,8 @@ Test(checkpoint, shape_differing_from_the_parameter_is_shape_naming_both)
 {
     rule_fails("{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}," B_ENTRY "}",
                32, AD_ERR_SHAPE, "[4] F32 in the file but 2x2 f32");
-    rule_fails("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,2,2],\"data_offsets\":[0,16]},"
-               B_ENTRY "}", 32, AD_ERR_SHAPE, "[1, 1, 1, 2, ...]");
+    rule_fails("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,2,2],\"data_offsets\":[0,16]},"
+               B_ENTRY "}", 32, AD_ERR_SHAPE, "[1, 1, 2, 2] F32 in the file but 2x2 f32");
 }
 
 Test(checkpoint, dtype_differing_from_the_parameter_is_dtype_naming_both)

@@ -4,7 +4,8 @@
 ** failure must be AD_ERR_IO naming the step, leave no temporary file, and leave the
 ** previous checkpoint byte for byte; so must a write without progress and a folder in
 ** the way. PyTorch (Debian's python3 with numpy and torch) reads our file and writes
-** one we read. Out-of-memory is in test_checkpoint_oom.c.
+** one we read, and a BatchNorm state with its I64 buffer that we refuse by name.
+** Out-of-memory is in test_checkpoint_oom.c.
 */
 #define _POSIX_C_SOURCE 200809L /* posix_spawn, environ */
 #include <criterion/criterion.h>
@@ -232,18 +233,23 @@ Test(checkpoint_io, bare_file_name_is_saved_in_the_current_folder_which_is_synce
 
 /* ---- PyTorch ---- */
 
-static int run_python(const char *mode, const char *a, const char *b)
+static int run_python3(const char *mode, const char *a, const char *b, const char *c)
 {
     /* Debian's interpreter, where python3-numpy and python3-torch install; the python3
     ** first on PATH may be another one without them. */
     char *argv[] = {"/usr/bin/python3", INTEROP_SCRIPT, (char *)mode, (char *)a, (char *)b,
-                    NULL};
+                    (char *)c, NULL};
     pid_t pid;
     int status;
     int rc = posix_spawn(&pid, argv[0], NULL, NULL, argv, environ);
     cr_assert_eq(rc, 0, "posix_spawn %s: %s", argv[0], strerror(rc));
     cr_assert_eq(waitpid(pid, &status, 0), pid);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int run_python(const char *mode, const char *a, const char *b)
+{
+    return run_python3(mode, a, b, NULL);
 }
 
 static void expect_tensor(FILE *f, const char *name, const ad_tensor *t)
@@ -317,4 +323,65 @@ Test(checkpoint_io, checkpoint_written_by_pytorch_side_loads_with_identical_valu
     ad_params_free(ps);
     ad_tensor_free(w);
     ad_tensor_free(b);
+}
+
+/* BatchNorm1d's state_dict as PyTorch makes it (read_checkpoint.py write-bn): its I64
+** num_batches_tracked fails the load, naming it, and leaves the parameters as they
+** were; inspection lists it; the same state saved without it loads with PyTorch's
+** values. */
+Test(checkpoint_io, pytorch_batchnorm_state_with_num_batches_tracked, .timeout = 50)
+{
+    const char *all = cf_path("bn.safetensors"), *floats = cf_path("bn_float.safetensors");
+    cr_assert_eq(run_python3("write-bn", all, floats, NULL), 0, "the Python writer failed");
+    static const char *const names[] = {"0.weight", "0.bias", "1.weight", "1.bias",
+                                        "1.running_mean", "1.running_var"};
+    ad_tensor *t[6] = {ts_tensor(AD_F32, 2, TS_SHAPE(3, 4))};
+    ad_params *ps;
+    cr_assert_eq(ad_params_new(&ps), AD_OK);
+    for (int i = 0; i < 6; i++) {
+        if (i)
+            t[i] = ts_tensor(AD_F32, 1, TS_SHAPE(3));
+        ad_tensor_fill(t[i], 5.0);
+        cr_assert_eq(ad_params_add(ps, t[i], NULL), AD_OK);
+    }
+    cf_load_fails(all, ps, names, AD_ERR_UNSUPPORTED_DTYPE,
+                  "tensor '1.num_batches_tracked' is I64");
+    ad_checkpoint_info *info;
+    cr_assert_eq(ad_checkpoint_inspect(all, &info), AD_OK, "%s", ad_last_error());
+    cr_assert_eq(info->n_tensors, 7);
+    for (int i = 0; i < 7; i++) {
+        const ad_checkpoint_entry *e = &info->tensors[i];
+        int counter = !strcmp(e->name, "1.num_batches_tracked");
+        cr_assert_str_eq(e->dtype, counter ? "I64" : "F32", "%s", e->name);
+        cr_assert_eq(e->ndim, counter ? 0 : !strcmp(e->name, "0.weight") ? 2 : 1, "%s", e->name);
+        cr_assert_eq(e->loadable, !counter, "%s", e->name);
+    }
+    ad_checkpoint_info_free(info);
+    cr_assert_eq(ad_checkpoint_load(floats, ps, names, NULL), AD_OK, "%s", ad_last_error());
+    /* y = x W' + b on the writer's batch; BatchNorm keeps 0.1 of its mean and of its
+    ** unbiased variance (momentum 0.1, running_var starting at 1). */
+    const float *w = t[0]->data;
+    double y[4][3], mean[3] = {0}, var[3] = {0};
+    for (int c = 0; c < 3; c++) {
+        for (int s = 0; s < 4; s++) {
+            y[s][c] = 0.25;
+            for (int j = 0; j < 4; j++)
+                y[s][c] += (s - j) / 2.0 * ((4 * c + j) / 8.0 - 0.75);
+            mean[c] += y[s][c] / 4;
+        }
+        for (int s = 0; s < 4; s++)
+            var[c] += (y[s][c] - mean[c]) * (y[s][c] - mean[c]) / 3;
+    }
+    for (int c = 0; c < 3; c++) {
+        for (int j = 0; j < 4; j++)
+            cr_assert_eq(w[4 * c + j], (float)((4 * c + j) / 8.0 - 0.75), "0.weight");
+        cr_assert_eq(((float *)t[1]->data)[c], 0.25f, "0.bias");
+        cr_assert_eq(((float *)t[2]->data)[c], 1.0f, "1.weight");
+        cr_assert_eq(((float *)t[3]->data)[c], 0.0f, "1.bias");
+        cr_assert_float_eq(((float *)t[4]->data)[c], 0.1 * mean[c], 1e-6, "running_mean");
+        cr_assert_float_eq(((float *)t[5]->data)[c], 0.9 + 0.1 * var[c], 1e-6, "running_var");
+    }
+    ad_params_free(ps);
+    for (int i = 0; i < 6; i++)
+        ad_tensor_free(t[i]);
 }

@@ -50,17 +50,27 @@ char *adi_ckpt_join(const char *a, const char *b, const char *c);
 /* "adam", "momentum", ...: the names stored under adtape.optim.kind. */
 const char *adi_ckpt_kind_name(ad_optim_kind kind);
 
-/* "F32" or "F64" for the file. */
+/* "F32" or "F64" for the file (of a parameter's dtype). */
 const char *adi_ckpt_dtype_tag(ad_dtype dtype);
+
+/* A dtype the safetensors format defines (safetensors_dtype.c). */
+typedef struct adi_st_dtype {
+    const char *name;  /* as the header spells it: "F32", "BF16", "F8_E4M3", ... */
+    unsigned bits;     /* the width of one element: 4, 6, 8, 16, 32 or 64 */
+    ad_dtype loads_as; /* AD_F32 or AD_F64; 0 for a dtype adtape does not load */
+} adi_st_dtype;
+
+/* The format's dtype of that name, or NULL when the format defines none. */
+const adi_st_dtype *adi_st_dtype_find(const char *name);
 
 /* One tensor entry of a file. */
 typedef struct adi_st_entry {
-    const char *name;               /* owned by the JSON tree */
-    ad_dtype dtype;
-    int ndim;                       /* as in the file; may exceed AD_MAX_RANK */
-    int64_t shape[AD_MAX_RANK];     /* the first min(ndim, AD_MAX_RANK) extents */
-    uint64_t begin, end;            /* within the data section */
-    bool used;                      /* claimed by a parameter or optimiser buffer */
+    const char *name;          /* owned by the JSON tree */
+    const adi_st_dtype *dtype; /* static */
+    int ndim;                  /* as in the file: any rank, also above AD_MAX_RANK */
+    const int64_t *shape;      /* its ndim extents, in the file's extents block */
+    uint64_t begin, end;       /* within the data section */
+    bool used;                 /* claimed by a parameter or optimiser buffer */
 } adi_st_entry;
 
 /* A file whose structure has been validated; data read by adi_st_read_data. */
@@ -71,13 +81,17 @@ typedef struct adi_st_file {
     json_t *meta;       /* the "__metadata__" object, or NULL */
     adi_st_entry *entries;  /* n of them, in the header's key order */
     adi_st_entry **by_name; /* sorted by name */
+    int64_t *extents;   /* every entry's shape, one after the other */
     int n;
-    uint64_t data_size;  /* the data section: from the end of the header to the end */
-    unsigned char *data; /* data_size bytes after adi_st_read_data */
+    uint64_t header_size; /* N, the header's length, padding included */
+    uint64_t data_size;   /* the data section: from the end of the header to the end */
+    unsigned char *data;  /* data_size bytes after adi_st_read_data */
 } adi_st_file;
 
-/* Opens path and validates everything but the caller's expectations: the length, the
-** JSON, each entry, the offsets, the file's size. On failure *f needs no adi_st_close. */
+/* Opens path and validates it against the format, and nothing else: the length, the
+** header's first byte, the JSON, each entry (its dtype one the format defines, of any
+** rank), the offsets, the file's size. Whether adtape can load the entries and what
+** the caller asked for are the callers' business. On failure *f needs no adi_st_close. */
 ad_status adi_st_open(const char *what, const char *path, adi_st_file *f);
 /* Reads the data section into f->data. */
 ad_status adi_st_read_data(const char *what, adi_st_file *f);

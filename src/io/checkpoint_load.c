@@ -1,7 +1,8 @@
 /*
 ** checkpoint_load.c: ad_checkpoint_load. Two phases: everything that can fail (the
-** file's structure in safetensors_parse.c, the names, dtypes and shapes, adtape's
-** metadata, reading the data into a scratch buffer, the caller's metadata callback)
+** file against the format in safetensors_parse.c; whether adtape can load each of its
+** tensors, before any name is looked at; the names, dtypes and shapes; adtape's
+** metadata; reading the data into a scratch buffer; the caller's metadata callback)
 ** runs first and builds a list of copies; only then are the copies made, which cannot
 ** fail, so a failed load leaves every parameter, the optimiser and the generator as
 ** they were.
@@ -28,14 +29,45 @@ typedef struct load {
     uint64_t step;
 } load;
 
+/* "[2, 3] F32": every extent, as far as size allows; a shape too long for buf ends in
+** "...]", so a message never passes a cut shape off as a whole one. */
 static void describe_entry(const adi_st_entry *e, char *buf, size_t size)
 {
-    int n = snprintf(buf, size, "[");
-    for (int d = 0; d < e->ndim && d < AD_MAX_RANK && n > 0 && (size_t)n < size; d++)
-        n += snprintf(buf + n, size - (size_t)n, "%s%" PRId64, d ? ", " : "", e->shape[d]);
-    if (n > 0 && (size_t)n < size)
-        snprintf(buf + n, size - (size_t)n, "%s] %s", e->ndim > AD_MAX_RANK ? ", ..." : "",
-                 adi_ckpt_dtype_tag(e->dtype));
+    size_t n = (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < e->ndim && n < size; d++) {
+        char x[24];
+        int k = snprintf(x, sizeof x, "%s%" PRId64, d ? ", " : "", e->shape[d]);
+        if (n + (size_t)k + 16 >= size) { /* room left for ", ...] " and a dtype name */
+            n += (size_t)snprintf(buf + n, size - n, ", ...");
+            break;
+        }
+        memcpy(buf + n, x, (size_t)k + 1);
+        n += (size_t)k;
+    }
+    if (n < size)
+        snprintf(buf + n, size - n, "] %s", e->dtype->name);
+}
+
+/* What adtape can load, checked for every tensor of the file before any name is looked
+** at, so that a file gets the same error whatever the caller asks of it: an I64 or
+** rank-5 tensor could match no parameter and no optimiser buffer, and check_extra
+** would refuse it anyway, or not, depending on the names. */
+static ad_status check_loadable(const char *what, const adi_st_file *f)
+{
+    char have[160];
+    for (int i = 0; i < f->n; i++) {
+        const adi_st_entry *e = &f->entries[i];
+        if (!e->dtype->loads_as)
+            return ad_fail(AD_ERR_UNSUPPORTED_DTYPE, "%s: %s: tensor '%s' is %s, which "
+                           "adtape does not load (it loads F32 and F64)", what, f->path,
+                           e->name, e->dtype->name);
+        if (e->ndim > AD_MAX_RANK) {
+            describe_entry(e, have, sizeof have);
+            return ad_fail(AD_ERR_RANK, "%s: %s: tensor '%s' has rank %d, above adtape's "
+                           "%d: %s", what, f->path, e->name, e->ndim, AD_MAX_RANK, have);
+        }
+    }
+    return AD_OK;
 }
 
 /* Finds the tensor `name` for `want` (a parameter or an optimiser buffer), checks its
@@ -53,7 +85,7 @@ static ad_status claim(const char *what, load *l, const char *name, const ad_ten
     bool same = e->ndim == want->ndim;
     for (int d = 0; same && d < want->ndim; d++)
         same = e->shape[d] == want->shape[d];
-    if (e->dtype != want->dtype)
+    if (e->dtype->loads_as != want->dtype)
         return ad_fail(AD_ERR_DTYPE, "%s: %s: tensor '%s' is %s in the file but %s in "
                        "memory", what, l->f.path, name, have, need);
     if (!same)
@@ -260,7 +292,9 @@ ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *
     rc = adi_st_open(what, path, &l.f);
     if (rc)
         return rc;
-    rc = plan_load(what, &l, ps, names, extras);
+    rc = check_loadable(what, &l.f);
+    if (!rc)
+        rc = plan_load(what, &l, ps, names, extras);
     if (!rc)
         rc = adi_st_read_data(what, &l.f);
     if (!rc && extras && extras->on_meta)

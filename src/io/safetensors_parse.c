@@ -1,10 +1,12 @@
 /*
 ** safetensors_parse.c: opens a safetensors file and validates its structure as the
 ** reference implementation does (safetensors' Metadata::validate), before anyone
-** looks at the names: the header length and its limit, the JSON (jansson, duplicate
-** keys refused), each entry's fields, dtype, shape and size, and that the tensors,
+** looks at the names: the header length and its limit, its first byte, the JSON
+** (jansson, duplicate keys refused), each entry's fields, dtype (any the format
+** defines, safetensors_dtype.c), shape (any rank) and size, and that the tensors,
 ** sorted by offset, tile the data section from 0 to the end of the file exactly.
-** Nothing here knows about parameters; checkpoint_load.c matches the names.
+** Nothing here knows what adtape can load or what the caller asked for:
+** checkpoint_load.c checks both, ad_checkpoint_inspect lists the entries.
 */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -83,18 +85,40 @@ static bool natural(json_t *v, uint64_t *out)
     return true;
 }
 
-/* The shape's extents and its byte size, overflow-checked. */
+/*
+** The bytes of count elements of `bits` bits: count * bits / 8, which must be whole,
+** as the reference computes it. Split as (count / 8) * bits + (count % 8) * bits / 8
+** so that no product overflows where the byte size itself does not.
+*/
+static ad_status byte_size(const char *what, const adi_st_file *f, const adi_st_entry *e,
+                           uint64_t count, uint64_t *bytes)
+{
+    uint64_t bits = e->dtype->bits, rest = count % 8 * bits; /* rest < 512 */
+    if (count / 8 > (UINT64_MAX - rest / 8) / bits ||
+        count / 8 * bits + rest / 8 > (uint64_t)INT64_MAX)
+        return ad_fail(AD_ERR_OVERFLOW, "%s: %s: tensor '%s': %" PRIu64 " elements of %s "
+                       "overflow", what, f->path, e->name, count, e->dtype->name);
+    if (rest % 8)
+        return ad_fail(AD_ERR_OFFSETS, "%s: %s: tensor '%s': %" PRIu64 " elements of %s "
+                       "(%" PRIu64 " bits each) are not a whole number of bytes", what,
+                       f->path, e->name, count, e->dtype->name, bits);
+    *bytes = count / 8 * bits + rest / 8;
+    return AD_OK;
+}
+
+/* The shape's extents, stored at *extents (which moves past them), and its byte size,
+** overflow-checked. */
 static ad_status parse_shape(const char *what, const adi_st_file *f, adi_st_entry *e, json_t *shape,
-                             uint64_t *bytes)
+                             int64_t **extents, uint64_t *bytes)
 {
     size_t n = json_array_size(shape);
     uint64_t count = 1, x;
+    e->shape = *extents;
     for (size_t i = 0; i < n; i++) {
         if (!natural(json_array_get(shape, i), &x))
             return ad_fail(AD_ERR_JSON, "%s: %s: tensor '%s': shape extent %zu is not an "
                            "integer >= 0", what, f->path, e->name, i);
-        if (i < AD_MAX_RANK)
-            e->shape[i] = (int64_t)x;
+        (*extents)[i] = (int64_t)x;
         if (x != 0 && count > UINT64_MAX / x)
             return ad_fail(AD_ERR_OVERFLOW, "%s: %s: tensor '%s': the element count of its "
                            "shape overflows", what, f->path, e->name);
@@ -102,18 +126,14 @@ static ad_status parse_shape(const char *what, const adi_st_file *f, adi_st_entr
     }
     /* A header of at most 100 MB holds far fewer than INT_MAX extents. */
     e->ndim = (int)n;
-    size_t size = ad_dtype_size(e->dtype);
-    if (count > UINT64_MAX / size || count * size > (uint64_t)INT64_MAX)
-        return ad_fail(AD_ERR_OVERFLOW, "%s: %s: tensor '%s': %" PRIu64 " elements of %zu "
-                       "bytes overflow", what, f->path, e->name, count, size);
-    *bytes = count * size;
-    return AD_OK;
+    *extents += n;
+    return byte_size(what, f, e, count, bytes);
 }
 
-/* One tensor entry: exactly {"dtype", "shape", "data_offsets"}, F32 or F64, its
-** offsets spanning exactly its byte size. */
+/* One tensor entry: exactly {"dtype", "shape", "data_offsets"}, a dtype the format
+** defines, its offsets spanning exactly its byte size. */
 static ad_status parse_entry(const char *what, const adi_st_file *f, const char *name,
-                             json_t *v, adi_st_entry *e)
+                             json_t *v, adi_st_entry *e, int64_t **extents)
 {
     *e = (adi_st_entry){.name = name};
     if (!*name)
@@ -127,13 +147,13 @@ static ad_status parse_entry(const char *what, const adi_st_file *f, const char 
         return ad_fail(AD_ERR_JSON, "%s: %s: tensor '%s' is not {\"dtype\": string, "
                        "\"shape\": [...], \"data_offsets\": [begin, end]}", what, f->path,
                        name);
-    const char *tag = json_string_value(dt);
-    if (strcmp(tag, "F32") && strcmp(tag, "F64"))
-        return ad_fail(AD_ERR_UNKNOWN_DTYPE, "%s: %s: tensor '%s' has dtype %s; adtape "
-                       "reads F32 and F64", what, f->path, name, tag);
-    e->dtype = tag[1] == '3' ? AD_F32 : AD_F64;
+    const char *tag = json_string_value(dt); /* no NUL inside: jansson refuses \u0000 */
+    e->dtype = adi_st_dtype_find(tag);
+    if (!e->dtype)
+        return ad_fail(AD_ERR_UNKNOWN_DTYPE, "%s: %s: tensor '%s' has dtype '%s', which the "
+                       "safetensors format does not define", what, f->path, name, tag);
     uint64_t bytes = 0;
-    ad_status rc = parse_shape(what, f, e, sh, &bytes);
+    ad_status rc = parse_shape(what, f, e, sh, extents, &bytes);
     if (rc)
         return rc;
     if (e->begin > e->end || e->end - e->begin != bytes)
@@ -156,20 +176,25 @@ static int by_offset(const void *a, const void *b)
     return (x->end > y->end) - (x->end < y->end);
 }
 
+/* Every entry's extents go into one block, sized before any entry is parsed. */
 static ad_status collect_entries(const char *what, adi_st_file *f)
 {
-    size_t count = json_object_size(f->root);
-    f->entries = adi_calloc(count ? count : 1, sizeof *f->entries);
-    f->by_name = adi_calloc(count ? count : 1, sizeof *f->by_name);
-    if (!f->entries || !f->by_name)
-        return ad_fail(AD_ERR_NOMEM, "%s: %s: out of memory for %zu entries", what, f->path,
-                       count);
+    size_t count = json_object_size(f->root), extents = 0;
     const char *key;
     json_t *v;
+    json_object_foreach(f->root, key, v) /* 0 for anything but an array */
+        extents += json_array_size(json_object_get(v, "shape"));
+    f->entries = adi_calloc(count ? count : 1, sizeof *f->entries);
+    f->by_name = adi_calloc(count ? count : 1, sizeof *f->by_name);
+    f->extents = adi_calloc(extents ? extents : 1, sizeof *f->extents);
+    if (!f->entries || !f->by_name || !f->extents)
+        return ad_fail(AD_ERR_NOMEM, "%s: %s: out of memory for %zu entries", what, f->path,
+                       count);
+    int64_t *next = f->extents;
     json_object_foreach(f->root, key, v) {
         ad_status rc = !strcmp(key, CKPT_METADATA)
                            ? check_metadata(what, f, v)
-                           : parse_entry(what, f, key, v, &f->entries[f->n]);
+                           : parse_entry(what, f, key, v, &f->entries[f->n], &next);
         if (rc)
             return rc;
         if (!strcmp(key, CKPT_METADATA))
@@ -215,9 +240,19 @@ static ad_status check_layout(const char *what, adi_st_file *f, uint64_t availab
     return rc;
 }
 
+/* The format says the header MUST begin with '{' and MAY be padded with trailing
+** spaces. jansson alone would accept leading whitespace, so the first byte is checked
+** here; trailing whitespace is left to jansson, which accepts what JSON allows after a
+** value, as the reference's serde_json does. */
 static ad_status parse_header(const char *what, adi_st_file *f, const char *text, size_t n)
 {
     json_error_t err;
+    if (n == 0)
+        return ad_fail(AD_ERR_JSON, "%s: %s: the header is empty, not a JSON object", what,
+                       f->path);
+    if (text[0] != '{')
+        return ad_fail(AD_ERR_JSON, "%s: %s: the header starts with byte 0x%02x, not '{'",
+                       what, f->path, (unsigned)(unsigned char)text[0]);
     adi_ckpt_json_begin();
     f->root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &err);
     if (adi_ckpt_json_oom())
@@ -225,10 +260,7 @@ static ad_status parse_header(const char *what, adi_st_file *f, const char *text
                        f->path);
     if (!f->root)
         return json_status(what, f, &err);
-    if (!json_is_object(f->root))
-        return ad_fail(AD_ERR_JSON, "%s: %s: the header is not a JSON object", what,
-                       f->path);
-    return collect_entries(what, f);
+    return collect_entries(what, f); /* text that starts with '{' and parses: an object */
 }
 
 static ad_status read_header(const char *what, adi_st_file *f)
@@ -262,6 +294,7 @@ static ad_status read_header(const char *what, adi_st_file *f)
     if (!rc)
         rc = parse_header(what, f, text, (size_t)n);
     ad_free(text);
+    f->header_size = n;
     return rc ? rc : check_layout(what, f, size - 8 - n);
 }
 
@@ -303,6 +336,7 @@ void adi_st_close(adi_st_file *f)
     json_decref(f->root);
     ad_free(f->entries);
     ad_free(f->by_name);
+    ad_free(f->extents);
     ad_free(f->data);
     if (f->fd >= 0)
         close(f->fd);

@@ -3,7 +3,8 @@
 ** file; it is loaded into a fixed parameter set ("w" 4x3 f32, "b" 3 f64) four ways:
 ** no extras; the metadata callback only; an Adam optimiser, a generator and the
 ** callback; a momentum optimiser alone. A fifth load repeats the third with one of
-** its allocations made to fail. Whatever the file holds, a load must not crash, leak
+** its allocations made to fail. The file is also listed with ad_checkpoint_inspect,
+** which must agree with the first load on whether the file is malformed. Whatever the file holds, a load must not crash, leak
 ** or hang, must return a named status with a message, and a failed load (callback
 ** included) must leave parameters, optimiser, generator and step bitwise as they were.
 **
@@ -217,6 +218,39 @@ static ad_status load(int cfg, uint64_t fail_allocation)
     return rc;
 }
 
+/* The listing of the same file. A malformed file must fail it as it failed the load
+** without extras (same code); a valid one must list entries that tile the data
+** section, every byte readable, not all loadable exactly when that load said so. */
+static void inspect(ad_status loaded)
+{
+    ad_checkpoint_info *info = NULL;
+    ad_fail(AD_OK, "%s", "");
+    ad_status rc = ad_checkpoint_inspect(fx.path, &info);
+    CHECK(ad_status_class(rc) >= 0);
+    if (rc != AD_OK) {
+        CHECK(info == NULL && ad_last_error()[0] != '\0' && rc == loaded);
+        return;
+    }
+    uint64_t bytes = 0;
+    bool all_loadable = true;
+    volatile size_t touch = 0; /* ASan sees every byte */
+    for (int i = 0; i < info->n_tensors; i++) {
+        const ad_checkpoint_entry *e = &info->tensors[i];
+        touch += strlen(e->name) + strlen(e->dtype);
+        for (int d = 0; d < e->ndim; d++)
+            touch += (size_t)e->shape[d];
+        CHECK(e->begin <= e->end && e->end <= info->data_bytes);
+        bytes += e->end - e->begin;
+        all_loadable = all_loadable && e->loadable;
+    }
+    for (int i = 0; i < info->n_meta; i++)
+        touch += strlen(info->meta[i].key) + strlen(info->meta[i].value);
+    (void)touch;
+    CHECK(bytes == info->data_bytes);
+    CHECK(all_loadable == (loaded != AD_ERR_UNSUPPORTED_DTYPE && loaded != AD_ERR_RANK));
+    ad_checkpoint_info_free(info);
+}
+
 static void remove_file(void)
 {
     unlink(fx.path);
@@ -260,7 +294,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     write_input(data, size);
     reset_state();
-    load(CFG_NONE, 0);
+    inspect(load(CFG_NONE, 0));
     load(CFG_META, 0);
     reset_state();
     ad_status full = load(CFG_FULL, 0);

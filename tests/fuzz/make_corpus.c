@@ -153,6 +153,7 @@ static void structure_files(void)
     raw_len("bad-header-truncated", 4000, "{\"w\":{}}", 16);
     raw("bad-json-syntax", "{\"w\": {\"dtype\": \"F32\",", 72);
     raw("bad-json-not-object", "[1, 2, 3]", 0);
+    raw("bad-json-leading-space", " {}", 0);
     raw("bad-json-not-utf8", "{\"w\xff\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}", 4);
     raw("bad-json-trailing", "{} x", 0);
     raw("bad-name-nul", "{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}", 4);
@@ -167,9 +168,19 @@ static void structure_files(void)
            NULL, 72);
     params("bad-dtype-not-string", "\"w\":{\"dtype\":32,\"shape\":[4,3],\"data_offsets\":"
            "[0,48]}", NULL, NULL, 72);
-    params("bad-dtype-unknown", "\"w\":{\"dtype\":\"BF16\",\"shape\":[4,3],\"data_offsets\":"
-           "[0,24]}", "\"b\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[24,48]}", NULL,
-           48);
+    params("bad-dtype-unknown", "\"w\":{\"dtype\":\"F128\",\"shape\":[4,3],\"data_offsets\":"
+           "[0,48]}", NULL, NULL, 72);
+    params("bad-dtype-unsupported", "\"w\":{\"dtype\":\"BF16\",\"shape\":[4,3],"
+           "\"data_offsets\":[0,24]}", "\"b\":{\"dtype\":\"F64\",\"shape\":[3],"
+           "\"data_offsets\":[24,48]}", NULL, 48);
+    params("bad-dtype-unsupported-size", NULL, NULL, ",\"n\":{\"dtype\":\"I64\",\"shape\":[],"
+           "\"data_offsets\":[72,76]}", 76);
+    params("bad-dtype-i64-counter", NULL, NULL, ",\"bn.num_batches_tracked\":{\"dtype\":"
+           "\"I64\",\"shape\":[],\"data_offsets\":[72,80]}", 80);
+    params("bad-dtype-f4-misaligned", NULL, NULL, ",\"q\":{\"dtype\":\"F4\",\"shape\":[3],"
+           "\"data_offsets\":[72,74]}", 74);
+    params("bad-dtype-f4-packed", NULL, NULL, ",\"q\":{\"dtype\":\"F4\",\"shape\":[2,3],"
+           "\"data_offsets\":[72,75]}", 75);
     params("bad-shape-negative", "\"w\":{\"dtype\":\"F32\",\"shape\":[-4,3],"
            "\"data_offsets\":[0,48]}", NULL, NULL, 72);
     params("bad-shape-not-integer", "\"w\":{\"dtype\":\"F32\",\"shape\":[4.0,3],"

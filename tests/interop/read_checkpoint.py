@@ -14,6 +14,12 @@ standard library's json, struct and sys, numpy and torch.
       to a multiple of 8), with keys deliberately not in offset order and __metadata__
       between tensors: w (F32, 2x3) = k / 4 - 1 and b (F64, 3) = 0.5 - k / 8 for
       element k, and metadata {"format": "pt", "source": "python"}.
+  read_checkpoint.py write-bn OUT FLOAT_OUT
+      A PyTorch model with an integer buffer: Sequential(Linear(4, 3), BatchNorm1d(3))
+      with weight[i][j] = (4 i + j) / 8 - 0.75 and bias 0.25, after one forward in
+      training mode on x[s][j] = (s - j) / 2 (4 samples), which moves BatchNorm's running
+      statistics and sets its num_batches_tracked (I64, shape []) to 1. Writes its whole
+      state_dict to OUT and only its floating-point tensors to FLOAT_OUT.
 Exits 0 on success; prints the reason and exits 1 otherwise.
 """
 import json
@@ -24,6 +30,7 @@ import numpy as np
 import torch
 
 DTYPES = {"F32": (np.dtype("<f4"), torch.float32), "F64": (np.dtype("<f8"), torch.float64)}
+TAGS = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
 
 
 def fail(why):
@@ -113,13 +120,48 @@ def write(path):
         fail("the written file does not read back")
 
 
+def write_state(path, state):
+    """A state dict of F32, F64 and I64 tensors, laid out in name order."""
+    header, blobs, pos = {}, [], 0
+    for name in sorted(state):
+        t = state[name].detach().contiguous()
+        raw = t.numpy().tobytes()  # little-endian on every machine torch runs on here
+        header[name] = {"dtype": TAGS[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [pos, pos + len(raw)]}
+        blobs.append(raw)
+        pos += len(raw)
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def write_bn(path, float_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.arange(12, dtype=torch.float32).reshape(3, 4) / 8 - 0.75)
+        model[0].bias.fill_(0.25)
+    x = (torch.arange(4, dtype=torch.float32).reshape(4, 1) - torch.arange(4)) / 2
+    model.train()
+    model(x)
+    state = model.state_dict()
+    if state["1.num_batches_tracked"].dtype != torch.int64 or int(state["1.num_batches_tracked"]) != 1:
+        fail("num_batches_tracked is not an I64 of 1")
+    write_state(path, state)
+    write_state(float_path, {k: v for k, v in state.items() if v.is_floating_point()})
+
+
 def main(argv):
     if len(argv) == 4 and argv[1] == "check":
         check(argv[2], argv[3])
     elif len(argv) == 3 and argv[1] == "write":
         write(argv[2])
+    elif len(argv) == 4 and argv[1] == "write-bn":
+        write_bn(argv[2], argv[3])
     else:
-        fail("usage: read_checkpoint.py check CHECKPOINT EXPECTED | write OUT")
+        fail("usage: read_checkpoint.py check CHECKPOINT EXPECTED | write OUT | "
+             "write-bn OUT FLOAT_OUT")
 
 
 if __name__ == "__main__":
