@@ -50,24 +50,37 @@ typedef enum ad_optim_kind {
     AD_OPT_ADAMW        /* Adam with decoupled decay: p -= lr wd p */
 } ad_optim_kind;
 
-/* Plain data; zero fields take the defaults in brackets, so a momentum or beta1 of
-** exactly 0 cannot be asked for (use AD_OPT_DESCENT for momentum 0). Every field is
-** validated whatever the kind; non-finite values are refused. */
-typedef struct ad_optim_config {
+/*
+** Plain data, read as given: 0 means 0 (momentum 0 is plain SGD, beta1 0 an Adam
+** without a first-moment average, lr 0 no motion). Start from ad_optim_defaults and
+** change what you need:
+** Example (fragment):
+**     ad_optim_config c = ad_optim_defaults(AD_OPT_ADAM);
+**     c.lr = 1e-3;
+**     ad_optim_new(ps, &c, &opt);
+** Every field is validated whatever the kind: lr, weight_decay, clip_norm in
+** [0, inf); momentum, beta1, beta2 in [0, 1); eps in (0, inf) for Adam and AdamW (it
+** divides), [0, inf) otherwise. Non-finite values are refused.
+*/
+typedef struct ad_optim_config { /* ad_optim_defaults' values in brackets */
     ad_optim_kind kind;
     double lr;           /* learning rate [0.01] */
     double momentum;     /* momentum and Nesterov [0.9] */
-    double beta1, beta2; /* Adam [0.9, 0.999] */
-    double eps;          /* Adam [1e-8] */
+    double beta1, beta2; /* Adam's moment decays [0.9, 0.999] */
+    double eps;          /* Adam's denominator term [1e-8] */
     double weight_decay; /* L2 added to the gradient (AdamW: decoupled) [0] */
-    double clip_norm;    /* clip the global gradient norm to this; 0: no clipping */
+    double clip_norm;    /* clip the global gradient norm to this; 0: no clipping [0] */
 } ad_optim_config;
+
+/* The defaults above for `kind` (every field set, whatever the kind reads; an unknown
+** kind is kept, for ad_optim_new to refuse). */
+AD_API ad_optim_config ad_optim_defaults(ad_optim_kind kind);
 
 typedef struct ad_optim ad_optim;
 
-/* Optimiser state for ps (*out, owned by the caller; ps must outlive it). Errors:
-** AD_ERR_NULL (ps, cfg or out),
-** AD_ERR_INVALID (negative lr, momentum outside [0, 1), ...), AD_ERR_NOMEM. */
+/* Optimiser state for ps (*out, owned by the caller; ps must outlive it) with the
+** configuration *cfg (copied). Errors: AD_ERR_NULL (ps, cfg or out), AD_ERR_INVALID
+** (a field outside its range above, named in the message), AD_ERR_NOMEM. */
 AD_API ad_status ad_optim_new(const ad_params *ps, const ad_optim_config *cfg, ad_optim **out);
 AD_API void ad_optim_free(ad_optim *o); /* NULL accepted */
 
@@ -94,7 +107,7 @@ AD_API ad_status ad_optim_set_lr(ad_optim *o, double lr);
 /* The parameter set o was made for (NULL for a NULL o). */
 AD_API const ad_params *ad_optim_params(const ad_optim *o);
 
-/* The configuration in force: defaults filled in, the learning rate as last set.
+/* The configuration in force: as given to ad_optim_new, the learning rate as last set.
 ** Errors: AD_ERR_NULL. */
 AD_API ad_status ad_optim_get_config(const ad_optim *o, ad_optim_config *out);
 

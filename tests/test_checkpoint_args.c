@@ -84,7 +84,8 @@ Test(checkpoint_args, optimiser_of_another_parameter_set_is_invalid)
     ad_optim *o;
     cr_assert_eq(ad_params_new(&other), AD_OK);
     ad_params_add(other, w, NULL);
-    cr_assert_eq(ad_optim_new(other, &(ad_optim_config){.kind = AD_OPT_ADAM}, &o), AD_OK);
+    ad_optim_config adam = ad_optim_defaults(AD_OPT_ADAM);
+    cr_assert_eq(ad_optim_new(other, &adam, &o), AD_OK);
     ad_checkpoint_extras x = {.optim = o};
     cr_assert_eq(ad_checkpoint_save(cf_path("o"), ps, wb, &x), AD_ERR_INVALID);
     cr_assert_eq(ad_checkpoint_load(cf_path("o"), ps, wb, &x), AD_ERR_INVALID);

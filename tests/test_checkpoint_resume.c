@@ -110,7 +110,8 @@ Test(checkpoint_resume, training_checkpoint_loads_weights_only_into_a_model_with
 static void set_kind(cf_net *n, ad_optim_kind kind, double lr)
 {
     ad_optim_free(n->opt);
-    ad_optim_config c = {.kind = kind, .lr = lr};
+    ad_optim_config c = ad_optim_defaults(kind);
+    c.lr = lr;
     cr_assert_eq(ad_optim_new(n->ps, &c, &n->opt), AD_OK);
 }
 

@@ -48,7 +48,8 @@ Test(optim_state, copied_state_and_step_counts_make_the_next_step_bit_identical)
     model_open(&a);
     model_open(&b);
     ad_optim *oa, *ob;
-    ad_optim_config c = {.kind = AD_OPT_ADAM, .lr = 0.05};
+    ad_optim_config c = ad_optim_defaults(AD_OPT_ADAM);
+    c.lr = 0.05;
     cr_assert_eq(ad_optim_new(a.ps, &c, &oa), AD_OK);
     cr_assert_eq(ad_optim_new(b.ps, &c, &ob), AD_OK);
     for (int s = 0; s < 3; s++)
@@ -76,13 +77,14 @@ Test(optim_state, views_have_the_parameters_shape_and_counts_follow_the_kind)
     static const int buffers[] = {0, 1, 1, 2, 2};
     for (int kind = AD_OPT_DESCENT; kind <= AD_OPT_ADAMW; kind++) {
         ad_optim *o;
-        cr_assert_eq(ad_optim_new(m.ps, &(ad_optim_config){.kind = kind}, &o), AD_OK);
+        ad_optim_config c = ad_optim_defaults((ad_optim_kind)kind);
+        cr_assert_eq(ad_optim_new(m.ps, &c, &o), AD_OK);
         cr_assert_eq(ad_optim_state_count(o), buffers[kind], "kind %d", kind);
         cr_assert_eq(ad_optim_params(o), m.ps);
         ad_optim_config got;
         cr_assert_eq(ad_optim_get_config(o, &got), AD_OK);
         cr_assert_eq(got.kind, (ad_optim_kind)kind);
-        cr_assert_eq(got.lr, 0.01, "the default is filled in");
+        cr_assert_eq(got.lr, 0.01, "the default is kept");
         for (int k = 0; k < buffers[kind]; k++) {
             ad_tensor v;
             cr_assert_eq(ad_optim_state(o, 0, k, &v), AD_OK);
@@ -104,7 +106,8 @@ Test(optim_state, every_bad_argument_is_refused_and_changes_nothing)
     model m;
     model_open(&m);
     ad_optim *o;
-    cr_assert_eq(ad_optim_new(m.ps, &(ad_optim_config){.kind = AD_OPT_MOMENTUM}, &o), AD_OK);
+    ad_optim_config mom = ad_optim_defaults(AD_OPT_MOMENTUM);
+    cr_assert_eq(ad_optim_new(m.ps, &mom, &o), AD_OK);
     ad_tensor v = {.ndim = -5};
     int64_t steps = -9;
     ad_optim_config c;
@@ -135,7 +138,8 @@ Test(optim_state, parameters_added_later_get_state_on_demand_or_fail_cleanly)
     model m;
     model_open(&m);
     ad_optim *o;
-    cr_assert_eq(ad_optim_new(m.ps, &(ad_optim_config){.kind = AD_OPT_ADAM}, &o), AD_OK);
+    ad_optim_config adam = ad_optim_defaults(AD_OPT_ADAM);
+    cr_assert_eq(ad_optim_new(m.ps, &adam, &o), AD_OK);
     ad_tensor *extra = ts_tensor(AD_F64, 1, TS_SHAPE(3));
     int index;
     cr_assert_eq(ad_params_add(m.ps, extra, &index), AD_OK);

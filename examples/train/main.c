@@ -212,8 +212,10 @@ static model_config make_config(const options *o, const run_log *run)
     for (int l = 0; l < o->n_hidden; l++)
         cfg.widths[l + 1] = o->hidden[l];
     cfg.widths[o->n_hidden + 1] = 10;
-    cfg.optim = (ad_optim_config){.kind = o->optim, .lr = run->lr, .momentum = o->momentum,
-                                  .weight_decay = run->weight_decay};
+    cfg.optim = ad_optim_defaults(o->optim); /* Adam's betas and eps */
+    cfg.optim.lr = run->lr;
+    cfg.optim.momentum = o->momentum;
+    cfg.optim.weight_decay = run->weight_decay;
     return cfg;
 }
 

@@ -39,7 +39,7 @@ static void usage(void)
         printf(" %s %g%s", rule_name((rule_kind)r), train_default_lr[r],
                r == RULE_COUNT - 1 ? "]\n" : r % 4 == 3 ? ",\n                    " : ",");
     printf("  --optimiser O      sgd momentum nesterov adam adamw [momentum]\n"
-           "  --momentum X       for momentum and nesterov, in (0, 1) [0.9]\n"
+           "  --momentum X       for momentum and nesterov, in [0, 1) [0.9]\n"
            "  --weight-decay X   [0; kp: 1e-4, which it needs to align]\n"
            "  --seed N           [1]\n"
            "  --seeds N,N,...    repeat every rule once per seed (up to %d)\n"
@@ -164,8 +164,8 @@ static void set_defaults(options *o)
     parse_rules(o, "bp,fa,dfa");
 }
 
-/* The optimiser reads 0 as "default", so an lr or momentum of 0 cannot be asked for:
-** both ranges are open at 0 (plain SGD is --optimiser sgd). */
+/* The optimiser takes 0 as given: momentum 0 is plain SGD. An lr of 0 would train
+** nothing, so its range is open at 0. */
 static void apply_option(options *o, int c, const char *a)
 {
     const int64_t big = INT32_MAX;
@@ -182,7 +182,7 @@ static void apply_option(options *o, int c, const char *a)
     case 'l': o->lr = parse_real("lr", a, 1e-300, 1e6, "a number > 0"); break;
     case 'o': o->optim = parse_optim(a); break;
     case 'm':
-        o->momentum = parse_real("momentum", a, 1e-300, 1 - 1e-12, "a number in (0, 1)");
+        o->momentum = parse_real("momentum", a, 0, 1 - 1e-12, "a number in [0, 1)");
         break;
     case 'w':
         o->weight_decay = parse_real("weight-decay", a, 0, 1e6, "a number >= 0");

@@ -24,7 +24,7 @@ typedef struct slot {
 
 struct ad_optim {
     const ad_params *ps; /* must outlive the optimiser */
-    ad_optim_config cfg; /* defaults filled in, validated */
+    ad_optim_config cfg; /* as given (validated); lr as last set */
     slot *slots;         /* by parameter index, n of them */
     int n;
 };
@@ -156,19 +156,23 @@ static ad_status bad_field(const char *field, double x, const char *range)
     return ad_fail(AD_ERR_INVALID, "ad_optim_new: %s = %g is outside %s", field, x, range);
 }
 
-/* Fills the defaults of ad_nn.h into *c, then checks every field, whatever the kind
-** (torch.optim validates every argument too). NaN fails every range. */
-static ad_status resolve_config(const ad_optim_config *in, ad_optim_config *c)
+/* The values ad_nn.h documents, for every kind (fields a kind does not read are set
+** too, so changing .kind afterwards keeps sensible values). */
+ad_optim_config ad_optim_defaults(ad_optim_kind kind)
 {
-    *c = *in;
+    return (ad_optim_config){.kind = kind, .lr = 0.01, .momentum = 0.9, .beta1 = 0.9,
+                             .beta2 = 0.999, .eps = 1e-8};
+}
+
+/* Checks every field whatever the kind (torch.optim validates every argument too), as
+** given: 0 is a value, not "default". eps divides only in Adam's update, so only Adam
+** and AdamW need it positive. NaN fails every range. */
+static ad_status validate_config(const ad_optim_config *c)
+{
+    bool adam = c->kind == AD_OPT_ADAM || c->kind == AD_OPT_ADAMW;
     if ((unsigned)c->kind > (unsigned)AD_OPT_ADAMW)
         return ad_fail(AD_ERR_INVALID, "ad_optim_new: kind %d is not an ad_optim_kind",
                        (int)c->kind);
-    c->lr = c->lr == 0.0 ? 0.01 : c->lr;
-    c->momentum = c->momentum == 0.0 ? 0.9 : c->momentum;
-    c->beta1 = c->beta1 == 0.0 ? 0.9 : c->beta1;
-    c->beta2 = c->beta2 == 0.0 ? 0.999 : c->beta2;
-    c->eps = c->eps == 0.0 ? 1e-8 : c->eps;
     if (!(c->lr >= 0.0 && isfinite(c->lr)))
         return bad_field("lr", c->lr, "[0, inf)");
     if (!(c->momentum >= 0.0 && c->momentum < 1.0))
@@ -177,8 +181,8 @@ static ad_status resolve_config(const ad_optim_config *in, ad_optim_config *c)
         return bad_field("beta1", c->beta1, "[0, 1)");
     if (!(c->beta2 >= 0.0 && c->beta2 < 1.0))
         return bad_field("beta2", c->beta2, "[0, 1)");
-    if (!(c->eps > 0.0 && isfinite(c->eps)))
-        return bad_field("eps", c->eps, "(0, inf)");
+    if (!((adam ? c->eps > 0.0 : c->eps >= 0.0) && isfinite(c->eps)))
+        return bad_field("eps", c->eps, adam ? "(0, inf) for Adam and AdamW" : "[0, inf)");
     if (!(c->weight_decay >= 0.0 && isfinite(c->weight_decay)))
         return bad_field("weight_decay", c->weight_decay, "[0, inf)");
     if (!(c->clip_norm >= 0.0 && isfinite(c->clip_norm)))
@@ -191,15 +195,14 @@ ad_status ad_optim_new(const ad_params *ps, const ad_optim_config *cfg, ad_optim
     if (!ps || !cfg || !out)
         return ad_fail(AD_ERR_NULL, "ad_optim_new: %s is NULL",
                        !ps ? "parameter set" : !cfg ? "config" : "out");
-    ad_optim_config c;
-    ad_status rc = resolve_config(cfg, &c);
+    ad_status rc = validate_config(cfg);
     if (rc)
         return rc;
     ad_optim *o = adi_calloc(1, sizeof *o);
     if (!o)
         return ad_fail(AD_ERR_NOMEM, "ad_optim_new: out of memory");
     o->ps = ps;
-    o->cfg = c;
+    o->cfg = *cfg;
     rc = ensure_state(o, "ad_optim_new");
     if (rc) {
         ad_optim_free(o);

@@ -273,7 +273,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     CHECK(ad_params_new(&fx.ps) == AD_OK);
     CHECK(ad_params_add(fx.ps, &fx.w, NULL) == AD_OK);
     CHECK(ad_params_add(fx.ps, &fx.b, NULL) == AD_OK);
-    ad_optim_config adam = {.kind = AD_OPT_ADAM}, momentum = {.kind = AD_OPT_MOMENTUM};
+    ad_optim_config adam = ad_optim_defaults(AD_OPT_ADAM);
+    ad_optim_config momentum = ad_optim_defaults(AD_OPT_MOMENTUM);
     CHECK(ad_optim_new(fx.ps, &adam, &fx.adam) == AD_OK);
     CHECK(ad_optim_new(fx.ps, &momentum, &fx.momentum) == AD_OK);
     return 0;

@@ -113,8 +113,10 @@ static void valid_files(void)
         w[i] = 0.125f * (float)(i - 6);
     for (int i = 0; i < 3; i++)
         b[i] = 0.5 * (i + 1);
-    ad_optim_config cfg[2] = {{.kind = AD_OPT_ADAM, .lr = 0.001},
-                              {.kind = AD_OPT_MOMENTUM, .lr = 0.05}};
+    ad_optim_config cfg[2] = {ad_optim_defaults(AD_OPT_ADAM),
+                              ad_optim_defaults(AD_OPT_MOMENTUM)};
+    cfg[0].lr = 0.001;
+    cfg[1].lr = 0.05;
     if (ad_tensor_init(&tw, AD_F32, 2, ws, w) || ad_tensor_init(&tb, AD_F64, 1, bs, b) ||
         ad_params_new(&ps) || ad_params_add(ps, &tw, NULL) || ad_params_add(ps, &tb, NULL) ||
         ad_optim_new(ps, &cfg[0], &opt[0]) || ad_optim_new(ps, &cfg[1], &opt[1]))

@@ -281,7 +281,8 @@ void cf_net_open(cf_net *n, uint64_t seed)
     for (int i = 0; i < 4; i++)
         cr_assert_eq(ad_params_add(n->ps, p[i], NULL), AD_OK);
     cr_assert_eq(ad_grads_new(n->ps, &n->gs), AD_OK);
-    ad_optim_config c = {.kind = AD_OPT_ADAM, .lr = 0.01};
+    ad_optim_config c = ad_optim_defaults(AD_OPT_ADAM);
+    c.lr = 0.01;
     cr_assert_eq(ad_optim_new(n->ps, &c, &n->opt), AD_OK);
     cr_assert_eq(ad_tape_new(&n->tape), AD_OK);
     ad_rng_seed(&n->rng, seed * 7919 + 1);
