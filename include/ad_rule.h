@@ -40,6 +40,21 @@ typedef ad_status (*ad_primal_fn)(ad_ctx *cx, const ad_tensor *const in[],
                                   ad_tensor **out);
 
 /*
+** AD_PRIMAL(fn) is fn when it is an ad_primal_fn and a compile error otherwise. The
+** registry is keyed by the primal (ad_op_dense_fa), never by the wrapper that records
+** it (ad_dense_fa): the lookups below would take a wrapper with only a warning and
+** answer "no rule" or 0, so their macros pass fn through AD_PRIMAL. The error names
+** _Generic and the wrong type. The functions stay callable with a real ad_primal_fn in
+** parentheses, (ad_rule_find)(fn), and NULL is (ad_primal_fn)NULL. Before C11, and
+** in C++ (which refuses the wrong pointer type by itself), AD_PRIMAL(fn) is just fn.
+*/
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && !defined(__cplusplus)
+#define AD_PRIMAL(fn) _Generic((fn), ad_primal_fn: (fn)) /* pass ad_op_x, not ad_x */
+#else
+#define AD_PRIMAL(fn) (fn)
+#endif
+
+/*
 ** A pullback receives the output cotangent dy (y's shape and dtype), the recorded
 ** inputs and output, and per input slot i a cotangent buffer din[i] of in[i]'s shape:
 **   din[i] == NULL   the slot's cotangent is not needed: do not compute it;
@@ -161,14 +176,18 @@ AD_API ad_status ad_rule_register_as(ad_primal_fn fn, const char *fn_name, const
 
 /* Removes fn's rule. AD_ERR_NO_RULE if it has none. Recorded tapes keep working. */
 AD_API ad_status ad_rule_unregister(ad_primal_fn fn);
+#define ad_rule_unregister(fn) ad_rule_unregister(AD_PRIMAL(fn))
 
 /* The rule registered for fn (a stable copy, valid for the process, its attrs_default
 ** pointing at the registry's copy of the defaults), or NULL. */
 AD_API const ad_rule *ad_rule_find(ad_primal_fn fn);
+#define ad_rule_find(fn) ad_rule_find(AD_PRIMAL(fn))
 
 /* How many times fn's rule pullbacks have run in this process, across every tape
-** and every rule ever registered for fn (atomic). 0 for an unknown fn. */
+** and every rule ever registered for fn (atomic). 0 for an unknown fn. fn is the
+** primal (ad_op_dense_fa, not ad_dense_fa): anything else does not compile. */
 AD_API uint64_t ad_rule_total_pullbacks(ad_primal_fn fn);
+#define ad_rule_total_pullbacks(fn) ad_rule_total_pullbacks(AD_PRIMAL(fn))
 
 /* ---- for primals and pullbacks ---- */
 

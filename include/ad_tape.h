@@ -158,8 +158,11 @@ AD_API ad_tape_stats ad_tape_get_stats(const ad_tape *tape);
 ** output shapes. Returns AD_ERR_NULL for a NULL tape or stream. */
 AD_API ad_status ad_tape_print(const ad_tape *tape, FILE *stream);
 
-/* How many times fn's rule pullback ran on this tape since it was created. */
+/* How many times fn's rule pullback ran on this tape since it was created. fn is the
+** primal (ad_op_dense_fa, not the wrapper ad_dense_fa): anything else does not compile
+** (AD_PRIMAL in ad_rule.h). */
 AD_API uint64_t ad_tape_pullback_count(const ad_tape *tape, ad_primal_fn fn);
+#define ad_tape_pullback_count(tape, fn) ad_tape_pullback_count((tape), AD_PRIMAL(fn))
 
 /* One line per rule that ran on this tape: rule name, this tape's count, process total. */
 AD_API ad_status ad_tape_print_rule_counts(const ad_tape *tape, FILE *stream);

@@ -209,8 +209,8 @@ Test(bad_input, functions_returning_void_pointers_or_numbers_take_null_quietly)
     cr_expect_eq(ad_grads_global_norm(NULL), 0.0);
     cr_expect_null(ad_optim_params(NULL));
     cr_expect_eq(ad_optim_state_count(NULL), -1);
-    cr_expect_null(ad_rule_find(NULL));
-    cr_expect_eq(ad_rule_total_pullbacks(NULL), 0u);
+    cr_expect_null(ad_rule_find((ad_primal_fn)NULL));
+    cr_expect_eq(ad_rule_total_pullbacks((ad_primal_fn)NULL), 0u);
     cr_expect_null(ad_saved(NULL));
     cr_expect_null(ad_attrs(NULL));
     cr_expect_eq(ad_ctx_saving(NULL), 0);
@@ -294,7 +294,7 @@ Test(bad_input, sets_tensors_gemm_and_checker_refuse_null_with_named_errors)
                 "ad_tensor_init");
     EXPECT_FAIL(ad_gemm_tensors(NULL, 0, r.w, 1, 1.0, 0.0, r.w), AD_ERR_NULL, "NULL");
     EXPECT_FAIL(ad_gemm_tensors(r.w, 0, r.w, 1, 1.0, 0.0, NULL), AD_ERR_NULL, "NULL");
-    EXPECT_FAIL(ad_rule_unregister(NULL), AD_ERR_NULL, "ad_rule_unregister");
+    EXPECT_FAIL(ad_rule_unregister((ad_primal_fn)NULL), AD_ERR_NULL, "ad_rule_unregister");
     const ad_tensor *in[1] = {NULL};
     EXPECT_FAIL(ad_rule_check(id_fn, NULL, 1, NULL, NULL), AD_ERR_NULL, "ad_rule_check");
     EXPECT_FAIL(ad_rule_check_as(NULL, "none", in, 1, NULL, NULL), AD_ERR_NULL, "fn");

@@ -134,7 +134,7 @@ Test(registry, builtin_rules_are_present_before_any_registration)
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         cr_expect_not_null(ad_rule_find(others[i]), "built-in %zu has no rule", i);
     cr_expect_null(ad_rule_find(ident_fn), "a user function has a rule nobody registered");
-    cr_expect_null(ad_rule_find(NULL));
+    cr_expect_null(ad_rule_find((ad_primal_fn)NULL));
 }
 
 /* ---- registration ---- */

@@ -202,7 +202,7 @@ ad_status ad_rule_register_as(ad_primal_fn fn, const char *fn_name, const ad_rul
     return rc;
 }
 
-ad_status ad_rule_unregister(ad_primal_fn fn)
+ad_status (ad_rule_unregister)(ad_primal_fn fn)
 {
     if (!fn)
         return ad_fail(AD_ERR_NULL, "ad_rule_unregister: the function is NULL");
@@ -231,7 +231,7 @@ ad_status adi_registry_lookup(ad_primal_fn fn, const adi_rule_entry **out)
     return AD_OK;
 }
 
-const ad_rule *ad_rule_find(ad_primal_fn fn)
+const ad_rule *(ad_rule_find)(ad_primal_fn fn)
 {
     const adi_rule_entry *e = NULL;
     if (fn && adi_registry_lookup(fn, &e) != AD_OK)
@@ -239,7 +239,7 @@ const ad_rule *ad_rule_find(ad_primal_fn fn)
     return e ? &e->rule : NULL;
 }
 
-uint64_t ad_rule_total_pullbacks(ad_primal_fn fn)
+uint64_t (ad_rule_total_pullbacks)(ad_primal_fn fn)
 {
     if (!fn || ensure_seeded())
         return 0;

@@ -286,7 +286,7 @@ ad_status adi_node_pullback(ad_tape *tape, adi_node *node, ad_pullback_fn pullba
 }
 
 /* Searched on the tape itself, so counts outlive the function's registration. */
-uint64_t ad_tape_pullback_count(const ad_tape *tape, ad_primal_fn fn)
+uint64_t (ad_tape_pullback_count)(const ad_tape *tape, ad_primal_fn fn)
 {
     for (uint32_t id = 0; tape && fn && id < tape->counts_cap; id++)
         if (tape->rule_of[id] && tape->rule_of[id]->fn == fn)
