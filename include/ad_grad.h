@@ -103,6 +103,19 @@ typedef ad_var (*ad_loss_fn)(ad_tape *tape, void *user);
 AD_API ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, void *user,
                       ad_grads *gs, double *loss_value);
 
+/*
+** The loss handle the last ad_gradient (or ad_mpi_gradient) on tape recorded: what its
+** loss_fn returned, poisoned or not. For a second sweep of the same recording, such
+** as backprop's answer by a reference sweep for alignment metrics:
+** Example (fragment):
+**     ad_gradient(tape, ps, model_loss, &data, gs, NULL);
+**     ad_sweep_options ref = {.use_reference = 1};
+**     ad_backward_ex(tape, ad_tape_loss(tape), ps, ref_gs, &ref);
+** A poisoned handle when no ad_gradient has recorded since the tape was made or last
+** reset, or for a NULL tape. Valid, like any handle, until the next reset.
+*/
+AD_API ad_var ad_tape_loss(const ad_tape *tape);
+
 /* Descent(lr): p -= lr * grad for every parameter that got a gradient; bumps their
 ** versions. Computed as BLAS ?axpy(-lr, grad, p), spread over OpenBLAS's threads for
 ** large parameters; its kernels may fuse the multiply and add (one rounding), so code

@@ -147,6 +147,48 @@ Test(feedback_models, reference_sweep_on_an_fa_tape_is_backprop_and_counts_nothi
     net_close(&m);
 }
 
+static ad_var fa_loss_fn(ad_tape *t, void *u)
+{
+    net *m = u;
+    cr_assert_eq(t, m->t);
+    return net_loss(m, FA);
+}
+
+/* ad_gradient keeps the loss handle on the tape, so the alignment sweep needs no
+** hand-made recording: ad_backward_ex on ad_tape_loss gives backprop's gradients. */
+Test(feedback_models, reference_sweep_after_ad_gradient_starts_from_ad_tape_loss)
+{
+    net m;
+    net_open(&m, 6);
+    cr_expect(!ad_var_ok(ad_tape_loss(m.t)), "a fresh tape has a loss");
+    cr_expect(!ad_var_ok(ad_tape_loss(NULL)));
+    double bp[3][64] = {{0}}, ref[3][64] = {{0}}, fa[3][64] = {{0}};
+    grads_of(&m, BP, bp);
+    cr_expect(!ad_var_ok(ad_tape_loss(m.t)), "ad_backward alone set the loss");
+    double loss_value = NAN;
+    cr_assert_eq(ad_gradient(m.t, m.ps, fa_loss_fn, &m, m.gs, &loss_value), AD_OK, "%s",
+                 ad_last_error());
+    for (int p = 0; p < 3; p++)
+        for (int64_t k = 0; k < ad_grads_at(m.gs, p)->size; k++)
+            fa[p][k] = ts_get(ad_grads_at(m.gs, p), k);
+    ad_var loss = ad_tape_loss(m.t);
+    cr_assert(ad_var_ok(loss));
+    const ad_tensor *lv = ad_value(m.t, loss);
+    cr_assert_not_null(lv, "the handle is not of this recording");
+    cr_expect(lv->ndim == 0 && ad_tensor_get(lv, 0) == loss_value, "not the loss");
+    ad_sweep_options ref_opts = {.use_reference = 1};
+    cr_assert_eq(ad_backward_ex(m.t, loss, m.ps, m.gs, &ref_opts), AD_OK, "%s",
+                 ad_last_error());
+    for (int p = 0; p < 3; p++)
+        for (int64_t k = 0; k < ad_grads_at(m.gs, p)->size; k++)
+            ref[p][k] = ts_get(ad_grads_at(m.gs, p), k);
+    expect_same(bp, ref, 1e-15, "reference sweep from ad_tape_loss");
+    cr_expect_gt(fabs(fa[0][0] - bp[0][0]), 1e-6, "the FA sweep was backprop");
+    ad_tape_reset(m.t);
+    cr_expect(!ad_var_ok(ad_tape_loss(m.t)), "a reset kept the loss");
+    net_close(&m);
+}
+
 Test(feedback_models, hidden_gradient_angle_fa_vs_backprop_from_two_sweeps_of_one_tape)
 {
     net m;

@@ -299,8 +299,16 @@ ad_status ad_gradient(ad_tape *tape, const ad_params *ps, ad_loss_fn loss_fn, vo
                        !tape ? "tape" : !loss_fn ? "loss_fn" : !ps ? "ps" : "gs");
     ad_tape_reset(tape);
     ad_var loss = loss_fn(tape, user);
+    tape->loss = loss;
     ad_status rc = ad_backward(tape, loss, ps, gs);
     if (rc == AD_OK && loss_value)
         *loss_value = ad_tensor_get(ad_value(tape, loss), 0);
     return rc;
+}
+
+/* Kept on the tape rather than returned, so ad_gradient's signature (and every
+** caller, ad_mpi_gradient's too) stays as it is. */
+ad_var ad_tape_loss(const ad_tape *tape)
+{
+    return tape ? tape->loss : (ad_var){NULL, 0};
 }

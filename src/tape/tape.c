@@ -50,6 +50,7 @@ void ad_tape_reset(ad_tape *tape)
     tape->sweep_ready = true;
     tape->reused = false;
     tape->reuse_pool = NULL;
+    tape->loss = (ad_var){NULL, 0};
     tape->err = AD_OK;
     tape->err_msg[0] = '\0';
 }

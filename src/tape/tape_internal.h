@@ -68,6 +68,7 @@ struct ad_tape {
     bool memory_saving;     /* sweeps reuse dead memory (reuse.c); survives resets */
     bool reused;            /* a sweep of this recording reused memory: no second one */
     void *reuse_pool;       /* dead buffers, linked through their first bytes */
+    ad_var loss;            /* what ad_gradient's loss_fn returned on this recording */
     ad_status err;          /* first error since the last reset */
     char err_msg[512];
     uint64_t heap_allocs;   /* allocations besides arena blocks */
