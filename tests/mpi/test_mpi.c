@@ -128,6 +128,9 @@ static void test_bitwise(int rule, ad_dtype dtype, int no_overlap, size_t bucket
               step, rc ? ad_last_error() : "ok");
         CHECK(loss == (l[0] + l[1]) / 2, "%s, step %d: loss %.17g is the mean of the shard "
               "losses %.17g and %.17g", name, step, loss, l[0], l[1]);
+        const ad_tensor *own = ad_value(m.tape, ad_tape_loss(m.tape));
+        CHECK(own && ad_tensor_get(own, 0) == l[g_rank], "%s, step %d: ad_tape_loss is "
+              "this rank's shard loss", name, step);
         CHECK(mlp_params_equal(&m, &ref.m), "%s, step %d: parameters bitwise equal to the "
               "one-process reference", name, step);
         CHECK(!ad_grads_get(m.gs, m.U), "%s, step %d: the unused parameter has no gradient",
