@@ -110,13 +110,14 @@ AD_API ad_var ad_softmax_cross_entropy_ex(ad_tape *t, ad_var logits, ad_var labe
 /*
 ** C = alpha op(A) op(B) + beta C on OpenBLAS, in the tensors' dtype (rank 2, all one
 ** float dtype), transposes as flags. For users' own primals and pullbacks: pass the
-** pullback's beta[i] as beta, so beta = 0 writes and beta = 1 adds. Extents of 0 are
-** handled (BLAS would refuse them). Errors: AD_ERR_NULL, AD_ERR_RANK, AD_ERR_DTYPE,
-** AD_ERR_SHAPE (both shapes in the message), AD_ERR_OVERFLOW (an extent beyond int);
-** C is untouched on error.
+** pullback's beta[i] as beta (a float, as the pullback gets it), so beta = 0 writes
+** (C may hold garbage, even NaN) and beta = 1 adds. Extents of 0 are handled (BLAS
+** would refuse them). Errors: AD_ERR_NULL, AD_ERR_RANK, AD_ERR_DTYPE, AD_ERR_SHAPE
+** (both shapes in the message), AD_ERR_OVERFLOW (an extent beyond int); C is
+** untouched on error.
 */
 AD_API ad_status ad_gemm_tensors(const ad_tensor *a, int trans_a, const ad_tensor *b, int trans_b,
-                          double alpha, double beta, ad_tensor *c);
+                          double alpha, float beta, ad_tensor *c);
 
 /*
 ** Backprop's pullback for a dense layer Y = X W' with inputs (W, X, ...): dW = dY' X,

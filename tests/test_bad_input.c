@@ -292,8 +292,8 @@ Test(bad_input, sets_tensors_gemm_and_checker_refuse_null_with_named_errors)
     EXPECT_FAIL(ad_tensor_copy_from(NULL, r.w), AD_ERR_NULL, "ad_tensor_copy_from");
     EXPECT_FAIL(ad_tensor_init(NULL, AD_F32, 1, TS_SHAPE(2), r.w->data), AD_ERR_NULL,
                 "ad_tensor_init");
-    EXPECT_FAIL(ad_gemm_tensors(NULL, 0, r.w, 1, 1.0, 0.0, r.w), AD_ERR_NULL, "NULL");
-    EXPECT_FAIL(ad_gemm_tensors(r.w, 0, r.w, 1, 1.0, 0.0, NULL), AD_ERR_NULL, "NULL");
+    EXPECT_FAIL(ad_gemm_tensors(NULL, 0, r.w, 1, 1.0, 0.0f, r.w), AD_ERR_NULL, "NULL");
+    EXPECT_FAIL(ad_gemm_tensors(r.w, 0, r.w, 1, 1.0, 0.0f, NULL), AD_ERR_NULL, "NULL");
     EXPECT_FAIL(ad_rule_unregister((ad_primal_fn)NULL), AD_ERR_NULL, "ad_rule_unregister");
     const ad_tensor *in[1] = {NULL};
     EXPECT_FAIL(ad_rule_check(id_fn, NULL, 1, NULL, NULL), AD_ERR_NULL, "ad_rule_check");
@@ -400,7 +400,7 @@ Test(bad_input, dtype_mismatches_are_named_and_change_nothing)
     ad_tensor *d = ts_tensor(AD_F64, 2, TS_SHAPE(3, 2)), *c = ts_tensor(AD_F32, 2, TS_SHAPE(2, 2));
     ad_tensor *flabels = ts_tensor(AD_F32, 1, TS_SHAPE(2));
     ts_set(c, 0, 9.0);
-    EXPECT_FAIL(ad_gemm_tensors(r.w, 0, d, 0, 1.0, 0.0, c), AD_ERR_DTYPE, "f64");
+    EXPECT_FAIL(ad_gemm_tensors(r.w, 0, d, 0, 1.0, 0.0f, c), AD_ERR_DTYPE, "f64");
     cr_expect_eq(ts_get(c, 0), 9.0, "a refused gemm wrote C");
     ts_assert_tape_failed(r.t, ad_softmax_cross_entropy(r.t, ad_use(r.t, r.w),
                                                         ad_use(r.t, flabels)),

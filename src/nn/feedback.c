@@ -30,7 +30,7 @@ static ad_status dense_forward(ad_ctx *cx, const ad_tensor *const in[], ad_tenso
                        ad_ctx_op_name(cx), ad_tensor_describe(in[2], db, sizeof db),
                        ad_tensor_describe(w, dw, sizeof dw));
     ad_status rc = ad_out(cx, w->dtype, 2, (int64_t[]){x->shape[0], w->shape[0]}, out);
-    return rc ? rc : ad_gemm_tensors(x, 0, w, 1, 1.0, 0.0, *out);
+    return rc ? rc : ad_gemm_tensors(x, 0, w, 1, 1.0, 0.0f, *out);
 }
 
 ad_status ad_op_dense_fa(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)

@@ -26,7 +26,7 @@ static ad_status gemm_args_fail(const ad_tensor *a, const ad_tensor *b, const ad
 }
 
 ad_status ad_gemm_tensors(const ad_tensor *a, int trans_a, const ad_tensor *b, int trans_b,
-                          double alpha, double beta, ad_tensor *c)
+                          double alpha, float beta, ad_tensor *c)
 {
     if (!a || !b || !c)
         return ad_fail(AD_ERR_NULL, "ad_gemm_tensors: NULL tensor");
