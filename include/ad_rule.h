@@ -191,6 +191,52 @@ AD_API uint64_t ad_rule_total_pullbacks(ad_primal_fn fn);
 
 /* ---- for primals and pullbacks ---- */
 
+/*
+** One kernel for both float dtypes. AD_DISPATCH_FLOAT(dtype, T, statements) runs the
+** statements with T a typedef for float when dtype is AD_F32, for double otherwise
+** (AD_F64: the only other dtype a rule's default accepts). AD_PUT_EACH(d, n, beta, i,
+** v) is the pullback contract over n elements: d[i] = v under beta 0 (d is never
+** read: it may hold garbage, NaN included), d[i] += v under beta 1, v an expression
+** of the index i (int64_t). It tests beta outside its loops, so they vectorise (under
+** -ftrapping-math a select between d[i] + v and v inside the loop stays a branch).
+** The library's own kernels are written with these two. A pullback for y = x^3:
+** Example (declarations):
+**     static ad_status cube_pullback(ad_ctx *cx, const ad_tensor *dy,
+**                                    const ad_tensor *const in[], const ad_tensor *y,
+**                                    ad_tensor *const din[], const float beta[])
+**     {
+**         (void)cx, (void)y;
+**         if (!din[0])  // not needed
+**             return AD_OK;
+**         AD_DISPATCH_FLOAT(dy->dtype, T, {
+**             const T *g = dy->data, *x = in[0]->data;
+**             T *dx = din[0]->data;
+**             AD_PUT_EACH(dx, dy->size, beta[0], i, 3 * x[i] * x[i] * g[i]);
+**         });
+**         return AD_OK;
+**     }
+*/
+#define AD_DISPATCH_FLOAT(dtype, T, ...)                                                \
+    do {                                                                                \
+        if ((dtype) == AD_F32) {                                                        \
+            typedef float T;                                                            \
+            __VA_ARGS__                                                                 \
+        } else {                                                                        \
+            typedef double T;                                                           \
+            __VA_ARGS__                                                                 \
+        }                                                                               \
+    } while (0)
+
+#define AD_PUT_EACH(d, n, beta, i, v)                                                   \
+    do {                                                                                \
+        if ((beta) != 0.0f)                                                             \
+            for (int64_t i = 0; i < (n); i++)                                           \
+                (d)[i] += (v);                                                          \
+        else                                                                            \
+            for (int64_t i = 0; i < (n); i++)                                           \
+                (d)[i] = (v);                                                           \
+    } while (0)
+
 /* The output of the running primal, carved from the tape's arena (owned by the tape,
 ** valid until ad_tape_reset). Call once per primal. Errors: AD_ERR_RANK,
 ** AD_ERR_INVALID, AD_ERR_OVERFLOW, AD_ERR_NOMEM. */

@@ -1,7 +1,7 @@
 /*
 ** activations.c: tanh, relu and the logistic sigmoid, elementwise.
 **
-** Kernels are written once over T (float or double, chosen by AD_TYPED); <tgmath.h>
+** Kernels are written once over T (float or double, by AD_DISPATCH_FLOAT); <tgmath.h>
 ** makes tanh and exp resolve to tanhf/expf for float, so float stays float. The
 ** tanh and sigmoid pullbacks use the saved output y, relu reads its input x.
 */
@@ -40,7 +40,7 @@ static ad_status tanh_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     (void)cx, (void)in;
     if (!din[0])
         return AD_OK;
-    AD_TYPED(y->dtype, {
+    AD_DISPATCH_FLOAT(y->dtype, T, {
         const T *g = dy->data, *ys = y->data;
         T *dx = din[0]->data;
         AD_PUT_EACH(dx, y->size, beta[0], i, g[i] * (1 - ys[i] * ys[i]));
@@ -58,7 +58,7 @@ ad_status ad_op_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
     ad_status rc = unary_out(cx, in[0], out);
     if (rc)
         return rc;
-    AD_TYPED(in[0]->dtype, {
+    AD_DISPATCH_FLOAT(in[0]->dtype, T, {
         const T *x = in[0]->data;
         T *y = (*out)->data;
         for (int64_t i = 0; i < in[0]->size; i++)
@@ -100,7 +100,7 @@ ad_status ad_op_sigmoid(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out
     ad_status rc = unary_out(cx, in[0], out);
     if (rc)
         return rc;
-    AD_TYPED(in[0]->dtype, {
+    AD_DISPATCH_FLOAT(in[0]->dtype, T, {
         const T *x = in[0]->data;
         T *y = (*out)->data;
         for (int64_t i = 0; i < in[0]->size; i++) {
@@ -119,7 +119,7 @@ static ad_status sigmoid_pullback(ad_ctx *cx, const ad_tensor *dy,
     (void)cx, (void)in;
     if (!din[0])
         return AD_OK;
-    AD_TYPED(y->dtype, {
+    AD_DISPATCH_FLOAT(y->dtype, T, {
         const T *g = dy->data, *ys = y->data;
         T *dx = din[0]->data;
         AD_PUT_EACH(dx, y->size, beta[0], i, g[i] * ys[i] * (1 - ys[i]));

@@ -40,7 +40,7 @@ ad_status ad_op_bias_relu(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **o
         return rc;
     int64_t n, m;
     extents(in[0], &n, &m);
-    AD_TYPED(in[0]->dtype, {
+    AD_DISPATCH_FLOAT(in[0]->dtype, T, {
         const T *xs = in[0]->data, *bs = in[1]->data;
         T *ys = (*out)->data;
         for (int64_t i = 0; i < n; i++)
@@ -59,7 +59,7 @@ ad_status ad_op_bias_tanh(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **o
         return rc;
     int64_t n, m;
     extents(in[0], &n, &m);
-    AD_TYPED(in[0]->dtype, {
+    AD_DISPATCH_FLOAT(in[0]->dtype, T, {
         const T *xs = in[0]->data, *bs = in[1]->data;
         T *ys = (*out)->data;
         for (int64_t i = 0; i < n; i++) {

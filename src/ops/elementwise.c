@@ -12,7 +12,7 @@
 /* d = alpha s, or d += alpha s; d and s have one dtype and size. */
 static void put_scaled(ad_tensor *d, float beta, double alpha, const ad_tensor *s)
 {
-    AD_TYPED(d->dtype, {
+    AD_DISPATCH_FLOAT(d->dtype, T, {
         T *o = d->data;
         const T *x = s->data, a = (T)alpha;
         AD_PUT_EACH(o, d->size, beta, i, a * x[i]);
@@ -22,7 +22,7 @@ static void put_scaled(ad_tensor *d, float beta, double alpha, const ad_tensor *
 /* d = s u, or d += s u, elementwise. */
 static void put_product(ad_tensor *d, float beta, const ad_tensor *s, const ad_tensor *u)
 {
-    AD_TYPED(d->dtype, {
+    AD_DISPATCH_FLOAT(d->dtype, T, {
         T *o = d->data;
         const T *x = s->data, *y = u->data;
         AD_PUT_EACH(o, d->size, beta, i, x[i] * y[i]);
@@ -39,7 +39,7 @@ static ad_status binary(ad_ctx *cx, const char *op, binary_kind kind,
     if (rc || (rc = ad_out(cx, a->dtype, a->ndim, a->shape, out)))
         return rc;
     int64_t n = a->size;
-    AD_TYPED(a->dtype, {
+    AD_DISPATCH_FLOAT(a->dtype, T, {
         const T *x = a->data, *y = b->data;
         T *z = (*out)->data;
         switch (kind) {
@@ -169,7 +169,7 @@ ad_status ad_op_bias_add(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **ou
     if (rc)
         return rc;
     int64_t m = x->shape[1], n = m ? x->shape[0] : 0; /* [2^40 x 0]: no 2^40 rows */
-    AD_TYPED(x->dtype, {
+    AD_DISPATCH_FLOAT(x->dtype, T, {
         const T *xs = x->data, *bs = b->data;
         T *ys = (*out)->data;
         for (int64_t i = 0; i < n; i++)
@@ -198,7 +198,7 @@ static ad_status bias_add_pullback(ad_ctx *cx, const ad_tensor *dy,
         return rc;
     double *s = acc->data;
     memset(s, 0, (size_t)m * sizeof *s);
-    AD_TYPED(dy->dtype, {
+    AD_DISPATCH_FLOAT(dy->dtype, T, {
         const T *g = dy->data;
         T *db = din[1]->data;
         for (int64_t i = 0; i < n; i++)

@@ -16,7 +16,7 @@ ad_status ad_op_mse(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
     ad_status rc = adi_require_same_shape("mse", p, t);
     if (rc || (rc = ad_out(cx, p->dtype, 0, NULL, out)))
         return rc;
-    AD_TYPED(p->dtype, {
+    AD_DISPATCH_FLOAT(p->dtype, T, {
         const T *a = p->data, *b = t->data;
         double s = 0.0;
         for (int64_t i = 0; i < p->size; i++) {
@@ -36,7 +36,7 @@ static ad_status mse_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *
     const ad_tensor *p = in[0], *t = in[1];
     if (!din[0] || p->size == 0)
         return AD_OK;
-    AD_TYPED(p->dtype, {
+    AD_DISPATCH_FLOAT(p->dtype, T, {
         const T *a = p->data, *b = t->data;
         const T c = (T)(2.0 * *(const T *)dy->data / (double)p->size);
         T *d = din[0]->data;
@@ -140,7 +140,7 @@ ad_status ad_op_softmax_cross_entropy(ad_ctx *cx, const ad_tensor *const in[],
     else
         total = ce_rows_f64(z->data, labels->data, n, k, loss, ps);
     if (!per_row)
-        AD_TYPED(z->dtype, {
+        AD_DISPATCH_FLOAT(z->dtype, T, {
             *(T *)(*out)->data = (T)(red == AD_REDUCTION_MEAN ? total / (double)n : total);
         });
     return AD_OK;
@@ -163,7 +163,7 @@ static ad_status ce_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *c
         return ad_fail(AD_ERR_NO_GRAD, "softmax_cross_entropy: no softmax was saved "
                        "(the call was recorded in forward-only mode)");
     const int32_t *l = in[1]->data;
-    AD_TYPED(p->dtype, {
+    AD_DISPATCH_FLOAT(p->dtype, T, {
         const T *ps = p->data, *g = dy->data;
         const T scale = red == AD_REDUCTION_MEAN ? (T)(g[0] / (double)n) : g[0];
         T *d = din[0]->data;

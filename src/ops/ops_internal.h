@@ -1,6 +1,6 @@
 /*
-** ops_internal.h (internal): what the op families share: the BLAS entry points, typed
-** loops, shape checks, and the rule family each file exports to the built-in table.
+** ops_internal.h (internal): what the op families share: the BLAS entry points, shape
+** checks, and the rule family each file exports to the built-in table.
 */
 #ifndef AD_OPS_INTERNAL_H
 #define AD_OPS_INTERNAL_H
@@ -14,34 +14,8 @@
 #include "../base/blas.h"
 #include "../rules/builtin.h"
 
-/* Runs the statements with T = float or T = double, chosen by dtype, so a kernel is
-** written once for both float dtypes. */
-#define AD_TYPED(dtype, ...)                                                            \
-    do {                                                                                \
-        if ((dtype) == AD_F32) {                                                        \
-            typedef float T;                                                            \
-            __VA_ARGS__                                                                 \
-        } else {                                                                        \
-            typedef double T;                                                           \
-            __VA_ARGS__                                                                 \
-        }                                                                               \
-    } while (0)
-
-/*
-** The pullback contract over n elements: d[i] = v (beta 0: d[i] is never read, it may
-** hold NaN) or d[i] += v (beta 1), v an expression of the index i. The test on beta is
-** outside the loops: inside, the select between d[i] + v and v stays a branch under
-** -ftrapping-math and the loop would not vectorise.
-*/
-#define AD_PUT_EACH(d, n, beta, i, v)                                                   \
-    do {                                                                                \
-        if ((beta) != 0.0f)                                                             \
-            for (int64_t i = 0; i < (n); i++)                                           \
-                (d)[i] += (v);                                                          \
-        else                                                                            \
-            for (int64_t i = 0; i < (n); i++)                                           \
-                (d)[i] = (v);                                                           \
-    } while (0)
+/* Kernels are written once over T with AD_DISPATCH_FLOAT and put with AD_PUT_EACH,
+** the macros ad_rule.h offers every rule writer. */
 
 /* y[i] = tanh(x[i]) for float, vectorisable, within 2 ulp of glibc (tanh_f32.c). */
 void adi_tanh_f32(const float *x, float *y, int64_t n);

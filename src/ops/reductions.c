@@ -13,7 +13,7 @@ static ad_status reduce(ad_ctx *cx, const ad_tensor *x, bool mean, ad_tensor **o
     ad_status rc = ad_out(cx, x->dtype, 0, NULL, out);
     if (rc)
         return rc;
-    AD_TYPED(x->dtype, {
+    AD_DISPATCH_FLOAT(x->dtype, T, {
         const T *v = x->data;
         double s = 0.0;
         for (int64_t i = 0; i < x->size; i++)
@@ -26,7 +26,7 @@ static ad_status reduce(ad_ctx *cx, const ad_tensor *x, bool mean, ad_tensor **o
 /* dx = g everywhere, g = dy scale (computed in double, then rounded once). */
 static void broadcast_into(ad_tensor *dx, float beta, const ad_tensor *dy, double scale)
 {
-    AD_TYPED(dx->dtype, {
+    AD_DISPATCH_FLOAT(dx->dtype, T, {
         T *d = dx->data;
         const T g = (T)(*(const T *)dy->data * scale);
         AD_PUT_EACH(d, dx->size, beta, i, g);
