@@ -3,10 +3,11 @@
 ** validates the whole file before it touches anything, exact resumption, and a listing
 ** of any safetensors file's tensors and metadata (ad_checkpoint_inspect).
 **
+** Example (fragment):
 **     const char *const names[] = {"w1", "b1", "w2", "b2"};  // ps's order, by index
 **     ad_checkpoint_extras x = {.optim = opt, .rng = &rng, .step = step};
 **     ad_checkpoint_save("run.safetensors", ps, names, &x);
-**     ...
+**     // ... and later, in this process or another:
 **     ad_checkpoint_load("run.safetensors", ps, names, &x);   // x.step is restored
 **
 ** The file is what the safetensors reference writes and PyTorch reads

@@ -16,10 +16,12 @@
 ** DFA (direct feedback alignment, Nokland 2016) sends the output error e = dL/dY_out
 ** straight to every hidden layer through its own fixed B_l (hidden x outputs):
 **
-**     h1 = ad_dfa_hidden(t, &dfa, ad_tanh(t, a1), B1);   // after the activation
-**     a2 = ...(h1)...;
-**     y  = ad_dfa_output(t, &dfa, a2);                    // the output pre-activation
-**     loss = ad_softmax_cross_entropy(t, y, labels);
+** Example (fragment):
+**     ad_var a1 = ad_bias_add(t, ad_matmul(t, x, w1, 0, 1), b1);
+**     ad_var h1 = ad_dfa_hidden(t, &dfa, ad_tanh(t, a1), ad_use(t, &B1)); // after tanh
+**     ad_var a2 = ad_bias_add(t, ad_matmul(t, h1, w2, 0, 1), b2);
+**     ad_var out = ad_dfa_output(t, &dfa, a2);         // the output pre-activation
+**     ad_var loss = ad_softmax_cross_entropy(t, out, labels);
 **
 ** ad_dfa_output is the identity forward; its pullback stores e in the tape's arena and
 ** passes it on. ad_dfa_hidden is the identity forward; its pullback ignores the

@@ -6,11 +6,12 @@
 ** gradient; every other leaf is a constant. Each parameter gets a dense index when
 ** added, so gradients (and optimiser state) are arrays by index.
 **
-**     ad_params *ps; ad_params_new(&ps); ad_params_add(ps, &W);
+** Example (fragment):
+**     ad_params *ps; ad_params_new(&ps); ad_params_add(ps, &W, NULL);
 **     ad_grads *gs;  ad_grads_new(ps, &gs);
 **     double loss;
-**     ad_gradient(tape, ps, model_loss, &batch, gs, &loss);  // gradient(() -> ..., ps)
-**     ad_descent_step(ps, gs, 0.1);                             // Descent(0.1)
+**     ad_gradient(tape, ps, model_loss, &data, gs, &loss);  // gradient(() -> ..., ps)
+**     ad_descent_step(ps, gs, 0.1);                            // Descent(0.1)
 */
 #ifndef AD_GRAD_H
 #define AD_GRAD_H

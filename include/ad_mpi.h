@@ -8,12 +8,14 @@
 ** global batch. Every rank then runs the same optimiser step on the same sums, so
 ** parameters and optimiser state stay identical without being sent again.
 **
+** Example (fragment):
 **     MPI_Init(&argc, &argv);                       // the caller's job, as is Finalize
 **     ad_mpi *dp;
 **     ad_mpi_new(MPI_COMM_WORLD, ps, gs, NULL, &dp); // checks shapes, sends rank 0's W
-**     ad_mpi_broadcast(dp, B);                      // fixed feedback matrices too
-**     for (...) {
-**         ad_mpi_gradient(dp, tape, loss_fn, &my_shard, &loss);  // loss: global mean
+**     ad_mpi_broadcast(dp, &B);                     // fixed feedback matrices too
+**     for (int s = 0; s < 1000; s++) {
+**         double loss;                              // the global mean
+**         ad_mpi_gradient(dp, tape, model_loss, &data, &loss);  // data: this rank's shard
 **         ad_optim_step(opt, gs);
 **     }
 **     ad_mpi_free(dp);

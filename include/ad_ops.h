@@ -3,6 +3,7 @@
 ** before the first lookup, no init call needed) and a typed wrapper that records it,
 ** so model code reads as nested calls:
 **
+** Example (fragment):
 **     ad_var h = ad_tanh(t, ad_bias_add(t, ad_matmul(t, x, w, 0, 1), b));
 **
 ** Every op takes float32 or float64 (all float inputs of one call share one dtype).

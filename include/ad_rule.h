@@ -149,6 +149,7 @@ typedef struct ad_rule {
 ** defaults comes with AD_<OP>_ATTRS_DEFAULT, a compound literal of them. Start from it
 ** and set the fields you mean, so that no field's zero has to mean "default" (a
 ** convolution's stride and dilation default to 1):
+** Example (fragment):
 **     ad_matmul_attrs at = AD_MATMUL_ATTRS_DEFAULT;
 **     at.trans_b = 1;
 **     ad_var y = ad_call_attrs(t, ad_op_matmul, &at, x, w);

@@ -145,7 +145,8 @@ AD_API const char *ad_status_class_str(int cls);
 AD_API const char *ad_last_error(void);
 
 /* Records `code` and a printf-style message as the calling thread's last error and
-** returns `code`, so user primals and pullbacks can write
+** returns `code`, so a user's primal or pullback fails in one line:
+** Example (fragment):
 **     return ad_fail(AD_ERR_SHAPE, "my_op: %s", why);
 ** Messages longer than 511 bytes are truncated; a NULL fmt leaves the message empty. */
 AD_API ad_status ad_fail(ad_status code, const char *fmt, ...)
