@@ -119,7 +119,26 @@ AD_API ad_var ad_use_named(ad_tape *tape, const ad_tensor *t, const char *name);
 AD_API ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
                   const ad_var *inputs, int n, const void *attrs, size_t attrs_size);
 
-/* ad_call(tape, fn, x, y, ...): the recording form model code uses. */
+/*
+** ad_call(tape, fn, x, y, ...): the recording form model code uses.
+**
+** The order of nested calls is the compiler's. C leaves unspecified the order in which
+** a function's arguments are evaluated, and the elements of ad_call's argument list
+** (an array initializer) are indeterminately sequenced too; compilers differ: for
+** ad_mul(t, ad_tanh(t, x), ad_sigmoid(t, x)), GCC on x86-64 records the sigmoid first
+** and clang the tanh. Values are the same either way. What can change: the nodes'
+** indices on the tape (ad_tape_print), the order the sweep runs their pullbacks, and so
+** the order in which contributions to a cotangent they share (x's, here) are added;
+** floating-point addition is not associative, and kernels fuse the add into their own
+** sums (beta = 1), so the last bits of a gradient may differ from one compiler, or
+** one build, to another. For the same bits everywhere, record each argument in a
+** statement of its own, so the order is the program's:
+** Example (fragment):
+**     ad_var u = ad_tanh(t, x);     // recorded first, whatever the compiler
+**     ad_var v = ad_sigmoid(t, x);
+**     ad_var z = ad_mul(t, u, v);   // not ad_mul(t, ad_tanh(t, x), ad_sigmoid(t, x))
+** Leaves (ad_use) have no pullback: nesting them changes only the leaves' indices.
+*/
 #define ad_call(tape, fn, ...)                                                          \
     ad_call_as((tape), (fn), #fn, (const ad_var[]){__VA_ARGS__},                        \
                (int)(sizeof((ad_var[]){__VA_ARGS__}) / sizeof(ad_var)), NULL, 0)

@@ -345,3 +345,47 @@ Test(tape, first_error_poisons_later_calls_and_is_reported_by_the_sweep)
     cr_expect_str_eq(ad_tape_error(m.t), "");
     model_close(&m);
 }
+
+/* ---- recording order ---- */
+
+/* z = tanh(x) * sigmoid(x), its arguments recorded in the order of the statements
+** (ad_tape.h: nested, the compiler would choose); the tape's text into *text. */
+static void record_sequenced(ad_tape *t, ad_tensor *x, int tanh_first, char **text)
+{
+    ad_tape_reset(t);
+    ad_var xv = ad_use(t, x), u, v;
+    if (tanh_first) {
+        u = ad_tanh(t, xv);
+        v = ad_sigmoid(t, xv);
+    } else {
+        v = ad_sigmoid(t, xv);
+        u = ad_tanh(t, xv);
+    }
+    ad_var z = ad_sum(t, ad_mul(t, u, v));
+    cr_assert(ad_var_ok(z), "%s", ad_tape_error(t));
+    size_t len = 0;
+    FILE *f = open_memstream(text, &len);
+    cr_assert_not_null(f);
+    cr_assert_eq(ad_tape_print(t, f), AD_OK);
+    fclose(f);
+}
+
+Test(tape, arguments_assigned_first_are_recorded_in_statement_order)
+{
+    ad_tensor *x = ts_tensor(AD_F64, 1, TS_SHAPE(6));
+    uint64_t rng = 3;
+    ts_fill_uniform(x, &rng, -2, 2);
+    ad_tape *t;
+    cr_assert_eq(ad_tape_new(&t), AD_OK);
+    for (int k = 0; k < 2; k++) {
+        char *text = NULL;
+        record_sequenced(t, x, k == 0, &text);
+        const char *at_tanh = strstr(text, "ad_tanh"), *at_sigmoid = strstr(text, "ad_sigmoid");
+        cr_assert(at_tanh && at_sigmoid, "%s", text);
+        cr_expect_eq(at_tanh < at_sigmoid, k == 0, "%s first, but the tape says:\n%s",
+                     k == 0 ? "tanh" : "sigmoid", text);
+        free(text);
+    }
+    ad_tape_free(t);
+    ad_tensor_free(x);
+}
