@@ -6,7 +6,8 @@
 ** rule's pullback slot by slot. A slot is differentiable unless the rule declares it
 ** nondiff or its input is int32; the others are skipped.
 **
-**     const ad_tensor *in[3] = {W, X, B};          // float64 copies of a layer's inputs
+** Example (fragment):
+**     const ad_tensor *in[3] = {&W, &X, &B};       // float64 copies of a layer's inputs
 **     ad_check_report report;
 **     ad_status rc = ad_rule_check(my_matmul, in, 3, NULL, &report);  // the defaults
 **     ad_check_report_print(&report, stdout);      // what was checked, slot by slot

@@ -136,6 +136,7 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 ** silently (that is AD_ERR_EXTRA_TENSOR's rule), and no adtape tensor can take an I64,
 ** so such a file fails with AD_ERR_UNSUPPORTED_DTYPE naming the tensor, whatever the
 ** names. Save what adtape is to load without them, e.g. with
+** Example (python):
 **     {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
 ** and see what any file holds with ad_checkpoint_inspect (or the adtape-inspect
 ** program, examples/inspect.c).
@@ -211,6 +212,7 @@ typedef struct ad_checkpoint_info {
 ** adtape cannot load included (any dtype the format defines, any rank), and the
 ** metadata. Only the header is read, however large the data.
 **
+** Example (fragment):
 **     ad_checkpoint_info *info;
 **     if (ad_checkpoint_inspect("model.safetensors", &info) == AD_OK) {
 **         for (int i = 0; i < info->n_tensors; i++)

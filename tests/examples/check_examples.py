@@ -22,6 +22,8 @@ KIND is one of
                 (so `return ad_fail(...)` works) after tests/examples/prelude.h, which
                 declares the names examples assume (t, tape, ps, gs, W, x, ...)
   declarations  file-scope code (types, rules, functions), compiled after the prelude
+or, in headers, which have no fence to name a language, one of OTHER (python, sh,
+text): code that is not C, shown and not compiled.
 
 Within one file, fragments and declarations are compiled after every declarations
 example that precedes them, so a narrative (the README's tour) can define a rule in
@@ -40,6 +42,7 @@ import sys
 import tempfile
 
 KINDS = ("program", "fragment", "declarations")
+OTHER = ("python", "sh", "text")  # header examples that are not C
 HEADER_MARKER = re.compile(r"^\*\* Example \((\w+)\):\s*$")
 MD_MARKER = re.compile(r"^<!--\s*(\w+)\s*-->\s*$")
 FENCE = re.compile(r"^```\s*(\S*)")
@@ -82,13 +85,13 @@ def header_examples(path, lines, errors):
                 i += 1
             while code and not code[-1]:
                 code.pop()
-            if kind not in KINDS:
+            if kind not in KINDS + OTHER:
                 errors.append("%s:%d: unknown example kind '%s' (%s)"
-                              % (path, start - 1, kind, ", ".join(KINDS)))
+                              % (path, start - 1, kind, ", ".join(KINDS + OTHER)))
             elif not code:
                 errors.append("%s:%d: an Example marker with no indented code after it"
                               % (path, start - 1))
-            else:
+            elif kind in KINDS:
                 examples.append(Example(path, start, kind, code))
             continue
         ind, prev = indent_after_stars(lines[i]), lines[i - 1] if i else ""

@@ -40,6 +40,12 @@ static ad_var x, y, labels, w, w1, w2, b, b1, b2;
 /* DFA's link between its output and hidden rules. */
 static ad_dfa dfa;
 
+/* The running example of the README and ad_check.h, defined elsewhere: the FA layer's
+** primal my_matmul(W, X, B) and a pullback giving what its dX should be, dY B. */
+ad_status my_matmul(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+ad_status my_dy_times_b(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                        const ad_tensor *y, ad_tensor *const din[], const float beta[]);
+
 /* What a loss callback gets through `void *user`, and such a callback (ad_loss_fn). */
 static struct example_data {
     ad_tensor *x, *y;
