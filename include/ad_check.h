@@ -166,7 +166,7 @@ AD_API ad_status ad_rule_check_as(ad_primal_fn fn, const char *fn_name,
                            const ad_tensor *const in[], int n,
                            const ad_check_options *opts, ad_check_report *report);
 #define ad_rule_check(fn, in, n, opts, report)                                          \
-    ad_rule_check_as((fn), #fn, (in), (n), (opts), (report))
+    ad_rule_check_as(AD_PRIMAL(fn), #fn, (in), (n), (opts), (report))
 
 /*
 ** Writes the report, a line per slot: how it was checked, the outcome, the checks it

@@ -172,8 +172,9 @@ typedef struct ad_rule {
 */
 AD_API ad_status ad_rule_register_as(ad_primal_fn fn, const char *fn_name, const ad_rule *rule,
                               unsigned flags);
-#define ad_rule_register(fn, rule) ad_rule_register_as((fn), #fn, (rule), 0u)
-#define ad_rule_replace(fn, rule) ad_rule_register_as((fn), #fn, (rule), AD_REPLACE)
+#define ad_rule_register(fn, rule) ad_rule_register_as(AD_PRIMAL(fn), #fn, (rule), 0u)
+#define ad_rule_replace(fn, rule)                                                       \
+    ad_rule_register_as(AD_PRIMAL(fn), #fn, (rule), AD_REPLACE)
 
 /* Removes fn's rule. AD_ERR_NO_RULE if it has none. Recorded tapes keep working. */
 AD_API ad_status ad_rule_unregister(ad_primal_fn fn);

@@ -140,7 +140,7 @@ AD_API ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
 ** Leaves (ad_use) have no pullback: nesting them changes only the leaves' indices.
 */
 #define ad_call(tape, fn, ...)                                                          \
-    ad_call_as((tape), (fn), #fn, (const ad_var[]){__VA_ARGS__},                        \
+    ad_call_as((tape), AD_PRIMAL(fn), #fn, (const ad_var[]){__VA_ARGS__},               \
                (int)(sizeof((ad_var[]){__VA_ARGS__}) / sizeof(ad_var)), NULL, 0)
 /* ad_call_attrs(tape, fn, &attrs, x, ...): the same with an attribute struct, passed
 ** with sizeof *(&attrs) as its size, so a struct of the wrong type is AD_ERR_ATTRS
@@ -148,7 +148,7 @@ AD_API ad_var ad_call_as(ad_tape *tape, ad_primal_fn fn, const char *fn_name,
 ** literal (it is copied); parenthesise a literal with commas, which would otherwise
 ** split the macro's arguments: ad_call_attrs(t, fn, (&(my_attrs){1, 2}), x). */
 #define ad_call_attrs(tape, fn, attrs_ptr, ...)                                         \
-    ad_call_as((tape), (fn), #fn, (const ad_var[]){__VA_ARGS__},                        \
+    ad_call_as((tape), AD_PRIMAL(fn), #fn, (const ad_var[]){__VA_ARGS__},               \
                (int)(sizeof((ad_var[]){__VA_ARGS__}) / sizeof(ad_var)), (attrs_ptr),    \
                sizeof *(attrs_ptr))
 
