@@ -65,6 +65,21 @@ typedef struct ad_checkpoint_meta {
 ** stops the load with that status (set a message with ad_fail) and nothing is changed. */
 typedef ad_status (*ad_checkpoint_meta_fn)(const char *key, const char *value, void *user);
 
+/* A tensor saved and loaded with the parameters but never trained: FA's and KP's
+** fixed B, sign feedback's magnitudes, DFA's B_l, running statistics. The tensor is the
+** caller's; it must be F32 or F64, rank 0 to 4. */
+typedef struct ad_checkpoint_buffer {
+    const char *name;
+    ad_tensor *tensor;
+} ad_checkpoint_buffer;
+
+/* A named generator: a model that draws from several (the data order, brSF's
+** magnitudes, dropout) saves each under its own name. */
+typedef struct ad_checkpoint_rng {
+    const char *name;
+    ad_rng *rng;
+} ad_checkpoint_rng;
+
 /* What a checkpoint carries besides the parameters. Plain data: zero fields mean
 ** "not asked for"; fields marked save or load are read only by that call. */
 typedef struct ad_checkpoint_extras {
@@ -77,6 +92,10 @@ typedef struct ad_checkpoint_extras {
     int n_meta;
     ad_checkpoint_meta_fn on_meta;  /* load: sees each metadata pair (NULL: none) */
     void *user;                     /* load: passed to on_meta */
+    const ad_checkpoint_buffer *buffers; /* n_buffers non-trainable tensors */
+    int n_buffers;
+    const ad_checkpoint_rng *rngs;  /* n_rngs named generators (besides rng) */
+    int n_rngs;
 } ad_checkpoint_extras;
 
 /*
