@@ -9,12 +9,6 @@
 **     ...
 **     ad_checkpoint_load("run.safetensors", ps, names, &x);   // x.step is restored
 **
-** names may be NULL when every parameter was added with ad_params_add_named. State that
-** does not train goes in as buffers, every generator under a name of its own:
-**     ad_checkpoint_buffer fb[] = {{"fc1.feedback", B1}, {"fc2.feedback", B2}};
-**     ad_checkpoint_rng g[] = {{"data", &data_rng}, {"feedback", &sf_rng}};
-**     x.buffers = fb, x.n_buffers = 2, x.rngs = g, x.n_rngs = 2;
-**
 ** The file is what the safetensors reference writes and PyTorch reads
 ** (safetensors.torch.load_file): an 8-byte little-endian header length N, N bytes of
 ** UTF-8 JSON, then the raw little-endian data. The JSON maps each tensor name to
@@ -74,9 +68,22 @@ typedef struct ad_checkpoint_meta {
 ** stops the load with that status (set a message with ad_fail) and nothing is changed. */
 typedef ad_status (*ad_checkpoint_meta_fn)(const char *key, const char *value, void *user);
 
-/* A tensor saved and loaded with the parameters but never trained: FA's and KP's
-** fixed B, sign feedback's magnitudes, DFA's B_l, running statistics. The tensor is the
-** caller's; it must be F32 or F64, rank 0 to 4. */
+/*
+** A tensor saved and loaded with the parameters but never trained: FA's fixed B, sign
+** feedback's magnitudes, DFA's B_l, running statistics. The tensor is the caller's; it
+** must be F32 or F64, rank 0 to 4. With names NULL, the parameters go by the names the
+** set holds (ad_params_add_named); every generator goes by a name of its own:
+**
+** Example (fragment):
+**     ad_rng data_rng, sf_rng; // the batches' order; brSF's magnitudes
+**     ad_rng_seed(&data_rng, 1);
+**     ad_rng_seed(&sf_rng, 2);
+**     ad_checkpoint_buffer fb[] = {{"fc1.feedback", &B1}, {"fc2.feedback", &B2}};
+**     ad_checkpoint_rng g[] = {{"data", &data_rng}, {"feedback", &sf_rng}};
+**     ad_checkpoint_extras x = {.optim = opt, .buffers = fb, .n_buffers = 2,
+**                               .rngs = g, .n_rngs = 2};
+**     ad_checkpoint_save("run.safetensors", ps, NULL, &x);
+*/
 typedef struct ad_checkpoint_buffer {
     const char *name;
     ad_tensor *tensor;
