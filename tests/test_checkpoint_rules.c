@@ -98,7 +98,9 @@ static void net_open(net *n, rule r, uint64_t seed)
     n->x = ts_tensor(AD_F32, 2, TS_SHAPE(8, 4));
     n->y = ts_tensor(AD_F32, 2, TS_SHAPE(8, 3));
     cr_assert_eq(ad_grads_new(n->ps, &n->gs), AD_OK);
-    ad_optim_config c = {.kind = AD_OPT_ADAM, .lr = 0.01};
+    /* Adam's usual settings spelled out, so nothing rests on what a zero field means */
+    ad_optim_config c = {.kind = AD_OPT_ADAM, .lr = 0.01, .beta1 = 0.9, .beta2 = 0.999,
+                         .eps = 1e-8};
     cr_assert_eq(ad_optim_new(n->ps, &c, &n->opt), AD_OK);
     cr_assert_eq(ad_tape_new(&n->tape), AD_OK);
     ad_rng_seed(&n->data, seed * 7919 + 1);
