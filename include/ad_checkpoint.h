@@ -18,11 +18,13 @@
 ** the header padded with spaces to a multiple of 8 bytes, tensors in the order below,
 ** and these entries:
 **   <names[i]>                     parameter i of ps, in its dtype and shape
+**   <buffers[j].name>              buffer j, in its dtype and shape
 **   __optim__.<names[i]>.m / .v    the optimiser's state buffers (ad_optim_state: .m
 **                                  the velocity or first moment, .v the second moment)
 **   __metadata__ "format": "pt"    as safetensors.torch writes it
 **                "adtape.step"     the step count (decimal)
 **                "adtape.rng"      the generator's four state words (64 hex digits)
+**                "adtape.rng.<rngs[j].name>"  generator j's, the same way
 **                "adtape.optim.kind", "adtape.optim.lr" (the IEEE-754 bits of the
 **                                  learning rate, 16 hex digits: exact and independent
 **                                  of the locale), "adtape.optim.steps.<names[i]>"
@@ -30,8 +32,9 @@
 **                plus the caller's own string pairs.
 ** Only the pieces asked for are written: no optimiser, no __optim__ entries.
 **
-** Names: every name is non-empty UTF-8 without NUL bytes, unique, not "__metadata__"
-** and not starting with "__optim__."; user metadata keys are non-empty UTF-8, unique,
+** Names: every parameter and buffer name is non-empty UTF-8 without NUL bytes, unique
+** among both, not "__metadata__" and not starting with "__optim__."; generator names
+** are non-empty UTF-8, unique among generators; user metadata keys are non-empty UTF-8, unique,
 ** not "format" and not starting with "adtape.".
 **
 ** JSON goes through jansson. The first save or load routes jansson's allocation through
@@ -66,6 +69,34 @@ typedef struct ad_checkpoint_meta {
 ** stops the load with that status (set a message with ad_fail) and nothing is changed. */
 typedef ad_status (*ad_checkpoint_meta_fn)(const char *key, const char *value, void *user);
 
+/*
+** A tensor saved and loaded with the parameters but never trained: FA's fixed B, sign
+** feedback's magnitudes, DFA's B_l, running statistics. The tensor is the caller's; it
+** must be F32 or F64, rank 0 to 4. With names NULL, the parameters go by the names the
+** set holds (ad_params_add_named); every generator goes by a name of its own:
+**
+** Example (fragment):
+**     ad_rng data_rng, sf_rng; // the batches' order; brSF's magnitudes
+**     ad_rng_seed(&data_rng, 1);
+**     ad_rng_seed(&sf_rng, 2);
+**     ad_checkpoint_buffer fb[] = {{"fc1.feedback", &B1}, {"fc2.feedback", &B2}};
+**     ad_checkpoint_rng g[] = {{"data", &data_rng}, {"feedback", &sf_rng}};
+**     ad_checkpoint_extras x = {.optim = opt, .buffers = fb, .n_buffers = 2,
+**                               .rngs = g, .n_rngs = 2};
+**     ad_checkpoint_save("run.safetensors", ps, NULL, &x);
+*/
+typedef struct ad_checkpoint_buffer {
+    const char *name;
+    ad_tensor *tensor;
+} ad_checkpoint_buffer;
+
+/* A named generator: a model that draws from several (the data order, brSF's
+** magnitudes, dropout) saves each under its own name. */
+typedef struct ad_checkpoint_rng {
+    const char *name;
+    ad_rng *rng;
+} ad_checkpoint_rng;
+
 /* What a checkpoint carries besides the parameters. Plain data: zero fields mean
 ** "not asked for"; fields marked save or load are read only by that call. */
 typedef struct ad_checkpoint_extras {
@@ -78,11 +109,16 @@ typedef struct ad_checkpoint_extras {
     int n_meta;
     ad_checkpoint_meta_fn on_meta;  /* load: sees each metadata pair (NULL: none) */
     void *user;                     /* load: passed to on_meta */
+    const ad_checkpoint_buffer *buffers; /* n_buffers non-trainable tensors */
+    int n_buffers;
+    const ad_checkpoint_rng *rngs;  /* n_rngs named generators (besides rng) */
+    int n_rngs;
 } ad_checkpoint_extras;
 
 /*
-** Writes a checkpoint of ps (names[i] names parameter i; ad_params_count(ps) names) and,
-** when extras is not NULL, the optimiser, generator, step and metadata it holds.
+** Writes a checkpoint of ps (names[i] names parameter i; ad_params_count(ps) names; NULL:
+** the set's own, ad_params_name) and, when extras is not NULL, the optimiser, buffers,
+** generators, step and metadata it holds.
 **
 ** Crash-safe: the file is written to a temporary file in path's folder
 ** ("<path>.tmp.XXXXXX", mode 0600, or the mode of the file it replaces), flushed with
@@ -91,10 +127,14 @@ typedef struct ad_checkpoint_extras {
 ** never retried and never followed by a success.
 **
 ** Errors, each naming what failed:
-**   AD_ERR_NULL      path, ps, names (with parameters) or a name, key or value is NULL
-**   AD_ERR_INVALID   n_meta < 0, or an optimiser made for another parameter set
+**   AD_ERR_NULL      path, ps, a name, key or value, a buffer's tensor, a generator, or
+**                    buffers/rngs/meta with a positive count is NULL; or names is NULL
+**                    and a parameter has no name of its own
+**   AD_ERR_INVALID   n_meta, n_buffers or n_rngs < 0, or an optimiser made for another
+**                    parameter set
+**   AD_ERR_DTYPE     a buffer that is not F32 or F64
 **   AD_ERR_BAD_NAME  a name or metadata key breaks the rules above
-**   AD_ERR_DUPLICATE_NAME  two names or two metadata keys are equal
+**   AD_ERR_DUPLICATE_NAME  two tensor names, generator names or metadata keys are equal
 **   AD_ERR_METADATA  a metadata value is not UTF-8
 **   AD_ERR_HEADER_TOO_LARGE  the header would be above the 100,000,000 bytes readers
 **                    accept
@@ -103,7 +143,8 @@ typedef struct ad_checkpoint_extras {
 **   AD_ERR_IO        a system call failed; the message names the step (mkstemp, fchmod,
 **                    write, fsync, close, rename, open or fsync of the folder) and the
 **                    system's reason
-** What a failure leaves: the parameters, optimiser and generator are never written
+** What a failure leaves: the parameters, buffers, optimiser and generators are never
+** written
 ** (the optimiser may make zeroed state for parameters added since its last step, as
 ** its next step would);
 ** the temporary file is removed; path holds the previous checkpoint (or nothing, if
@@ -116,18 +157,20 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 
 /*
 ** Reads a checkpoint into ps (names as for ad_checkpoint_save) and, when extras is not
-** NULL, into the optimiser and generator it holds and its step; calls on_meta.
+** NULL, into its optimiser, buffers and generators and its step; calls on_meta.
 **
 ** The whole file is validated against the format first: the header length (at most
 ** 100,000,000 bytes, as the reference allows), its first byte ('{'), the JSON, every
 ** entry (whatever its dtype and rank), every offset, the file's size. Then every tensor
 ** of the file must be one adtape loads: F32 or F64, rank 0 to 4. Both happen before any
 ** name is looked at, so a file gets the same error whatever ps and names are. Then
-** every parameter (and, with an optimiser, every state buffer) must have a tensor of
-** its name, dtype and shape, and every tensor in the file must be one of those. The
+** every parameter and buffer (and, with an optimiser, every state buffer) must have a
+** tensor of its name, dtype and shape, and every tensor in the file must be one of
+** those; every generator asked for must have its key: a model whose fixed feedback or
+** generator is missing would otherwise resume on freshly drawn numbers. The
 ** __optim__ tensors and adtape's metadata are ignored when no optimiser (or generator)
 ** is asked for, so a training checkpoint loads into a model for evaluation. Only then
-** are the data copied in; the versions of the parameters are bumped. The optimiser
+** are the data copied in; the versions of the parameters and buffers are bumped. The optimiser
 ** gets its state buffers, step counts and learning rate (as torch's load_state_dict
 ** restores lr; call ad_optim_set_lr afterwards to change it).
 **
@@ -159,7 +202,8 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 **   AD_ERR_DUPLICATE_NAME a name twice in the header
 **   AD_ERR_BAD_NAME  an empty name, or a NUL byte in a name
 **   AD_ERR_METADATA  "__metadata__" is not an object of strings; or, when asked for,
-**                    adtape's optimiser or generator keys are missing or malformed, or
+**                    adtape's optimiser or generator keys ("adtape.rng",
+**                    "adtape.rng.<name>") are missing or malformed, or
 **                    the optimiser's kind differs from the file's
 **   AD_ERR_OVERFLOW  a shape whose element count or byte size overflows
 **   AD_ERR_OFFSETS   data_offsets with begin > end, a size that is not the shape's
@@ -171,14 +215,14 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 **   AD_ERR_UNSUPPORTED_DTYPE  a tensor of a dtype the format defines but adtape does not
 **                    load (all but F32 and F64), the __optim__ ones included
 **   AD_ERR_RANK      a tensor of rank above 4 (the message gives its rank and shape)
-**   AD_ERR_MISSING_TENSOR a parameter (or optimiser buffer) has no tensor
+**   AD_ERR_MISSING_TENSOR a parameter, buffer or optimiser buffer has no tensor
 **   AD_ERR_EXTRA_TENSOR   the file holds a tensor nobody asked for
 **   AD_ERR_DTYPE, AD_ERR_SHAPE  a tensor's dtype or shape differs from its parameter's
 **                    (both in the message)
 **   AD_ERR_NOMEM     an allocation failed
 **   anything on_meta returns
-** What a failure leaves: every parameter (data and version), the optimiser's state, the
-** generator and extras->step exactly as they were. (The optimiser may have made zeroed
+** What a failure leaves: every parameter and buffer (data and version), the optimiser's
+** state, the generators and extras->step exactly as they were. (The optimiser may have made zeroed
 ** state for parameters added since its last step, as its next step would.)
 */
 AD_API ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *const names[],

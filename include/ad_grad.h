@@ -34,7 +34,19 @@ AD_API void ad_params_free(ad_params *ps); /* NULL accepted; the tensors are not
 ** Errors: AD_ERR_NULL, AD_ERR_DTYPE (not float32/float64), AD_ERR_NOMEM. */
 AD_API ad_status ad_params_add(ad_params *ps, ad_tensor *t, int *index);
 
+/* Adds t as ad_params_add does, under name (copied into the set), which checkpoints
+** save and load it by when they are given no array of names (ad_checkpoint.h). A
+** tensor already present keeps its index and gets the name if it had none.
+** Errors: AD_ERR_NULL, AD_ERR_DTYPE (not f32 or f64), AD_ERR_DUPLICATE_NAME (another
+** parameter has that name), AD_ERR_INVALID (t is present under another name),
+** AD_ERR_NOMEM. A failed call leaves the set as it was. */
+AD_API ad_status ad_params_add_named(ad_params *ps, ad_tensor *t, const char *name,
+                                     int *index);
+
 AD_API int ad_params_count(const ad_params *ps);
+/* The name of parameter i, or NULL when it has none or i is out of range. Owned by the
+** set; valid until ad_params_free. */
+AD_API const char *ad_params_name(const ad_params *ps, int i);
 /* The dense index of t, or -1 if t is not in the set. */
 AD_API int ad_params_index(const ad_params *ps, const ad_tensor *t);
 /* The tensor at index i, or NULL when i is out of range. */

@@ -25,6 +25,7 @@
 #include "options.h"
 #include "parallel.h"
 #include "report.h"
+#include "resume.h"
 
 enum { PATH_BYTES = 4096 };
 
@@ -238,10 +239,24 @@ static void train_run(trainer *t, run_log *run)
     ** every rule sees the batches in the same order. */
     ad_rng rng;
     ad_rng_seed(&rng, run->seed ^ 0x53485546464c45ULL);
-    run->epochs[0].train_loss = NAN;
-    evaluate(&m, &t->d, &run->epochs[0]);
-    report_epoch(t->log, &t->job, run, 0);
-    for (int e = 1; e <= t->o->epochs; e++) {
+    resume_run saved = {&m, &rng, idx, n, run, t->o->epochs};
+    char path[PATH_BYTES] = "";
+    int done = -1;
+    rc = t->o->checkpoint ? resume_path(path, sizeof path, t->o->checkpoint, run) : AD_OK;
+    rc = rc || !t->o->resume ? rc : parallel_agree(&par, resume_load(path, &saved, &done));
+    if (rc)
+        fail(rc);
+    for (int e = 0; e <= done; e++) /* the restored history, as it was first shown */
+        report_epoch(t->log, &t->job, run, e);
+    if (done < 0) {
+        run->epochs[0].train_loss = NAN;
+        evaluate(&m, &t->d, &run->epochs[0]);
+        report_epoch(t->log, &t->job, run, 0);
+        if ((rc = resume_save(&par, path, &saved, done = 0)))
+            fail(rc);
+    }
+    t->steps_done += done * (n / t->o->batch);
+    for (int e = done + 1; e <= t->o->epochs; e++) {
         epoch_stats *st = &run->epochs[e];
         double t0 = now(), comm0 = parallel_comm_seconds(&par);
         st->train_loss = train_epoch(t, &m, idx, &rng, run, e);
@@ -251,6 +266,8 @@ static void train_run(trainer *t, run_log *run)
         if (t->bar)
             report_clear_bar(t->bar);
         report_epoch(t->log, &t->job, run, e);
+        if ((rc = resume_save(&par, path, &saved, e))) /* a later kill resumes here */
+            fail(rc);
     }
     free(idx);
     parallel_detach(&par);

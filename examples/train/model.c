@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 static const char *const names[RULE_COUNT] = {"bp",   "fa",   "dfa", "usf",
@@ -48,17 +49,27 @@ static ad_status make_feedback(model *m, int l)
     return rc;
 }
 
-/* Which tensors train: every W and b, KP's B too, only the top layer for the control. */
+void model_tensor_name(char *out, size_t size, int layer, const char *what)
+{
+    snprintf(out, size, "fc%d.%s", layer + 1, what);
+}
+
+/* Which tensors train: every W and b, KP's B too, only the top layer for the control.
+** Each under its name, so checkpoints need no array of names. */
 static ad_status add_params(model *m)
 {
     ad_status rc = ad_params_new(&m->ps);
+    char name[32];
     for (int l = 0; rc == AD_OK && l < m->cfg.n_layers; l++) {
         if (m->cfg.rule == RULE_FROZEN && l < hidden_layers(m))
             continue;
-        rc = ad_params_add(m->ps, m->W[l], NULL);
-        rc = rc ? rc : ad_params_add(m->ps, m->b[l], NULL);
+        model_tensor_name(name, sizeof name, l, "weight");
+        rc = ad_params_add_named(m->ps, m->W[l], name, NULL);
+        model_tensor_name(name, sizeof name, l, "bias");
+        rc = rc ? rc : ad_params_add_named(m->ps, m->b[l], name, NULL);
+        model_tensor_name(name, sizeof name, l, "feedback");
         if (rc == AD_OK && m->cfg.rule == RULE_KP)
-            rc = ad_params_add(m->ps, m->B[l], NULL);
+            rc = ad_params_add_named(m->ps, m->B[l], name, NULL);
     }
     return rc;
 }

@@ -65,6 +65,10 @@ typedef struct model {
     ad_var pre[MODEL_MAX_LAYERS];   /* hidden pre-activations of the last recording */
 } model;
 
+/* "fc<layer + 1>.<what>" ("weight", "bias", "feedback"): the names of the model's
+** tensors in its parameter set and its checkpoints. */
+void model_tensor_name(char *out, size_t size, int layer, const char *what);
+
 /* Builds the model: Glorot-uniform W and feedback, zero biases, from cfg.seed. */
 ad_status model_init(model *m, const model_config *cfg);
 void model_free(model *m);

@@ -50,6 +50,11 @@ static void usage(void)
            "  --data DIR         [/usr/share/datasets/fashion-mnist]\n"
            "  --out DIR          epochs.csv and accuracy_alignment.png go here, created\n"
            "                     if needed [adtape-train-out]\n"
+           "  --checkpoint FILE  save each run after every epoch, to FILE with\n"
+           "                     .RULE.seedN inserted before its extension\n"
+           "  --resume FILE      continue each run from its checkpoint (as --checkpoint\n"
+           "                     names it) and go on saving there; a run without one\n"
+           "                     starts from the beginning\n"
            "  --json             JSON summary on stdout; progress lines go to stderr\n"
            "  --help             this text\n",
            OPTIONS_MAX_SEEDS);
@@ -195,6 +200,8 @@ static void apply_option(options *o, int c, const char *a)
     case 'd': o->data_dir = a; break;
     case 'O': o->out_dir = a; break;
     case 'j': o->json = 1; break;
+    case 'c': o->checkpoint = a; break;
+    case 'R': o->checkpoint = a, o->resume = 1; break;
     }
 }
 
@@ -207,6 +214,7 @@ void options_parse(int argc, char **argv, options *o)
         {"seed", 1, 0, 's'},      {"seeds", 1, 0, 'S'},    {"threads", 1, 0, 't'},
         {"subset", 1, 0, 'n'},    {"holdout", 1, 0, 'v'},  {"data", 1, 0, 'd'},
         {"out", 1, 0, 'O'},       {"json", 0, 0, 'j'},     {"help", 0, 0, 'h'},
+        {"checkpoint", 1, 0, 'c'}, {"resume", 1, 0, 'R'},
         {0, 0, 0, 0}};
     set_defaults(o);
     for (int c; (c = getopt_long(argc, argv, "", longs, NULL)) != -1;) {

@@ -20,6 +20,8 @@ typedef struct options {
     uint64_t seeds[OPTIONS_MAX_SEEDS];
     int n_seeds;
     const char *data_dir, *out_dir;          /* point into argv or static text */
+    const char *checkpoint;                  /* --checkpoint or --resume FILE; NULL: none */
+    int resume;                              /* --resume: continue from the checkpoints */
 } options;
 
 /* Learning rates per rule when --lr is not given; defined in main.c, shown by --help. */

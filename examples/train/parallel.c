@@ -142,6 +142,13 @@ double parallel_comm_seconds(const parallel *p)
     return p->dp ? ad_mpi_comm_seconds(p->dp) : 0.0;
 }
 
+ad_status parallel_checkpoint_save(parallel *p, const char *path, const ad_params *ps,
+                                   const ad_checkpoint_extras *x)
+{
+    return p->dp ? ad_mpi_checkpoint_save(p->dp, path, NULL, x)
+                 : ad_checkpoint_save(path, ps, NULL, x);
+}
+
 _Noreturn void parallel_abort(parallel *p, int status)
 {
     fflush(NULL);

@@ -53,6 +53,11 @@ void parallel_detach(parallel *p);
 /* Seconds the run's gradients spent in MPI so far (0 without a context). */
 double parallel_comm_seconds(const parallel *p);
 
+/* Collective: rank 0 writes the checkpoint (ad_mpi_checkpoint_save), every rank gets
+** its status; ps's own names. Without a context, ad_checkpoint_save. */
+ad_status parallel_checkpoint_save(parallel *p, const char *path, const ad_params *ps,
+                                   const ad_checkpoint_extras *x);
+
 /* Ends every rank at once (MPI_Abort), for an error only this rank has while the others
 ** may already wait in a collective; on one process, exit(status). */
 _Noreturn void parallel_abort(parallel *p, int status);
@@ -96,6 +101,14 @@ static inline double parallel_comm_seconds(const parallel *p)
 {
     (void)p;
     return 0.0;
+}
+
+static inline ad_status parallel_checkpoint_save(parallel *p, const char *path,
+                                                 const ad_params *ps,
+                                                 const ad_checkpoint_extras *x)
+{
+    (void)p;
+    return ad_checkpoint_save(path, ps, NULL, x);
 }
 
 static inline _Noreturn void parallel_abort(parallel *p, int status)

@@ -129,16 +129,19 @@ static bool utf8_valid(const char *s)
     return true;
 }
 
-static ad_status check_name(const char *what, const char *name, int i)
+/* kind names the owner in messages: "parameter", "buffer" or "generator". Generators
+** are keys, not tensors, so only the tensors' names are reserved. */
+static ad_status check_name(const char *what, const char *kind, const char *name, int i)
 {
     if (!name)
-        return ad_fail(AD_ERR_NULL, "%s: the name of parameter %d is NULL", what, i);
+        return ad_fail(AD_ERR_NULL, "%s: the name of %s %d is NULL", what, kind, i);
     if (!*name || !utf8_valid(name))
-        return ad_fail(AD_ERR_BAD_NAME, "%s: the name of parameter %d is %s", what, i,
+        return ad_fail(AD_ERR_BAD_NAME, "%s: the name of %s %d is %s", what, kind, i,
                        *name ? "not UTF-8" : "empty");
-    if (!strcmp(name, CKPT_METADATA) || adi_ckpt_has_prefix(name, CKPT_OPTIM_PREFIX))
-        return ad_fail(AD_ERR_BAD_NAME, "%s: the name of parameter %d, '%s', is reserved",
-                       what, i, name);
+    if (strcmp(kind, "generator") &&
+        (!strcmp(name, CKPT_METADATA) || adi_ckpt_has_prefix(name, CKPT_OPTIM_PREFIX)))
+        return ad_fail(AD_ERR_BAD_NAME, "%s: the name of %s %d, '%s', is reserved", what,
+                       kind, i, name);
     return AD_OK;
 }
 
@@ -195,44 +198,120 @@ static ad_status check_unique(const char *what, const void *base, int n,
     return rc;
 }
 
-static ad_status check_extras(const char *what, const ad_params *ps,
+static const char *rng_name_at(const void *base, int i)
+{
+    return ((const ad_checkpoint_rng *)base)[i].name;
+}
+
+/* The buffers and generators: tensors of a loadable dtype, names as for parameters;
+** a buffer's name must differ from every parameter's too (one namespace of tensors). */
+static ad_status check_state(const char *what, const char *const names[], int n,
+                             const ad_checkpoint_extras *x)
+{
+    if (x->n_buffers < 0 || x->n_rngs < 0)
+        return ad_fail(AD_ERR_INVALID, "%s: n_%s = %d is negative", what,
+                       x->n_buffers < 0 ? "buffers" : "rngs",
+                       x->n_buffers < 0 ? x->n_buffers : x->n_rngs);
+    if ((x->n_buffers > 0 && !x->buffers) || (x->n_rngs > 0 && !x->rngs))
+        return ad_fail(AD_ERR_NULL, "%s: %s is NULL for %d entries", what,
+                       x->n_buffers > 0 && !x->buffers ? "buffers" : "rngs",
+                       x->n_buffers > 0 && !x->buffers ? x->n_buffers : x->n_rngs);
+    ad_status rc = AD_OK;
+    for (int i = 0; i < x->n_buffers && !rc; i++) {
+        const ad_tensor *t = x->buffers[i].tensor;
+        rc = check_name(what, "buffer", x->buffers[i].name, i);
+        if (!rc && !t)
+            rc = ad_fail(AD_ERR_NULL, "%s: the tensor of buffer '%s' is NULL", what,
+                         x->buffers[i].name);
+        else if (!rc && t->dtype != AD_F32 && t->dtype != AD_F64)
+            rc = ad_fail(AD_ERR_DTYPE, "%s: buffer '%s' is %s; checkpoints hold f32 and "
+                         "f64", what, x->buffers[i].name, ad_dtype_name(t->dtype));
+    }
+    for (int i = 0; i < x->n_rngs && !rc; i++) {
+        rc = check_name(what, "generator", x->rngs[i].name, i);
+        if (!rc && !x->rngs[i].rng)
+            rc = ad_fail(AD_ERR_NULL, "%s: generator '%s' is NULL", what, x->rngs[i].name);
+    }
+    if (rc || x->n_buffers == 0)
+        return rc ? rc : check_unique(what, x->rngs, x->n_rngs, rng_name_at, "generator name");
+    const char **all = adi_calloc((size_t)n + (size_t)x->n_buffers, sizeof *all);
+    if (!all)
+        return ad_fail(AD_ERR_NOMEM, "%s: out of memory checking names", what);
+    for (int i = 0; i < n; i++)
+        all[i] = names[i];
+    for (int i = 0; i < x->n_buffers; i++)
+        all[n + i] = x->buffers[i].name;
+    rc = check_unique(what, all, n + x->n_buffers, name_at, "tensor name");
+    ad_free(all);
+    return rc ? rc : check_unique(what, x->rngs, x->n_rngs, rng_name_at, "generator name");
+}
+
+static ad_status check_extras(const char *what, const ad_params *ps, const char *const names[],
                               const ad_checkpoint_extras *x, bool with_meta)
 {
     if (x->optim && ad_optim_params(x->optim) != ps)
         return ad_fail(AD_ERR_INVALID, "%s: the optimiser was made for another parameter "
                        "set", what);
-    if (!with_meta)
-        return AD_OK;
+    ad_status rc = check_state(what, names, ad_params_count(ps), x);
+    if (rc || !with_meta)
+        return rc;
     if (x->n_meta < 0)
         return ad_fail(AD_ERR_INVALID, "%s: n_meta = %d is negative", what, x->n_meta);
     if (x->n_meta > 0 && !x->meta)
         return ad_fail(AD_ERR_NULL, "%s: meta is NULL for %d pairs", what, x->n_meta);
     for (int i = 0; i < x->n_meta; i++) {
-        ad_status rc = check_meta(what, &x->meta[i], i);
+        rc = check_meta(what, &x->meta[i], i);
         if (rc)
             return rc;
     }
     return check_unique(what, x->meta, x->n_meta, key_at, "metadata key");
 }
 
+/* Without an array of names, the set's own (ad_params_add_named) are gathered into
+** *owned, which the caller frees; with one, *owned stays NULL and names wins. */
+static ad_status resolve_names(const char *what, const ad_params *ps,
+                               const char *const names[], const char ***owned)
+{
+    int n = ad_params_count(ps);
+    *owned = NULL;
+    if (names || n == 0)
+        return AD_OK;
+    const char **got = adi_calloc((size_t)n, sizeof *got);
+    if (!got)
+        return ad_fail(AD_ERR_NOMEM, "%s: out of memory for %d names", what, n);
+    for (int i = 0; i < n; i++) {
+        got[i] = ad_params_name(ps, i);
+        if (!got[i]) {
+            ad_free(got);
+            return ad_fail(AD_ERR_NULL, "%s: names is NULL and parameter %d has no name "
+                           "(add it with ad_params_add_named)", what, i);
+        }
+    }
+    *owned = got;
+    return AD_OK;
+}
+
 ad_status adi_ckpt_check_args(const char *what, const char *path, const ad_params *ps,
                           const char *const names[], const ad_checkpoint_extras *x,
-                          bool with_meta)
+                          bool with_meta, const char ***owned)
 {
+    *owned = NULL;
     if (!path || !ps)
         return ad_fail(AD_ERR_NULL, "%s: %s is NULL", what, path ? "parameter set" : "path");
+    ad_status rc = resolve_names(what, ps, names, owned);
+    const char *const *nm = *owned ? (const char *const *)*owned : names;
     int n = ad_params_count(ps);
-    if (n > 0 && !names)
-        return ad_fail(AD_ERR_NULL, "%s: names is NULL for %d parameters", what, n);
-    for (int i = 0; i < n; i++) {
-        ad_status rc = check_name(what, names[i], i);
-        if (rc)
-            return rc;
+    for (int i = 0; i < n && !rc; i++)
+        rc = check_name(what, "parameter", nm[i], i);
+    if (!rc)
+        rc = check_unique(what, nm, n, name_at, "parameter name");
+    if (!rc && x)
+        rc = check_extras(what, ps, nm, x, with_meta);
+    if (rc) {
+        ad_free(*owned);
+        *owned = NULL;
     }
-    ad_status rc = check_unique(what, names, n, name_at, "parameter name");
-    if (rc || !x)
-        return rc;
-    return check_extras(what, ps, x, with_meta);
+    return rc;
 }
 
 char *adi_ckpt_join(const char *a, const char *b, const char *c)

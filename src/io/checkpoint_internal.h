@@ -18,6 +18,7 @@
 #define CKPT_KEY_PREFIX "adtape."
 #define CKPT_KEY_STEP "adtape.step"
 #define CKPT_KEY_RNG "adtape.rng"
+#define CKPT_KEY_RNGS "adtape.rng." /* followed by the generator's name */
 #define CKPT_KEY_KIND "adtape.optim.kind"
 #define CKPT_KEY_LR "adtape.optim.lr"
 #define CKPT_KEY_STEPS "adtape.optim.steps." /* followed by the parameter's name */
@@ -34,10 +35,12 @@ void adi_ckpt_json_begin(void);
 bool adi_ckpt_json_oom(void);
 
 /* Checks the arguments both calls share: names of ps's parameters, the optimiser's
-** parameter set, the metadata pairs (save only: with_meta). */
+** parameter set, buffers and generators, the metadata pairs (save only: with_meta).
+** With names NULL the set's own names are gathered into *owned (out; the caller frees
+** it with ad_free and uses it instead of names); otherwise *owned is NULL. */
 ad_status adi_ckpt_check_args(const char *what, const char *path, const ad_params *ps,
                           const char *const names[], const ad_checkpoint_extras *x,
-                          bool with_meta);
+                          bool with_meta, const char ***owned);
 
 static inline bool adi_ckpt_has_prefix(const char *s, const char *prefix)
 {

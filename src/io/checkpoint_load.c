@@ -26,6 +26,7 @@ typedef struct load {
     int64_t *steps; /* the optimiser's step counts by parameter index */
     double lr;
     ad_rng rng;
+    ad_rng *rngs;   /* the named generators' states, in extras' order */
     uint64_t step;
 } load;
 
@@ -203,21 +204,36 @@ static ad_status check_extra(const char *what, const load *l, bool optim)
     return AD_OK;
 }
 
+/* The generator under key: 64 lowercase hex digits, not all zero (xoshiro's fixed
+** point, which no seeded generator reaches). A missing key is an error: a generator
+** asked for and redrawn from another seed would resume silently on other numbers. */
+static ad_status parse_rng(const char *what, const load *l, const char *key, ad_rng *out)
+{
+    const char *s = meta_get(&l->f, key);
+    char part[17] = {0};
+    for (int w = 0; w < 4; w++) {
+        if (!s || strlen(s) != 64)
+            return bad_meta(what, &l->f, key);
+        memcpy(part, s + 16 * w, 16);
+        if (!parse_u64(part, 16, &out->s[w]))
+            return bad_meta(what, &l->f, key);
+    }
+    if (!(out->s[0] | out->s[1] | out->s[2] | out->s[3]))
+        return bad_meta(what, &l->f, key);
+    return AD_OK;
+}
+
 static ad_status plan_extras(const char *what, load *l, const ad_checkpoint_extras *x)
 {
-    if (x->rng) {
-        const char *s = meta_get(&l->f, CKPT_KEY_RNG);
-        char part[17] = {0};
-        for (int w = 0; w < 4; w++) {
-            if (!s || strlen(s) != 64)
-                return bad_meta(what, &l->f, CKPT_KEY_RNG);
-            memcpy(part, s + 16 * w, 16);
-            if (!parse_u64(part, 16, &l->rng.s[w]))
-                return bad_meta(what, &l->f, CKPT_KEY_RNG);
-        }
-        if (!(l->rng.s[0] | l->rng.s[1] | l->rng.s[2] | l->rng.s[3])) /* xoshiro's */
-            return bad_meta(what, &l->f, CKPT_KEY_RNG);                /* fixed point */
+    ad_status rc = x->rng ? parse_rng(what, l, CKPT_KEY_RNG, &l->rng) : AD_OK;
+    for (int i = 0; i < x->n_rngs && !rc; i++) {
+        char *key = adi_ckpt_join(CKPT_KEY_RNGS, x->rngs[i].name, "");
+        rc = key ? parse_rng(what, l, key, &l->rngs[i])
+                 : ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
+        ad_free(key);
     }
+    if (rc)
+        return rc;
     const char *step = meta_get(&l->f, CKPT_KEY_STEP);
     l->step = 0;
     if (step && !parse_u64(step, 0, &l->step))
@@ -231,13 +247,18 @@ static ad_status plan_load(const char *what, load *l, const ad_params *ps,
     int n = ad_params_count(ps);
     ad_optim *o = x ? x->optim : NULL;
     int k = o ? ad_optim_state_count(o) : 0;
-    l->copies = adi_calloc((size_t)n * (size_t)(1 + k) + 1, sizeof *l->copies);
+    int nb = x ? x->n_buffers : 0, nr = x ? x->n_rngs : 0;
+    l->copies = adi_calloc((size_t)n * (size_t)(1 + k) + (size_t)nb + 1, sizeof *l->copies);
     l->steps = adi_calloc((size_t)n + 1, sizeof *l->steps);
-    if (!l->copies || !l->steps)
+    l->rngs = adi_calloc((size_t)nr + 1, sizeof *l->rngs);
+    if (!l->copies || !l->steps || !l->rngs)
         return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
     ad_status rc = AD_OK;
     for (int i = 0; i < n && !rc; i++)
         rc = claim(what, l, names[i], ad_params_at(ps, i), ad_params_at(ps, i)->data);
+    for (int i = 0; i < nb && !rc; i++)
+        rc = claim(what, l, x->buffers[i].name, x->buffers[i].tensor,
+                   x->buffers[i].tensor->data);
     if (!rc && o)
         rc = plan_optim(what, l, o, names, n);
     if (!rc)
@@ -271,6 +292,10 @@ static void commit(const load *l, const ad_params *ps, ad_checkpoint_extras *x)
         ad_tensor_touch(ad_params_at(ps, i));
     if (!x)
         return;
+    for (int i = 0; i < x->n_buffers; i++)
+        ad_tensor_touch(x->buffers[i].tensor);
+    for (int i = 0; i < x->n_rngs; i++)
+        *x->rngs[i].rng = l->rngs[i];
     if (x->optim) {
         for (int i = 0; i < ad_params_count(ps); i++)
             (void)ad_optim_set_steps(x->optim, i, l->steps[i]); /* state made, steps >= 0 */
@@ -285,16 +310,19 @@ ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *
                              ad_checkpoint_extras *extras)
 {
     static const char what[] = "ad_checkpoint_load";
-    ad_status rc = adi_ckpt_check_args(what, path, ps, names, extras, false);
+    const char **owned;
+    ad_status rc = adi_ckpt_check_args(what, path, ps, names, extras, false, &owned);
     if (rc)
         return rc;
     load l = {0};
     rc = adi_st_open(what, path, &l.f);
-    if (rc)
+    if (rc) {
+        ad_free(owned);
         return rc;
+    }
     rc = check_loadable(what, &l.f);
     if (!rc)
-        rc = plan_load(what, &l, ps, names, extras);
+        rc = plan_load(what, &l, ps, owned ? (const char *const *)owned : names, extras);
     if (!rc)
         rc = adi_st_read_data(what, &l.f);
     if (!rc && extras && extras->on_meta)
@@ -304,5 +332,7 @@ ad_status ad_checkpoint_load(const char *path, const ad_params *ps, const char *
     adi_st_close(&l.f);
     ad_free(l.copies);
     ad_free(l.steps);
+    ad_free(l.rngs);
+    ad_free(owned);
     return rc;
 }

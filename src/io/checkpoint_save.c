@@ -99,6 +99,16 @@ static ad_status add_optim_meta(const char *what, plan *p, ad_optim *o,
     return AD_OK;
 }
 
+/* A generator's four state words as 64 lowercase hex digits under key. */
+static void put_rng(plan *p, const char *key, const ad_rng *r)
+{
+    char text[80];
+    const uint64_t *s = r->s;
+    snprintf(text, sizeof text, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64,
+             s[0], s[1], s[2], s[3]);
+    put_text(p, key, text);
+}
+
 static ad_status add_metadata(const char *what, plan *p, const ad_checkpoint_extras *x,
                               const char *const names[], int n)
 {
@@ -108,11 +118,14 @@ static ad_status add_metadata(const char *what, plan *p, const ad_checkpoint_ext
         return AD_OK;
     snprintf(text, sizeof text, "%" PRIu64, x->step);
     put_text(p, CKPT_KEY_STEP, text);
-    if (x->rng) {
-        const uint64_t *s = x->rng->s;
-        snprintf(text, sizeof text, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64,
-                 s[0], s[1], s[2], s[3]);
-        put_text(p, CKPT_KEY_RNG, text);
+    if (x->rng)
+        put_rng(p, CKPT_KEY_RNG, x->rng);
+    for (int i = 0; i < x->n_rngs; i++) {
+        char *key = adi_ckpt_join(CKPT_KEY_RNGS, x->rngs[i].name, "");
+        if (!key)
+            return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
+        put_rng(p, key, x->rngs[i].rng);
+        ad_free(key);
     }
     ad_status rc = x->optim ? add_optim_meta(what, p, x->optim, names, n) : AD_OK;
     for (int i = 0; i < x->n_meta && !rc; i++)
@@ -171,11 +184,12 @@ static ad_status build(const char *what, plan *p, const ad_params *ps,
 {
     int n = ad_params_count(ps);
     int k = x && x->optim ? ad_optim_state_count(x->optim) : 0;
+    int nb = x ? x->n_buffers : 0;
     adi_ckpt_json_begin();
     p->ok = true;
     p->root = json_object();
     p->meta = json_object();
-    p->pieces = adi_calloc((size_t)n * (size_t)(1 + k) + 1, sizeof *p->pieces);
+    p->pieces = adi_calloc((size_t)n * (size_t)(1 + k) + (size_t)nb + 1, sizeof *p->pieces);
     if (!p->root || !p->meta || !p->pieces)
         return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
     json_incref(p->meta); /* the root takes one reference; plan_free drops ours */
@@ -183,6 +197,8 @@ static ad_status build(const char *what, plan *p, const ad_params *ps,
     ad_status rc = add_metadata(what, p, x, names, n);
     for (int i = 0; i < n && !rc; i++)
         add_tensor(p, names[i], ad_params_at(ps, i));
+    for (int i = 0; i < nb && !rc; i++)
+        add_tensor(p, x->buffers[i].name, x->buffers[i].tensor);
     if (!rc && k > 0)
         rc = add_optim_tensors(what, p, x->optim, names, n);
     if (!rc && p->offset > (uint64_t)INT64_MAX)
@@ -307,13 +323,15 @@ ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const char *
                              const ad_checkpoint_extras *extras)
 {
     static const char what[] = "ad_checkpoint_save";
-    ad_status rc = adi_ckpt_check_args(what, path, ps, names, extras, true);
+    const char **owned;
+    ad_status rc = adi_ckpt_check_args(what, path, ps, names, extras, true, &owned);
     if (rc)
         return rc;
     plan p = {0};
-    rc = build(what, &p, ps, names, extras);
+    rc = build(what, &p, ps, owned ? (const char *const *)owned : names, extras);
     if (!rc)
         rc = write_file(what, path, &p);
     plan_free(&p);
+    ad_free(owned);
     return rc;
 }

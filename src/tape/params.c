@@ -3,7 +3,8 @@
 **
 ** The identity lookup is a uthash table over the tensor pointer; the sweep does it
 ** once per leaf, and everything after that (gradient buffers, optimiser state) is an
-** array indexed by the dense parameter index.
+** array indexed by the dense parameter index. A parameter may carry a name (a copy the
+** set owns), which checkpoints use when the caller gives no array of names.
 */
 #include <string.h>
 
@@ -25,6 +26,7 @@ typedef struct param_entry {
 
 struct ad_params {
     ad_tensor **tensors;
+    char **names;         /* names[i] for tensors[i], NULL when it has none */
     param_entry *entries; /* one allocation, entries[i] for tensors[i] */
     param_entry *by_tensor;
     int n, cap;
@@ -46,6 +48,9 @@ void ad_params_free(ad_params *ps)
     if (!ps)
         return;
     HASH_CLEAR(hh, ps->by_tensor);
+    for (int i = 0; i < ps->n; i++)
+        ad_free(ps->names[i]);
+    ad_free(ps->names);
     ad_free(ps->tensors);
     ad_free(ps->entries);
     ad_free(ps);
@@ -56,27 +61,90 @@ static ad_status grow(ad_params *ps)
 {
     int cap = ps->cap ? ps->cap * 2 : 8;
     ad_tensor **tensors = adi_calloc((size_t)cap, sizeof *tensors);
+    char **names = adi_calloc((size_t)cap, sizeof *names);
     param_entry *entries = adi_calloc((size_t)cap, sizeof *entries);
     param_entry *by_tensor = NULL;
     params_oom = false;
-    for (int i = 0; tensors && entries && i < ps->n && !params_oom; i++) {
+    for (int i = 0; tensors && names && entries && i < ps->n && !params_oom; i++) {
         tensors[i] = ps->tensors[i];
+        names[i] = ps->names[i];
         entries[i] = (param_entry){.key = ps->tensors[i], .index = i};
         HASH_ADD(hh, by_tensor, key, sizeof(entries[i].key), &entries[i]);
     }
-    if (!tensors || !entries || params_oom) {
+    if (!tensors || !names || !entries || params_oom) {
         HASH_CLEAR(hh, by_tensor);
         ad_free(tensors);
+        ad_free(names);
         ad_free(entries);
         return ad_fail(AD_ERR_NOMEM, "ad_params_add: out of memory");
     }
     HASH_CLEAR(hh, ps->by_tensor);
     ad_free(ps->tensors);
+    ad_free(ps->names);
     ad_free(ps->entries);
     ps->tensors = tensors;
+    ps->names = names;
     ps->entries = entries;
     ps->by_tensor = by_tensor;
     ps->cap = cap;
+    return AD_OK;
+}
+
+/* The index of the parameter called name, or -1. A linear scan: names are looked up
+** only when added, and sets hold tens of tensors, not thousands. */
+static int find_name(const ad_params *ps, const char *name)
+{
+    for (int i = 0; i < ps->n; i++)
+        if (ps->names[i] && !strcmp(ps->names[i], name))
+            return i;
+    return -1;
+}
+
+/* Checks everything first, so a failure leaves the set as it was; the name is copied
+** before the tensor goes in, so running out of memory cannot leave it half added. */
+static ad_status add(const char *what, ad_params *ps, ad_tensor *t, const char *name,
+                     int *index)
+{
+    if (t->dtype != AD_F32 && t->dtype != AD_F64)
+        return ad_fail(AD_ERR_DTYPE, "%s: a parameter must be f32 or f64, not %s", what,
+                       ad_dtype_name(t->dtype));
+    int i = ad_params_index(ps, t), other = name ? find_name(ps, name) : -1;
+    if (i >= 0 && name && ps->names[i] && strcmp(ps->names[i], name))
+        return ad_fail(AD_ERR_INVALID, "%s: the tensor is already parameter %d, '%s', not "
+                       "'%s'", what, i, ps->names[i], name);
+    if (other >= 0 && other != i)
+        return ad_fail(AD_ERR_DUPLICATE_NAME, "%s: parameter %d is already called '%s'",
+                       what, other, name);
+    char *copy = NULL;
+    if (name && (i < 0 || !ps->names[i])) {
+        size_t len = strlen(name);
+        copy = ad_malloc(len + 1);
+        if (!copy)
+            return ad_fail(AD_ERR_NOMEM, "%s: out of memory for the name '%s'", what, name);
+        memcpy(copy, name, len + 1);
+    }
+    if (i < 0) {
+        ad_status rc = ps->n == ps->cap ? grow(ps) : AD_OK;
+        if (rc) {
+            ad_free(copy);
+            return rc;
+        }
+        i = ps->n;
+        ps->tensors[i] = t;
+        ps->names[i] = NULL;
+        ps->entries[i] = (param_entry){.key = t, .index = i};
+        params_oom = false;
+        HASH_ADD(hh, ps->by_tensor, key, sizeof(ps->entries[i].key), &ps->entries[i]);
+        if (params_oom) {
+            ad_free(copy);
+            return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
+        }
+        ps->n++;
+    }
+    if (copy)
+        ps->names[i] = copy;
+    if (index)
+        *index = i;
     return AD_OK;
 }
 
@@ -84,28 +152,20 @@ ad_status ad_params_add(ad_params *ps, ad_tensor *t, int *index)
 {
     if (!ps || !t)
         return ad_fail(AD_ERR_NULL, "ad_params_add: %s is NULL", ps ? "tensor" : "set");
-    if (t->dtype != AD_F32 && t->dtype != AD_F64)
-        return ad_fail(AD_ERR_DTYPE, "ad_params_add: a parameter must be f32 or f64, not %s",
-                       ad_dtype_name(t->dtype));
-    int i = ad_params_index(ps, t);
-    if (i < 0) {
-        if (ps->n == ps->cap) {
-            ad_status rc = grow(ps);
-            if (rc)
-                return rc;
-        }
-        i = ps->n;
-        ps->tensors[i] = t;
-        ps->entries[i] = (param_entry){.key = t, .index = i};
-        params_oom = false;
-        HASH_ADD(hh, ps->by_tensor, key, sizeof(ps->entries[i].key), &ps->entries[i]);
-        if (params_oom)
-            return ad_fail(AD_ERR_NOMEM, "ad_params_add: out of memory");
-        ps->n++;
-    }
-    if (index)
-        *index = i;
-    return AD_OK;
+    return add("ad_params_add", ps, t, NULL, index);
+}
+
+ad_status ad_params_add_named(ad_params *ps, ad_tensor *t, const char *name, int *index)
+{
+    if (!ps || !t || !name)
+        return ad_fail(AD_ERR_NULL, "ad_params_add_named: %s is NULL",
+                       !ps ? "set" : !t ? "tensor" : "name");
+    return add("ad_params_add_named", ps, t, name, index);
+}
+
+const char *ad_params_name(const ad_params *ps, int i)
+{
+    return ps && i >= 0 && i < ps->n ? ps->names[i] : NULL;
 }
 
 int ad_params_count(const ad_params *ps)
