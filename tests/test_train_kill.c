@@ -42,8 +42,11 @@ TestSuite(train_kill, .init = make_dir, .fini = remove_dir);
 static char *const job[] = {TRAIN_PROGRAM, "--subset", "1000", "--hidden", "32,16",
                             "--batch", "25", "--optimiser", "adam", "--rule", "fa,brsf",
                             "--seeds", "1,2", "--epochs", "4", "--threads", "1",
-                            NULL, NULL, NULL, NULL};
-enum { TAIL = 17 }; /* where --out DIR and the checkpoint option go */
+                            NULL, NULL, NULL, NULL, NULL};
+/* Where --out DIR and the checkpoint option go; the last NULL ends argv even when all
+** four are set. */
+enum { TAIL = 17 };
+_Static_assert(sizeof job / sizeof job[0] == TAIL + 5, "job: 4 slots and the argv end");
 
 /* Starts adtape-train with --out out and, when ck_opt is not NULL, "ck_opt run";
 ** kill_at > 0 preloads the shim. Returns the child's pid. */
