@@ -109,6 +109,41 @@ AD_API ad_var ad_softmax_cross_entropy_ex(ad_tape *t, ad_var logits, ad_var labe
                                    ad_reduction reduction);
 
 /*
+** 2-D convolution (cross-correlation, as torch.nn.functional.conv2d), NCHW:
+**   y[n, o, p, q] = b[o] + sum_{c, i, j} w[o, c, i, j] x[n, g*Cg + c, p*sh - ph + i*dh,
+**                                                       q*sw - pw + j*dw]
+** over c < Cg = Cin/groups, i < kh, j < kw, with g = o / (Cout/groups) and x read as 0
+** outside its H x W (the padding). Shapes: x N x Cin x H x W, w Cout x Cg x kh x kw (as
+** PyTorch), b Cout; y N x Cout x Hout x Wout with Hout = (H + 2ph - dh(kh-1) - 1)/sh + 1
+** (floor) and Wout alike. im2col on OpenBLAS ?gemm, small images batched into one
+** GEMM; scratch from the tape's arena (no heap allocation after the first step).
+** Attributes optional (AD_CONV2D_ATTRS_DEFAULT: stride 1, padding 0, dilation 1, one
+** group); ad_conv2d and ad_conv2d_bias take NULL for them. Zero never means default.
+** The pullbacks read dy, x (for dW) and w (for dX), never y or b: dX = the transposed
+** convolution of dy with w, dW = sum over N and positions of dy x-patches, db = sum of
+** dy over N, Hout and Wout; each is computed only when asked for.
+** Errors: AD_ERR_RANK (x or w not rank 4, b not rank 1); AD_ERR_INVALID (a stride,
+** dilation or groups below 1, a padding below 0; the field is named); AD_ERR_SHAPE
+** (Cin != Cg * groups, Cout not divisible by groups, b not Cout, or a kernel larger
+** than the padded input, i.e. an output extent below 1; shapes named); AD_ERR_OVERFLOW
+** (an extent beyond BLAS's int range, or sizes that overflow); AD_ERR_NOMEM.
+*/
+typedef struct ad_conv2d_attrs {
+    int stride_h, stride_w;     /* >= 1 */
+    int pad_h, pad_w;           /* >= 0: zeros added on each side */
+    int dilation_h, dilation_w; /* >= 1 */
+    int groups;                 /* >= 1, dividing Cin and Cout */
+} ad_conv2d_attrs;
+#define AD_CONV2D_ATTRS_DEFAULT                                                         \
+    ((ad_conv2d_attrs){.stride_h = 1, .stride_w = 1, .pad_h = 0, .pad_w = 0,           \
+                       .dilation_h = 1, .dilation_w = 1, .groups = 1})
+AD_API ad_status ad_op_conv2d(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_conv2d_bias(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_conv2d(ad_tape *t, ad_var x, ad_var w, const ad_conv2d_attrs *attrs);
+AD_API ad_var ad_conv2d_bias(ad_tape *t, ad_var x, ad_var w, ad_var b,
+                             const ad_conv2d_attrs *attrs);
+
+/*
 ** C = alpha op(A) op(B) + beta C on OpenBLAS, in the tensors' dtype (rank 2, all one
 ** float dtype), transposes as flags. For users' own primals and pullbacks: pass the
 ** pullback's beta[i] as beta (a float, as the pullback gets it), so beta = 0 writes

@@ -47,4 +47,21 @@ static inline double adi_relu_grad_f64(double g, double x)
     return g;
 }
 
+/* conv2d's geometry, checked by conv.c: x is N x c x h x w, the kernel kh x kw with
+** strides sh, sw, paddings ph, pw and dilations dh, dw; the output ho x wo. */
+typedef struct adi_conv_geometry {
+    int64_t n, c, h, w, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw;
+} adi_conv_geometry;
+
+/* conv_im2col.c: im2col of images n0 .. n0+nb into cols (c*kh*kw rows of ld), its
+** adjoint (added into dx), and the copy between N x k x P and a k x nb*P block. */
+void adi_conv_im2col(ad_dtype dt, const adi_conv_geometry *geo, const void *x, int64_t n0,
+                     int64_t nb, void *cols, int64_t ld);
+void adi_conv_col2im_add(ad_dtype dt, const adi_conv_geometry *geo, const void *cols,
+                         int64_t ld, int64_t n0, int64_t nb, void *dx);
+void adi_conv_gather_block(ad_dtype dt, int64_t k, int64_t P, int64_t n0, int64_t nb,
+                           const void *a, void *blk);
+void adi_conv_scatter_block(ad_dtype dt, int64_t k, int64_t P, int64_t n0, int64_t nb,
+                            const void *blk, void *a);
+
 #endif /* AD_OPS_INTERNAL_H */

@@ -182,7 +182,8 @@ static const ad_primal_fn fns[] = {
     ad_op_matmul, ad_op_add, ad_op_sub, ad_op_mul, ad_op_scale, ad_op_bias_add,
     ad_op_tanh, ad_op_relu, ad_op_sigmoid, ad_op_sum, ad_op_mean, ad_op_mse,
     ad_op_softmax_cross_entropy, ad_op_dense_fa, ad_op_dense_usf, ad_op_dense_sf,
-    ad_op_dense_kp, ad_op_dfa_output, ad_op_dfa_hidden, user_mixed, user_ignores, user_bad,
+    ad_op_dense_kp, ad_op_dfa_output, ad_op_dfa_hidden, ad_op_conv2d, ad_op_conv2d_bias,
+    user_mixed, user_ignores, user_bad,
 };
 enum { N_FNS = sizeof fns / sizeof fns[0] };
 

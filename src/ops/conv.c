@@ -1,0 +1,335 @@
+/*
+** conv.c: 2-D convolution, NCHW (weights Cout x Cin/groups x kh x kw, as PyTorch), by
+** im2col on OpenBLAS. Forward: per block of images, cols = im2col(x) and, per group,
+** Y_g = W_g cols_g. Backward, from the same blocks: dW_g += dY_g cols_g',
+** dcols_g = W_g' dY_g and dX = col2im(dcols); db sums dY. Data movement is in
+** conv_im2col.c.
+**
+** Why im2col: the GEMM does the arithmetic at OpenBLAS's speed, for any stride,
+** padding, dilation and group count, with no kernel of ours per shape; the price is a
+** column buffer of Cin*kh*kw x (positions) per block, taken from the tape's arena.
+** Why blocks: one image's GEMM has Hout*Wout columns, too few to run near peak once
+** images are small (LeNet's later layers), so images are batched until a block has
+** FOLD_COLUMNS columns; a block of several images costs a transpose between NCHW and
+** the channel-major block (cheap next to the GEMM), a block of one image needs none.
+*/
+#include <limits.h>
+
+#include "ops_internal.h"
+
+#define FOLD_COLUMNS 1024
+
+typedef struct conv_plan {
+    adi_conv_geometry g;
+    int64_t co, groups, cog, kg; /* Cout, groups, Cout and Cin*kh*kw per group */
+    int64_t nb;                  /* images per block */
+} conv_plan;
+
+/* a * b for nonnegative extents; false when it exceeds int64_t. */
+static bool mul_ok(int64_t a, int64_t b, int64_t *out)
+{
+    if (a != 0 && b > INT64_MAX / a)
+        return false;
+    *out = a * b;
+    return true;
+}
+
+static ad_status check_attrs(const char *op, const ad_conv2d_attrs *at)
+{
+    const struct { const char *name; int v, min; } f[] = {
+        {"stride_h", at->stride_h, 1},     {"stride_w", at->stride_w, 1},
+        {"pad_h", at->pad_h, 0},           {"pad_w", at->pad_w, 0},
+        {"dilation_h", at->dilation_h, 1}, {"dilation_w", at->dilation_w, 1},
+        {"groups", at->groups, 1},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].v < f[i].min)
+            return ad_fail(AD_ERR_INVALID, "%s: %s is %d, must be >= %d (zero is not a "
+                           "default: start from AD_CONV2D_ATTRS_DEFAULT)", op, f[i].name,
+                           f[i].v, f[i].min);
+    return AD_OK;
+}
+
+/* One output extent: (in + 2 pad - dil (k - 1) - 1) / stride + 1, or an error. */
+static ad_status out_extent(const char *op, const ad_tensor *x, const ad_tensor *w,
+                            int axis, int pad, int dil, int stride, int64_t *out)
+{
+    char dx[64], dw[64];
+    int64_t in = x->shape[2 + axis], k = w->shape[2 + axis], span;
+    if (!mul_ok(dil, k > 0 ? k - 1 : 0, &span) || span > INT64_MAX - 1 ||
+        in > INT64_MAX - 2 * (int64_t)pad)
+        return ad_fail(AD_ERR_OVERFLOW, "%s: kernel extent of w %s (dilation %d) or the "
+                       "padded input x %s overflows", op,
+                       ad_tensor_describe(w, dw, sizeof dw), dil,
+                       ad_tensor_describe(x, dx, sizeof dx));
+    int64_t room = in + 2 * (int64_t)pad - (span + 1);
+    if (k == 0)
+        return ad_fail(AD_ERR_SHAPE, "%s: w %s has an empty kernel", op,
+                       ad_tensor_describe(w, dw, sizeof dw));
+    if (room < 0)
+        return ad_fail(AD_ERR_SHAPE, "%s: kernel %s %lld (dilated to %lld) does not fit x "
+                       "%s padded by %d: output extent below 1 (w %s)", op,
+                       axis ? "width" : "height", (long long)k, (long long)(span + 1),
+                       ad_tensor_describe(x, dx, sizeof dx), pad,
+                       ad_tensor_describe(w, dw, sizeof dw));
+    *out = room / stride + 1;
+    return AD_OK;
+}
+
+/* Checks x, w (and b when given) against the attributes and fills the plan. */
+static ad_status conv_plan_make(const char *op, const ad_ctx *cx, const ad_tensor *x,
+                                const ad_tensor *w, const ad_tensor *b, conv_plan *p)
+{
+    const ad_conv2d_attrs *at = ad_attrs(cx);
+    char dx[64], dw[64], db[64];
+    if (!at)
+        return ad_fail(AD_ERR_NULL, "%s: no context (primals run through ad_call)", op);
+    ad_status rc = check_attrs(op, at);
+    if (rc)
+        return rc;
+    if (x->ndim != 4 || w->ndim != 4 || (b && b->ndim != 1))
+        return ad_fail(AD_ERR_RANK, "%s: x %s and w %s must be rank 4%s", op,
+                       ad_tensor_describe(x, dx, sizeof dx),
+                       ad_tensor_describe(w, dw, sizeof dw), b ? ", b rank 1" : "");
+    int64_t G = at->groups, cin;
+    if (!mul_ok(w->shape[1], G, &cin) || cin != x->shape[1])
+        return ad_fail(AD_ERR_SHAPE, "%s: x %s has %lld channels, w %s with groups %d "
+                       "takes %lld x %d", op, ad_tensor_describe(x, dx, sizeof dx),
+                       (long long)x->shape[1], ad_tensor_describe(w, dw, sizeof dw),
+                       at->groups, (long long)w->shape[1], at->groups);
+    if (w->shape[0] % G)
+        return ad_fail(AD_ERR_SHAPE, "%s: w %s has %lld output channels, not divisible "
+                       "by groups %d", op, ad_tensor_describe(w, dw, sizeof dw),
+                       (long long)w->shape[0], at->groups);
+    if (b && b->shape[0] != w->shape[0])
+        return ad_fail(AD_ERR_SHAPE, "%s: b %s is not one per output channel of w %s", op,
+                       ad_tensor_describe(b, db, sizeof db),
+                       ad_tensor_describe(w, dw, sizeof dw));
+    adi_conv_geometry g = {.n = x->shape[0], .c = x->shape[1], .h = x->shape[2],
+                           .w = x->shape[3], .kh = w->shape[2], .kw = w->shape[3],
+                           .sh = at->stride_h, .sw = at->stride_w, .ph = at->pad_h,
+                           .pw = at->pad_w, .dh = at->dilation_h, .dw = at->dilation_w};
+    if ((rc = out_extent(op, x, w, 0, at->pad_h, at->dilation_h, at->stride_h, &g.ho)) ||
+        (rc = out_extent(op, x, w, 1, at->pad_w, at->dilation_w, at->stride_w, &g.wo)))
+        return rc;
+    int64_t P, kk, kg;
+    if (!mul_ok(g.ho, g.wo, &P) || !mul_ok(g.kh, g.kw, &kk) || !mul_ok(kk, w->shape[1], &kg)
+        || P > INT_MAX || kg > INT_MAX || w->shape[0] > INT_MAX)
+        return ad_fail(AD_ERR_OVERFLOW, "%s: x %s, w %s: an extent exceeds BLAS's int "
+                       "range", op, ad_tensor_describe(x, dx, sizeof dx),
+                       ad_tensor_describe(w, dw, sizeof dw));
+    int64_t nb = (FOLD_COLUMNS + P - 1) / P;
+    *p = (conv_plan){.g = g, .co = w->shape[0], .groups = G, .cog = w->shape[0] / G,
+                     .kg = kg, .nb = nb < g.n ? nb : (g.n ? g.n : 1)};
+    return AD_OK;
+}
+
+/* Scratch of rows x cols elements of dt (the arena checks the product). */
+static ad_status scratch(ad_ctx *cx, ad_dtype dt, int64_t rows, int64_t cols, void **out)
+{
+    ad_tensor *t;
+    ad_status rc = ad_scratch(cx, dt, 2, (int64_t[]){rows, cols}, &t);
+    if (!rc)
+        *out = t->data;
+    return rc;
+}
+
+/* One block's output: blk (Cout x ld) = b 1' (or 0) + W_g cols_g per group. */
+static void forward_block(const conv_plan *p, const ad_tensor *w, const ad_tensor *b,
+                          const void *cols, void *blk, int64_t ld)
+{
+    ad_dtype dt = w->dtype;
+    size_t es = ad_dtype_size(dt);
+    if (b)
+        AD_DISPATCH_FLOAT(dt, T, {
+            const T *bs = b->data;
+            T *ys = blk;
+            for (int64_t o = 0; o < p->co; o++)
+                for (int64_t q = 0; q < ld; q++)
+                    ys[o * ld + q] = bs[o];
+        });
+    for (int64_t g = 0; g < p->groups; g++)
+        adi_gemm(dt, false, false, p->cog, ld, p->kg, 1.0,
+                 (const char *)w->data + (size_t)(g * p->cog * p->kg) * es, p->kg,
+                 (const char *)cols + (size_t)(g * p->kg * ld) * es, ld, b ? 1.0 : 0.0,
+                 (char *)blk + (size_t)(g * p->cog * ld) * es, ld);
+}
+
+static ad_status conv_forward(const char *op, ad_ctx *cx, const ad_tensor *const in[],
+                              const ad_tensor *b, ad_tensor **out)
+{
+    const ad_tensor *x = in[0], *w = in[1];
+    conv_plan p;
+    ad_status rc = conv_plan_make(op, cx, x, w, b, &p);
+    if (rc || (rc = ad_out(cx, x->dtype, 4,
+                           (int64_t[]){p.g.n, p.co, p.g.ho, p.g.wo}, out)))
+        return rc;
+    int64_t P = p.g.ho * p.g.wo;
+    void *cols, *blk = NULL;
+    if ((*out)->size == 0 || (rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw,
+                                           p.nb * P, &cols)))
+        return rc;
+    if (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &blk)))
+        return rc;
+    for (int64_t n0 = 0; n0 < p.g.n; n0 += p.nb) {
+        int64_t nb = p.g.n - n0 < p.nb ? p.g.n - n0 : p.nb, ld = nb * P;
+        adi_conv_im2col(x->dtype, &p.g, x->data, n0, nb, cols, ld);
+        if (nb == 1) {
+            char *yn = (char *)(*out)->data + (size_t)(n0 * p.co * P) * ad_dtype_size(x->dtype);
+            forward_block(&p, w, b, cols, yn, ld);
+        } else {
+            forward_block(&p, w, b, cols, blk, ld);
+            adi_conv_scatter_block(x->dtype, p.co, P, n0, nb, blk, (*out)->data);
+        }
+    }
+    return AD_OK;
+}
+
+ad_status ad_op_conv2d(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    return conv_forward("conv2d", cx, in, NULL, out);
+}
+
+ad_status ad_op_conv2d_bias(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    return conv_forward("conv2d_bias", cx, in, in[2], out);
+}
+
+/* db[o] = sum over n and positions of dy[n, o, .], in double. */
+static ad_status bias_grad(ad_ctx *cx, const conv_plan *p, const ad_tensor *dy,
+                           ad_tensor *db, float beta)
+{
+    int64_t P = p->g.ho * p->g.wo, co = p->co;
+    ad_tensor *acc;
+    ad_status rc = ad_scratch(cx, AD_F64, 1, &co, &acc);
+    if (rc)
+        return rc;
+    double *s = acc->data;
+    for (int64_t o = 0; o < co; o++)
+        s[o] = 0;
+    AD_DISPATCH_FLOAT(dy->dtype, T, {
+        const T *g = dy->data;
+        for (int64_t n = 0; n < p->g.n; n++)
+            for (int64_t o = 0; o < co; o++)
+                for (int64_t q = 0; q < P; q++)
+                    s[o] += g[(n * co + o) * P + q];
+        T *d = db->data;
+        AD_PUT_EACH(d, co, beta, o, (T)s[o]);
+    });
+    return AD_OK;
+}
+
+/* One block: dW_g += dY_g cols_g' (cols = im2col(x)); dcols_g = W_g' dY_g, then
+** dX += col2im(dcols). dyb is the block's dY (Cout x ld). */
+static void backward_block(const conv_plan *p, const ad_tensor *x, const ad_tensor *w,
+                           ad_tensor *const din[], const void *dyb, void *cols,
+                           int64_t n0, int64_t nb)
+{
+    ad_dtype dt = x->dtype;
+    size_t es = ad_dtype_size(dt);
+    int64_t ld = nb * p->g.ho * p->g.wo, cog = p->cog, kg = p->kg;
+    if (din[1]) {
+        adi_conv_im2col(dt, &p->g, x->data, n0, nb, cols, ld);
+        for (int64_t g = 0; g < p->groups; g++)
+            adi_gemm(dt, false, true, cog, kg, ld, 1.0,
+                     (const char *)dyb + (size_t)(g * cog * ld) * es, ld,
+                     (const char *)cols + (size_t)(g * kg * ld) * es, ld, 1.0,
+                     (char *)din[1]->data + (size_t)(g * cog * kg) * es, kg);
+    }
+    if (din[0]) {
+        for (int64_t g = 0; g < p->groups; g++)
+            adi_gemm(dt, true, false, kg, ld, cog, 1.0,
+                     (const char *)w->data + (size_t)(g * cog * kg) * es, kg,
+                     (const char *)dyb + (size_t)(g * cog * ld) * es, ld, 0.0,
+                     (char *)cols + (size_t)(g * kg * ld) * es, ld);
+        adi_conv_col2im_add(dt, &p->g, cols, ld, n0, nb, din[0]->data);
+    }
+}
+
+/*
+** y = conv(x, w) (+ b):  dX = col2im(W' dY)  (reads w, not x);
+**                        dW = dY im2col(x)'  (reads x, not w);  db = sum_{n,p,q} dY.
+** dX and dW are zeroed first under beta 0, then every block adds.
+*/
+static ad_status conv_backward(const char *op, ad_ctx *cx, const ad_tensor *dy,
+                               const ad_tensor *const in[], const ad_tensor *b,
+                               ad_tensor *const din[], const float beta[])
+{
+    const ad_tensor *x = in[0], *w = in[1];
+    conv_plan p;
+    ad_status rc = conv_plan_make(op, cx, x, w, b, &p);
+    if (rc || (b && din[2] && (rc = bias_grad(cx, &p, dy, din[2], beta[2]))))
+        return rc;
+    for (int s = 0; s < 2; s++)
+        if (din[s] && beta[s] == 0.0f && din[s]->size)
+            memset(din[s]->data, 0, (size_t)din[s]->size * ad_dtype_size(din[s]->dtype));
+    if ((!din[0] && !din[1]) || dy->size == 0)
+        return AD_OK;
+    int64_t P = p.g.ho * p.g.wo;
+    void *cols, *dyt = NULL;
+    if ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)) ||
+        (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &dyt))))
+        return rc;
+    for (int64_t n0 = 0; n0 < p.g.n; n0 += p.nb) {
+        int64_t nb = p.g.n - n0 < p.nb ? p.g.n - n0 : p.nb;
+        const void *dyb = (const char *)dy->data + (size_t)(n0 * p.co * P) * ad_dtype_size(dy->dtype);
+        if (nb > 1) {
+            adi_conv_gather_block(dy->dtype, p.co, P, n0, nb, dy->data, dyt);
+            dyb = dyt;
+        }
+        backward_block(&p, x, w, din, dyb, cols, n0, nb);
+    }
+    return AD_OK;
+}
+
+static ad_status conv2d_pullback(ad_ctx *cx, const ad_tensor *dy,
+                                 const ad_tensor *const in[], const ad_tensor *y,
+                                 ad_tensor *const din[], const float beta[])
+{
+    (void)y;
+    return conv_backward("conv2d", cx, dy, in, NULL, din, beta);
+}
+
+static ad_status conv2d_bias_pullback(ad_ctx *cx, const ad_tensor *dy,
+                                      const ad_tensor *const in[], const ad_tensor *y,
+                                      ad_tensor *const din[], const float beta[])
+{
+    (void)y;
+    return conv_backward("conv2d_bias", cx, dy, in, in[2], din, beta);
+}
+
+static const ad_rule rule_conv2d = {
+    .name = "conv2d",
+    .pullback = conv2d_pullback,
+    .n_inputs = 2,
+    .inputs = {{0, AD_RANK(4)}, {0, AD_RANK(4)}},
+    .unread = AD_OUTPUT, /* reads x (for dW) and w (for dX), never y */
+    .attrs_size = sizeof(ad_conv2d_attrs),
+    .attrs_default = &AD_CONV2D_ATTRS_DEFAULT,
+};
+
+static const ad_rule rule_conv2d_bias = {
+    .name = "conv2d_bias",
+    .pullback = conv2d_bias_pullback,
+    .n_inputs = 3,
+    .inputs = {{0, AD_RANK(4)}, {0, AD_RANK(4)}, {0, AD_RANK(1)}},
+    .unread = AD_OUTPUT | AD_INPUT(2), /* db needs dy alone */
+    .attrs_size = sizeof(ad_conv2d_attrs),
+    .attrs_default = &AD_CONV2D_ATTRS_DEFAULT,
+};
+
+ad_var ad_conv2d(ad_tape *t, ad_var x, ad_var w, const ad_conv2d_attrs *attrs)
+{
+    return ad_call_as(t, ad_op_conv2d, "ad_conv2d", (const ad_var[]){x, w}, 2, attrs,
+                      attrs ? sizeof *attrs : 0);
+}
+
+ad_var ad_conv2d_bias(ad_tape *t, ad_var x, ad_var w, ad_var b, const ad_conv2d_attrs *attrs)
+{
+    return ad_call_as(t, ad_op_conv2d_bias, "ad_conv2d_bias", (const ad_var[]){x, w, b}, 3,
+                      attrs, attrs ? sizeof *attrs : 0);
+}
+
+ADI_RULE_FAMILY(adi_family_conv, "conv",
+                ADI_SEED(ad_op_conv2d, rule_conv2d),
+                ADI_SEED(ad_op_conv2d_bias, rule_conv2d_bias));

@@ -1,0 +1,107 @@
+/*
+** conv_im2col.c: the data movement around conv2d's GEMMs (conv.c): im2col, its adjoint
+** col2im, and the transposes between NCHW and the channel-major block the GEMMs see.
+**
+** A block is nb consecutive images n0 .. n0+nb of x (N x C x H x W). Its column matrix
+** has one row per (channel c, kernel row i, kernel column j), C*kh*kw rows in that
+** order, so group g's rows are one contiguous band; and one column per (image b,
+** output row oh, output column ow), nb*P columns with P = Hout*Wout, image b's at
+** b*P. Row r = (c*kh + i)*kw + j, column b*P + oh*Wout + ow holds
+** x[n0+b, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], or 0 where that is padding.
+*/
+#include "ops_internal.h"
+
+#define GEOMETRY_LOCALS(geo)                                                            \
+    const int64_t C = (geo)->c, H = (geo)->h, W = (geo)->w, kh = (geo)->kh,           \
+                  kw = (geo)->kw, Ho = (geo)->ho, Wo = (geo)->wo, P = Ho * Wo;         \
+    const int64_t sh = (geo)->sh, sw = (geo)->sw, ph = (geo)->ph, pw = (geo)->pw,     \
+                  dh = (geo)->dh, dw = (geo)->dw
+
+/* cols (C*kh*kw x ld, ld >= nb*P) = im2col of images n0 .. n0+nb of x. */
+void adi_conv_im2col(ad_dtype dt, const adi_conv_geometry *geo, const void *x, int64_t n0,
+                     int64_t nb, void *cols, int64_t ld)
+{
+    GEOMETRY_LOCALS(geo);
+    AD_DISPATCH_FLOAT(dt, T, {
+        const T *xs = x;
+        T *cs = cols;
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t i = 0; i < kh; i++)
+                for (int64_t j = 0; j < kw; j++) {
+                    T *row = cs + ((c * kh + i) * kw + j) * ld;
+                    for (int64_t b = 0; b < nb; b++) {
+                        const T *img = xs + ((n0 + b) * C + c) * H * W;
+                        for (int64_t oh = 0; oh < Ho; oh++) {
+                            T *o = row + b * P + oh * Wo;
+                            int64_t ih = oh * sh - ph + i * dh;
+                            if (ih < 0 || ih >= H) {
+                                for (int64_t ow = 0; ow < Wo; ow++)
+                                    o[ow] = 0;
+                                continue;
+                            }
+                            const T *line = img + ih * W;
+                            for (int64_t ow = 0; ow < Wo; ow++) {
+                                int64_t iw = ow * sw - pw + j * dw;
+                                o[ow] = iw >= 0 && iw < W ? line[iw] : (T)0;
+                            }
+                        }
+                    }
+                }
+    });
+}
+
+/*
+** dx (images n0 .. n0+nb) += col2im(cols): the adjoint of adi_conv_im2col, each column
+** entry added to the pixel it was copied from. The caller has zeroed dx under beta 0.
+*/
+void adi_conv_col2im_add(ad_dtype dt, const adi_conv_geometry *geo, const void *cols,
+                         int64_t ld, int64_t n0, int64_t nb, void *dx)
+{
+    GEOMETRY_LOCALS(geo);
+    AD_DISPATCH_FLOAT(dt, T, {
+        const T *cs = cols;
+        T *ds = dx;
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t i = 0; i < kh; i++)
+                for (int64_t j = 0; j < kw; j++) {
+                    const T *row = cs + ((c * kh + i) * kw + j) * ld;
+                    for (int64_t b = 0; b < nb; b++) {
+                        T *img = ds + ((n0 + b) * C + c) * H * W;
+                        for (int64_t oh = 0; oh < Ho; oh++) {
+                            int64_t ih = oh * sh - ph + i * dh;
+                            if (ih < 0 || ih >= H)
+                                continue;
+                            const T *o = row + b * P + oh * Wo;
+                            T *line = img + ih * W;
+                            for (int64_t ow = 0; ow < Wo; ow++) {
+                                int64_t iw = ow * sw - pw + j * dw;
+                                if (iw >= 0 && iw < W)
+                                    line[iw] += o[ow];
+                            }
+                        }
+                    }
+                }
+    });
+}
+
+/* blk (k x nb*P) = the images n0 .. n0+nb of a (N x k x P): blk[c, b*P + p] =
+** a[n0+b, c, p]; and back, a[n0+b, c, p] = blk[c, b*P + p]. */
+void adi_conv_gather_block(ad_dtype dt, int64_t k, int64_t P, int64_t n0, int64_t nb,
+                           const void *a, void *blk)
+{
+    size_t es = ad_dtype_size(dt), row = (size_t)P * es;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t c = 0; c < k; c++)
+            memcpy((char *)blk + (size_t)(c * nb * P + b * P) * es,
+                   (const char *)a + (size_t)(((n0 + b) * k + c) * P) * es, row);
+}
+
+void adi_conv_scatter_block(ad_dtype dt, int64_t k, int64_t P, int64_t n0, int64_t nb,
+                            const void *blk, void *a)
+{
+    size_t es = ad_dtype_size(dt), row = (size_t)P * es;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t c = 0; c < k; c++)
+            memcpy((char *)a + (size_t)(((n0 + b) * k + c) * P) * es,
+                   (const char *)blk + (size_t)(c * nb * P + b * P) * es, row);
+}
