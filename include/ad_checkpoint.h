@@ -28,7 +28,11 @@
 **                "adtape.optim.kind", "adtape.optim.lr" (the IEEE-754 bits of the
 **                                  learning rate, 16 hex digits: exact and independent
 **                                  of the locale), "adtape.optim.steps.<names[i]>"
-**                                  (parameter i's step count, decimal)
+**                                  (parameter i's step count, decimal),
+**                                  "adtape.optim.<setting>" for momentum, beta1,
+**                                  beta2, eps, weight_decay and clip_norm (their bits,
+**                                  as lr's: a load refuses an optimiser whose setting
+**                                  differs; a file without these keys loads)
 **                plus the caller's own string pairs.
 ** Only the pieces asked for are written: no optimiser, no __optim__ entries.
 **
@@ -204,7 +208,8 @@ AD_API ad_status ad_checkpoint_save(const char *path, const ad_params *ps, const
 **   AD_ERR_METADATA  "__metadata__" is not an object of strings; or, when asked for,
 **                    adtape's optimiser or generator keys ("adtape.rng",
 **                    "adtape.rng.<name>") are missing or malformed, or
-**                    the optimiser's kind differs from the file's
+**                    the optimiser's kind or one of its saved settings (momentum,
+**                    betas, eps, weight decay, clip norm) differs from the file's
 **   AD_ERR_OVERFLOW  a shape whose element count or byte size overflows
 **   AD_ERR_OFFSETS   data_offsets with begin > end, a size that is not the shape's
 **                    (of its dtype's width, for every dtype), an F4 or F6 tensor whose

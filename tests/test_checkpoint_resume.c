@@ -152,6 +152,59 @@ Test(checkpoint_resume, optimiser_of_another_kind_is_metadata_error)
                  "adam optimiser state, but the optimiser is momentum");
 }
 
+/* Net a trains with Adam's defaults (beta1 0.9 is 3feccccccccccccd): a file that says
+** another beta1, or momentum, eps, ... than the optimiser it is loaded into names the
+** setting and both values, and changes nothing. */
+Test(checkpoint_resume, optimiser_with_other_settings_is_metadata_error)
+{
+    resume_fails("adtape.optim.beta1", "3fe0000000000000", AD_OPT_ADAM, AD_ERR_METADATA,
+                 "beta1 = 0.5, but this one has beta1 = 0.90000000000000002");
+    resume_fails("adtape.optim.eps", "0000000000000000", AD_OPT_ADAM, AD_ERR_METADATA,
+                 "eps = 0, but this one has eps");
+    resume_fails("adtape.optim.weight_decay", "3f847ae147ae147b", AD_OPT_ADAM,
+                 AD_ERR_METADATA, "weight_decay = 0.01");
+    resume_fails("adtape.optim.clip_norm", "not hex", AD_OPT_ADAM, AD_ERR_METADATA,
+                 "adtape.optim.clip_norm is 'not hex'");
+}
+
+/* Every setting is in the file, as the bits of the optimiser's own value; a file from
+** before settings were saved (none of the keys) still loads. */
+Test(checkpoint_resume, settings_are_saved_and_a_file_without_them_loads)
+{
+    cf_net a, b;
+    cf_net_open(&a, 1);
+    cf_net_open(&b, 2);
+    cf_net_train(&a, 3);
+    const char *p = cf_path("settings.safetensors");
+    ad_checkpoint_extras xa = cf_net_extras(&a), xb = cf_net_extras(&b);
+    cr_assert_eq(ad_checkpoint_save(p, a.ps, cf_net_names, &xa), AD_OK, "%s",
+                 ad_last_error());
+    const char *keys[] = {"adtape.optim.momentum", "adtape.optim.beta1", "adtape.optim.beta2",
+                          "adtape.optim.eps", "adtape.optim.weight_decay",
+                          "adtape.optim.clip_norm"};
+    const char *want[] = {"3feccccccccccccd", "3feccccccccccccd", "3feff7ced916872b",
+                          "3e45798ee2308c3a", "0000000000000000", "0000000000000000"};
+    ad_checkpoint_info *info = NULL;
+    cr_assert_eq(ad_checkpoint_inspect(p, &info), AD_OK, "%s", ad_last_error());
+    for (int k = 0; k < 6; k++) {
+        const char *got = NULL;
+        for (int m = 0; m < info->n_meta; m++)
+            if (!strcmp(info->meta[m].key, keys[k]))
+                got = info->meta[m].value;
+        cr_expect(got && !strcmp(got, want[k]), "%s is %s, not %s", keys[k],
+                  got ? got : "missing", want[k]);
+    }
+    ad_checkpoint_info_free(info);
+    for (int k = 0; k < 6; k++)
+        cf_rewrite_meta(p, keys[k], NULL);
+    cr_assert_eq(ad_checkpoint_load(p, b.ps, cf_net_names, &xb), AD_OK, "%s",
+                 ad_last_error());
+    for (int i = 0; i < 4; i++)
+        cf_assert_bits_equal(ad_params_at(b.ps, i), ad_params_at(a.ps, i), cf_net_names[i]);
+    cf_net_close(&a);
+    cf_net_close(&b);
+}
+
 Test(checkpoint_resume, file_without_optimiser_state_is_metadata_error)
 {
     resume_fails("adtape.optim.kind", NULL, AD_OPT_ADAM, AD_ERR_METADATA,

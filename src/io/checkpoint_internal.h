@@ -21,6 +21,12 @@
 #define CKPT_KEY_RNGS "adtape.rng." /* followed by the generator's name */
 #define CKPT_KEY_KIND "adtape.optim.kind"
 #define CKPT_KEY_LR "adtape.optim.lr"
+#define CKPT_KEY_SETTING "adtape.optim." /* followed by a setting other than lr */
+
+/* The optimiser's settings besides kind and lr, saved as IEEE-754 bits and compared on
+** load: a resume with another momentum or beta would continue a different run. */
+#define CKPT_SETTINGS(X)                                                                \
+    X(momentum) X(beta1) X(beta2) X(eps) X(weight_decay) X(clip_norm)
 #define CKPT_KEY_STEPS "adtape.optim.steps." /* followed by the parameter's name */
 
 /* The reference implementation's limit (safetensors MAX_HEADER_SIZE). */

@@ -130,8 +130,29 @@ static ad_status bad_meta(const char *what, const adi_st_file *f, const char *ke
                    v ? "'" : "missing", v ? v : "", v ? "', which is malformed" : "");
 }
 
-/* The kind must match (Adam's moments are not a velocity); lr and step counts are
-** read now and written in commit. */
+/* A setting the file holds (files from before settings were saved hold none) must be
+** the optimiser's own, bit for bit. */
+static ad_status check_setting(const char *what, const adi_st_file *f, const char *key,
+                               const char *field, double mine)
+{
+    const char *text = meta_get(f, key);
+    uint64_t bits, my_bits;
+    if (!text)
+        return AD_OK;
+    if (!parse_u64(text, 16, &bits))
+        return bad_meta(what, f, key);
+    memcpy(&my_bits, &mine, sizeof my_bits);
+    if (bits == my_bits)
+        return AD_OK;
+    double saved;
+    memcpy(&saved, &bits, sizeof saved);
+    return ad_fail(AD_ERR_METADATA, "%s: %s was saved by an optimiser with %s = %.17g, "
+                   "but this one has %s = %.17g (%s)", what, f->path, field, saved, field,
+                   mine, key);
+}
+
+/* The kind must match (Adam's moments are not a velocity), and so must every saved
+** setting but lr; lr and step counts are read now and written in commit. */
 static ad_status plan_optim_meta(const char *what, load *l, ad_optim *o,
                                  const char *const names[], int n)
 {
@@ -149,6 +170,14 @@ static ad_status plan_optim_meta(const char *what, load *l, ad_optim *o,
     memcpy(&l->lr, &bits, sizeof bits);
     if (!(l->lr >= 0.0 && isfinite(l->lr)))
         return bad_meta(what, &l->f, CKPT_KEY_LR);
+    ad_status rc = AD_OK;
+#define CHECK_SETTING(field)                                                            \
+    if (rc == AD_OK)                                                                    \
+        rc = check_setting(what, &l->f, CKPT_KEY_SETTING #field, #field, c.field);
+    CKPT_SETTINGS(CHECK_SETTING)
+#undef CHECK_SETTING
+    if (rc)
+        return rc;
     for (int i = 0; i < n; i++) {
         uint64_t steps = 0;
         char *key = adi_ckpt_join(CKPT_KEY_STEPS, names[i], "");

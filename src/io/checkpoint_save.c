@@ -74,7 +74,8 @@ static void add_tensor(plan *p, const char *name, const ad_tensor *t)
     p->pieces[p->n_pieces++] = (piece){t->data, bytes};
 }
 
-/* The kind, the learning rate's bits and every parameter's step count. */
+/* The kind, the bits of the learning rate and of every other setting, and every
+** parameter's step count. */
 static ad_status add_optim_meta(const char *what, plan *p, ad_optim *o,
                                 const char *const names[], int n)
 {
@@ -86,6 +87,12 @@ static ad_status add_optim_meta(const char *what, plan *p, ad_optim *o,
     put_text(p, CKPT_KEY_KIND, adi_ckpt_kind_name(c.kind));
     snprintf(text, sizeof text, "%016" PRIx64, bits);
     put_text(p, CKPT_KEY_LR, text);
+#define PUT_SETTING(field)                                                              \
+    memcpy(&bits, &c.field, sizeof bits);                                               \
+    snprintf(text, sizeof text, "%016" PRIx64, bits);                                   \
+    put_text(p, CKPT_KEY_SETTING #field, text);
+    CKPT_SETTINGS(PUT_SETTING)
+#undef PUT_SETTING
     for (int i = 0; i < n && p->ok; i++) {
         int64_t steps = 0;
         ad_optim_get_steps(o, i, &steps);
