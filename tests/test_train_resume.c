@@ -13,19 +13,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support.h"
+
 static char dir[64];
 
 static void make_dir(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/adtape-train-resume-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    ts_tmpdir_make(dir, sizeof dir, "train-resume");
 }
 
 static void remove_dir(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_assert_eq(system(cmd), 0);
+    ts_tmpdir_remove(dir);
 }
 
 /* No Criterion timeout: under scripts/valgrind every adtape-train runs under memcheck

@@ -164,7 +164,8 @@ void ts_tmpdir_remove(const char *dir)
     for (struct dirent *e; (e = readdir(d));) {
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
             snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
+            if (unlink(p) != 0)
+                ts_tmpdir_remove(p); /* a folder a test program made (--out DIR) */
         }
     }
     closedir(d);

@@ -53,7 +53,7 @@ void ts_naive_matmul_raw(const double *h, int64_t n, int64_t in, const ad_tensor
                          double *out);
 
 /* A fresh directory /tmp/adtape-<tag>-XXXXXX in buf (the test fails if it cannot be
-** made), and its removal with the files in it (not recursive). */
+** made), and its removal with everything in it, folders too. */
 void ts_tmpdir_make(char *buf, size_t size, const char *tag);
 void ts_tmpdir_remove(const char *dir);
 
