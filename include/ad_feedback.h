@@ -38,6 +38,7 @@
 #define AD_FEEDBACK_H
 
 #include "ad_nn.h"
+#include "ad_ops.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,6 +53,23 @@ AD_API ad_var ad_dense_fa(ad_tape *t, ad_var w, ad_var x, ad_var b);
 AD_API ad_var ad_dense_usf(ad_tape *t, ad_var w, ad_var x);
 AD_API ad_var ad_dense_sf(ad_tape *t, ad_var w, ad_var x, ad_var magnitudes);
 AD_API ad_var ad_dense_kp(ad_tape *t, ad_var w, ad_var x, ad_var b);
+
+/*
+** Convolutional FA (the conv form of Lillicrap et al.'s rule, as BioTorch's Conv2d
+** "fa" layer): y = conv2d(x, w) (+ b), exactly ad_conv2d's forward and attributes;
+** dW and db as backprop; dX = the transposed convolution of dY with B, B fixed random
+** of w's shape (Cout x Cin/groups x kh x kw), where backprop would use w. Inputs
+** (x, w, B) and (x, w, b, B); B is never differentiated. The pullbacks read x (for dW)
+** and B (for dX), never w, b or y. Reference: conv2d's backprop pullback. Errors as
+** ad_conv2d's, and AD_ERR_SHAPE when B's shape is not w's (both named).
+*/
+AD_API ad_status ad_op_conv2d_fa(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_conv2d_bias_fa(ad_ctx *cx, const ad_tensor *const in[],
+                                      ad_tensor **out);
+AD_API ad_var ad_conv2d_fa(ad_tape *t, ad_var x, ad_var w, ad_var fb,
+                           const ad_conv2d_attrs *attrs);
+AD_API ad_var ad_conv2d_bias_fa(ad_tape *t, ad_var x, ad_var w, ad_var b, ad_var fb,
+                                const ad_conv2d_attrs *attrs);
 
 typedef struct ad_dfa {
     const ad_tensor *error_; /* private: e from the last sweep, in the tape's arena */

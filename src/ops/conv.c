@@ -155,10 +155,9 @@ static void forward_block(const conv_plan *p, const ad_tensor *w, const ad_tenso
                  (char *)blk + (size_t)(g * p->cog * ld) * es, ld);
 }
 
-static ad_status conv_forward(const char *op, ad_ctx *cx, const ad_tensor *const in[],
-                              const ad_tensor *b, ad_tensor **out)
+ad_status adi_conv_forward(const char *op, ad_ctx *cx, const ad_tensor *x,
+                           const ad_tensor *w, const ad_tensor *b, ad_tensor **out)
 {
-    const ad_tensor *x = in[0], *w = in[1];
     conv_plan p;
     ad_status rc = conv_plan_make(op, cx, x, w, b, &p);
     if (rc || (rc = ad_out(cx, x->dtype, 4,
@@ -187,12 +186,12 @@ static ad_status conv_forward(const char *op, ad_ctx *cx, const ad_tensor *const
 
 ad_status ad_op_conv2d(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
 {
-    return conv_forward("conv2d", cx, in, NULL, out);
+    return adi_conv_forward("conv2d", cx, in[0], in[1], NULL, out);
 }
 
 ad_status ad_op_conv2d_bias(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
 {
-    return conv_forward("conv2d_bias", cx, in, in[2], out);
+    return adi_conv_forward("conv2d_bias", cx, in[0], in[1], in[2], out);
 }
 
 /* db[o] = sum over n and positions of dy[n, o, .], in double. */
@@ -219,9 +218,10 @@ static ad_status bias_grad(ad_ctx *cx, const conv_plan *p, const ad_tensor *dy,
     return AD_OK;
 }
 
-/* One block: dW_g += dY_g cols_g' (cols = im2col(x)); dcols_g = W_g' dY_g, then
-** dX += col2im(dcols). dyb is the block's dY (Cout x ld). */
-static void backward_block(const conv_plan *p, const ad_tensor *x, const ad_tensor *w,
+/* One block: dW_g += dY_g cols_g' (cols = im2col(x)); dcols_g = F_g' dY_g, then
+** dX += col2im(dcols), F being w (backprop) or a feedback tensor of w's shape (FA).
+** dyb is the block's dY (Cout x ld). */
+static void backward_block(const conv_plan *p, const ad_tensor *x, const ad_tensor *fb,
                            ad_tensor *const din[], const void *dyb, void *cols,
                            int64_t n0, int64_t nb)
 {
@@ -239,7 +239,7 @@ static void backward_block(const conv_plan *p, const ad_tensor *x, const ad_tens
     if (din[0]) {
         for (int64_t g = 0; g < p->groups; g++)
             adi_gemm(dt, true, false, kg, ld, cog, 1.0,
-                     (const char *)w->data + (size_t)(g * cog * kg) * es, kg,
+                     (const char *)fb->data + (size_t)(g * cog * kg) * es, kg,
                      (const char *)dyb + (size_t)(g * cog * ld) * es, ld, 0.0,
                      (char *)cols + (size_t)(g * kg * ld) * es, ld);
         adi_conv_col2im_add(dt, &p->g, cols, ld, n0, nb, din[0]->data);
@@ -247,15 +247,14 @@ static void backward_block(const conv_plan *p, const ad_tensor *x, const ad_tens
 }
 
 /*
-** y = conv(x, w) (+ b):  dX = col2im(W' dY)  (reads w, not x);
+** y = conv(x, w) (+ b):  dX = col2im(F' dY)  (reads fb: w, or FA's B; not x);
 **                        dW = dY im2col(x)'  (reads x, not w);  db = sum_{n,p,q} dY.
 ** dX and dW are zeroed first under beta 0, then every block adds.
 */
-static ad_status conv_backward(const char *op, ad_ctx *cx, const ad_tensor *dy,
-                               const ad_tensor *const in[], const ad_tensor *b,
-                               ad_tensor *const din[], const float beta[])
+ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
+                            const ad_tensor *x, const ad_tensor *w, const ad_tensor *b,
+                            const ad_tensor *fb, ad_tensor *const din[], const float beta[])
 {
-    const ad_tensor *x = in[0], *w = in[1];
     conv_plan p;
     ad_status rc = conv_plan_make(op, cx, x, w, b, &p);
     if (rc || (b && din[2] && (rc = bias_grad(cx, &p, dy, din[2], beta[2]))))
@@ -277,7 +276,7 @@ static ad_status conv_backward(const char *op, ad_ctx *cx, const ad_tensor *dy,
             adi_conv_gather_block(dy->dtype, p.co, P, n0, nb, dy->data, dyt);
             dyb = dyt;
         }
-        backward_block(&p, x, w, din, dyb, cols, n0, nb);
+        backward_block(&p, x, fb, din, dyb, cols, n0, nb);
     }
     return AD_OK;
 }
@@ -287,7 +286,7 @@ static ad_status conv2d_pullback(ad_ctx *cx, const ad_tensor *dy,
                                  ad_tensor *const din[], const float beta[])
 {
     (void)y;
-    return conv_backward("conv2d", cx, dy, in, NULL, din, beta);
+    return adi_conv_pullback("conv2d", cx, dy, in[0], in[1], NULL, in[1], din, beta);
 }
 
 static ad_status conv2d_bias_pullback(ad_ctx *cx, const ad_tensor *dy,
@@ -295,7 +294,7 @@ static ad_status conv2d_bias_pullback(ad_ctx *cx, const ad_tensor *dy,
                                       ad_tensor *const din[], const float beta[])
 {
     (void)y;
-    return conv_backward("conv2d_bias", cx, dy, in, in[2], din, beta);
+    return adi_conv_pullback("conv2d_bias", cx, dy, in[0], in[1], in[2], in[1], din, beta);
 }
 
 static const ad_rule rule_conv2d = {

@@ -64,4 +64,14 @@ void adi_conv_gather_block(ad_dtype dt, int64_t k, int64_t P, int64_t n0, int64_
 void adi_conv_scatter_block(ad_dtype dt, int64_t k, int64_t P, int64_t n0, int64_t nb,
                             const void *blk, void *a);
 
+/* conv.c: conv2d's primal on x and w (b NULL: no bias) under the attributes of cx,
+** and its pullback with dX taken through fb (w for backprop, a feedback tensor of w's
+** shape for FA; the caller checks that shape). din[0..2] are dX, dW and db (db only
+** with b); NULL slots are skipped. op names the op in errors. */
+ad_status adi_conv_forward(const char *op, ad_ctx *cx, const ad_tensor *x,
+                           const ad_tensor *w, const ad_tensor *b, ad_tensor **out);
+ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
+                            const ad_tensor *x, const ad_tensor *w, const ad_tensor *b,
+                            const ad_tensor *fb, ad_tensor *const din[], const float beta[]);
+
 #endif /* AD_OPS_INTERNAL_H */
