@@ -144,6 +144,25 @@ AD_API ad_var ad_conv2d_bias(ad_tape *t, ad_var x, ad_var w, ad_var b,
                              const ad_conv2d_attrs *attrs);
 
 /*
+** Views: the same elements in the same order under a new shape, sharing x's memory (no
+** copy; the tape knows they alias, see ad_out_view). reshape takes ndim (0..4) extents,
+** one of which may be -1 to be inferred, as torch.reshape; flatten is N x d1 x ... ->
+** N x (d1 ... dk), rank 2 to 4, as torch.flatten(x, 1) (the step from conv layers to
+** dense ones). Never write through a view. The pullback gives dX = dY's elements under
+** x's shape and reads neither x nor y. Errors: AD_ERR_SHAPE (another element count, or
+** a -1 that cannot be inferred; x named), AD_ERR_INVALID (an extent below -1, or two
+** -1), AD_ERR_RANK, AD_ERR_NULL (no shape for ndim > 0), AD_ERR_OVERFLOW.
+*/
+typedef struct ad_reshape_attrs {
+    int ndim;
+    int64_t shape[AD_MAX_RANK];
+} ad_reshape_attrs;
+AD_API ad_status ad_op_reshape(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_flatten(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_reshape(ad_tape *t, ad_var x, int ndim, const int64_t *shape);
+AD_API ad_var ad_flatten(ad_tape *t, ad_var x);
+
+/*
 ** C = alpha op(A) op(B) + beta C on OpenBLAS, in the tensors' dtype (rank 2, all one
 ** float dtype), transposes as flags. For users' own primals and pullbacks: pass the
 ** pullback's beta[i] as beta (a float, as the pullback gets it), so beta = 0 writes

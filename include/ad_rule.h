@@ -245,6 +245,19 @@ AD_API uint64_t ad_rule_total_pullbacks(ad_primal_fn fn);
 AD_API ad_status ad_out(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
                  ad_tensor **out);
 
+/*
+** The output of the running primal as a view of input `input`'s memory: the same
+** elements in the same order, under a new shape of as many elements (a reshape), and
+** no copy. Instead of ad_out (one of the two, once). The tape knows the output aliases
+** the input: memory saving keeps the buffer while either is still read, ad_keep on
+** either keeps it, and ad_value on either reads AD_ERR_REUSED once it went. Neither the
+** primal nor anything later may write through the view. Errors: AD_ERR_INVALID (no such
+** input; outside a primal; twice), AD_ERR_SHAPE (another element count, both named),
+** AD_ERR_RANK, AD_ERR_OVERFLOW, AD_ERR_NOMEM (for the descriptor).
+*/
+AD_API ad_status ad_out_view(ad_ctx *cx, int input, int ndim, const int64_t *shape,
+                             ad_tensor **out);
+
 /* A tensor kept for the pullback (one per node), read back with ad_saved. In forward-
 ** only mode (ad_ctx_saving returns 0) primals should skip saving. Same errors as ad_out. */
 AD_API ad_status ad_save(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,

@@ -187,6 +187,8 @@ static ad_status run_primal(ad_tape *tape, adi_node *node, ad_primal_fn fn)
                        node->entry->rule.name, msg, shapes);
     }
     node->out->out = *cx.out;
+    if (node->view_input)
+        node->out->base = adi_value_storage(node->in[node->view_input - 1]);
     return AD_OK;
 }
 

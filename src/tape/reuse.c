@@ -11,6 +11,10 @@
 ** no pullback reads is free from the start (a matmul output under a fused bias_relu).
 ** Only a node's data buffer is reused; its descriptor (shape, dtype) stays readable.
 **
+** A view (ad_out_view: reshape, flatten) shares its base's memory, so everything is
+** counted on the base: a pullback reading the view reads the base's buffer, the base
+** dies after the last reader of any of its views, and a view is never given itself.
+**
 ** Dead buffers form a list linked through their own first bytes (the arena pads every
 ** allocation to 64 bytes, more than the link needs), so reuse allocates nothing. A
 ** buffer is taken only by a cotangent of exactly its padded size.
@@ -47,9 +51,19 @@ static void give(ad_tape *tape, ad_tensor *t)
     tape->reuse_pool = d;
 }
 
+/* The loss and what ad_keep marked, directly or through a view of it, stay. */
 static bool reusable(const tape_value *v, const tape_value *loss)
 {
-    return v->producer && v != loss && !v->keep && !v->value_reused;
+    return v->producer && !v->base && v != loss && (!loss || loss->base != v) && !v->keep &&
+           !v->value_reused;
+}
+
+/* Marks n as a reader of v's memory if no earlier node on the tape read it. */
+static void note_reader(tape_value *v, adi_node *n)
+{
+    tape_value *s = adi_value_storage(v);
+    if (!s->last_reader)
+        s->last_reader = n;
 }
 
 static void give_value(ad_tape *tape, tape_value *v, const tape_value *loss)
@@ -73,10 +87,10 @@ void adi_reuse_plan(ad_tape *tape, adi_node *last, const tape_value *loss)
         const ad_rule *r = &n->entry->rule;
         if (n->out->live && n->out->needs_grad) { /* its pullback may run */
             if (!(r->unread & AD_OUTPUT))
-                n->out->last_reader = n;
+                note_reader(n->out, n);
             for (int i = 0; i < n->n_in; i++)
-                if (!(r->unread & AD_INPUT(i)) && !n->in[i]->last_reader)
-                    n->in[i]->last_reader = n;
+                if (!(r->unread & AD_INPUT(i)))
+                    note_reader(n->in[i], n);
         }
         if (n == last)
             break;
@@ -97,11 +111,13 @@ void adi_reuse_after(ad_tape *tape, adi_node *n, const tape_value *loss)
         out->cot = NULL;
         out->cot_reused = true;
     }
-    for (int i = 0; i < n->n_in; i++)
-        if (n->in[i]->last_reader == n)
-            give_value(tape, n->in[i], loss);
-    if (out->last_reader == n)
-        give_value(tape, out, loss);
+    for (int i = 0; i < n->n_in; i++) {
+        tape_value *s = adi_value_storage(n->in[i]);
+        if (s->last_reader == n)
+            give_value(tape, s, loss);
+    }
+    if (adi_value_storage(out)->last_reader == n)
+        give_value(tape, adi_value_storage(out), loss);
 }
 
 ad_status adi_reuse_tensor_like(ad_tape *tape, const ad_tensor *like, ad_tensor **out)
@@ -138,5 +154,6 @@ ad_status ad_keep(ad_tape *tape, ad_var v)
         return ad_fail(AD_ERR_BAD_HANDLE, "ad_keep: the handle is %s",
                        v.v_ ? "from another tape or before a reset" : "poisoned");
     val->keep = true;
+    adi_value_storage(val)->keep = true; /* a view keeps its base's memory */
     return AD_OK;
 }

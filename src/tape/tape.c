@@ -159,7 +159,7 @@ int ad_var_ok(ad_var v)
 const ad_tensor *ad_value(const ad_tape *tape, ad_var v)
 {
     tape_value *val = adi_tape_resolve(tape, v);
-    if (val && val->value_reused) {
+    if (val && adi_value_storage(val)->value_reused) {
         ad_fail(AD_ERR_REUSED, "ad_value: value %u (%s) was reused by a memory-saving "
                 "sweep; mark it with ad_keep before the sweep", val->index,
                 val->producer->fn_name);
@@ -204,6 +204,39 @@ ad_status ad_out(ad_ctx *cx, ad_dtype dtype, int ndim, const int64_t *shape,
     ad_status rc = adi_tape_alloc_tensor(cx->tape, cx->node->fn_name, dtype, ndim, shape, &t);
     if (rc)
         return rc;
+    cx->out = t;
+    *out = t;
+    return AD_OK;
+}
+
+ad_status ad_out_view(ad_ctx *cx, int input, int ndim, const int64_t *shape,
+                      ad_tensor **out)
+{
+    if (!cx || !out)
+        return ad_fail(AD_ERR_NULL, "ad_out_view: NULL argument");
+    if (!cx->in_primal || cx->out)
+        return ad_fail(AD_ERR_INVALID, "ad_out_view: %s asked for its output %s",
+                       cx->node->fn_name, cx->out ? "twice" : "outside its primal");
+    if (input < 0 || input >= cx->node->n_in)
+        return ad_fail(AD_ERR_INVALID, "ad_out_view: %s has no input %d (it has %d)",
+                       cx->node->fn_name, input, cx->node->n_in);
+    const ad_tensor *src = cx->node->in[input]->tensor;
+    int64_t count;
+    size_t bytes;
+    char ds[64];
+    ad_status rc = adi_shape_check(cx->node->fn_name, src->dtype, ndim, shape, &count, &bytes);
+    if (rc)
+        return rc;
+    if (count != src->size)
+        return ad_fail(AD_ERR_SHAPE, "ad_out_view: %s: a view of %lld elements of input %d "
+                       "%s, which has %lld", cx->node->fn_name, (long long)count, input,
+                       ad_tensor_describe(src, ds, sizeof ds), (long long)src->size);
+    ad_tensor *t = adi_arena_alloc(&cx->tape->arena, sizeof *t);
+    if (!t)
+        return ad_fail(AD_ERR_NOMEM, "%s: out of memory for a tensor descriptor",
+                       cx->node->fn_name);
+    adi_tensor_describe_into(t, src->dtype, ndim, shape, count, src->data);
+    cx->node->view_input = input + 1;
     cx->out = t;
     *out = t;
     return AD_OK;

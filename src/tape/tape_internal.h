@@ -20,6 +20,8 @@ struct ad_value {
     const char *leaf_name;   /* leaves: the spelled expression given to ad_use */
     uint64_t leaf_version;   /* leaves: the tensor's version when recorded */
     struct ad_value *next_leaf;
+    struct ad_value *base;   /* a view (ad_out_view): the value owning its memory, itself
+                                never a view; NULL for a value with memory of its own */
     uint32_t index;          /* position among the tape's values, for prints */
     /* sweep state, rebuilt by every sweep */
     int32_t param;           /* dense parameter index, or -1 */
@@ -44,6 +46,7 @@ struct adi_node {
     const void *attrs;          /* arena copy, or NULL */
     ad_tensor *saved;           /* ad_save's tensor, or NULL */
     bool saving;                /* recorded with pullback state */
+    int view_input;             /* 1 + the input whose memory ad_out_view shared, or 0 */
     int32_t ready_head;         /* first parameter whose gradient is final after this */
     adi_node *prev, *next;
     uint32_t index;
@@ -76,6 +79,12 @@ struct ad_tape {
     const adi_rule_entry **rule_of; /* latest entry seen for each fn_id */
     uint32_t counts_cap;
 };
+
+/* The value owning v's memory: v, or the base of a view. */
+static inline tape_value *adi_value_storage(tape_value *v)
+{
+    return v->base ? v->base : v;
+}
 
 /* The value behind v if v belongs to this tape's current recording, else NULL. */
 tape_value *adi_tape_resolve(const ad_tape *tape, ad_var v);
