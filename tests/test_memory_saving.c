@@ -3,12 +3,13 @@
 ** built-in rule. Each rule, in float32 and float64, gives bitwise the gradients and the
 ** loss of an ordinary sweep while buffers are reused (the high-water mark drops), with
 ** anomaly mode on, so a buffer read after its release holds NaN. The MLP, ad_keep, user
-** rules and the API's edges are in test_memory_saving_api.c; the nets and sweeps both
-** use are in support/saving_nets.c.
+** rules and the API's edges are in test_memory_saving_api.c; conv layers run on views of
+** the same 2-D net; the nets and sweeps both use are in support/saving_nets.c.
 */
 #include <criterion/criterion.h>
 #include <stdio.h>
 
+#include "ad_feedback.h"
 #include "saving_nets.h"
 #include "support.h"
 
@@ -45,6 +46,24 @@ CASE(fa, net_tail(t, s, ad_dense_fa(t, U(w3), A, U(fb))))
 CASE(usf, net_tail(t, s, ad_dense_usf(t, U(w3), A)))
 CASE(sf, net_tail(t, s, ad_dense_sf(t, U(w3), A, U(fb))))
 CASE(kp, net_tail(t, s, ad_dense_kp(t, U(w3), A, U(fbp))))
+/* Conv layers on views of the 2-D net: A (B x 16) as B images of 1 x 4 x 4 or of 16 x 1
+** x 1, kernels reshaped from b (16: 4 x 1 x 2 x 2) and w3 (256: 16 x 16 x 1 x 1). */
+#define IMG(v, c, h) ad_reshape(t, (v), 4, TS_SHAPE(BATCH, (c), (h), (h)))
+#define KERNEL(v, co, ci, k) ad_reshape(t, (v), 4, TS_SHAPE((co), (ci), (k), (k)))
+#define STRIDE2 (&(ad_conv2d_attrs){2, 2, 0, 0, 1, 1, 1})
+CASE(conv, net_tail(t, s, ad_flatten(t, ad_conv2d(t, IMG(A, 1, 4), KERNEL(U(b), 4, 1, 2),
+                                                  STRIDE2))))
+CASE(conv_bias, net_tail(t, s, ad_flatten(t, ad_conv2d_bias(t, IMG(ad_tanh(t, A), 16, 1),
+                                                            KERNEL(U(w3), 16, 16, 1), U(b),
+                                                            NULL))))
+CASE(conv_fa, net_tail(t, s, ad_flatten(t, ad_conv2d_fa(t, IMG(A, 16, 1),
+                                                        KERNEL(U(w3), 16, 16, 1),
+                                                        KERNEL(U(fb), 16, 16, 1), NULL))))
+CASE(conv_bias_fa, net_tail(t, s, ad_flatten(t, ad_conv2d_bias_fa(t, IMG(A, 16, 1),
+                                                                  KERNEL(U(w3), 16, 16, 1),
+                                                                  U(b), KERNEL(U(fb), 16, 16, 1),
+                                                                  NULL))))
+
 /* DFA with two hidden layers: one after an activation, one straight on a matmul output. */
 static ad_var c_dfa(ad_tape *t, void *user)
 {
@@ -74,6 +93,10 @@ static const struct {
     {"dense_fa", c_fa, ad_op_dense_fa},       {"dense_usf", c_usf, ad_op_dense_usf},
     {"dense_sf", c_sf, ad_op_dense_sf},       {"dense_kp", c_kp, ad_op_dense_kp},
     {"dfa_output", c_dfa, ad_op_dfa_output},  {"dfa_hidden", c_dfa, ad_op_dfa_hidden},
+    {"conv2d", c_conv, ad_op_conv2d},         {"conv2d_bias", c_conv_bias, ad_op_conv2d_bias},
+    {"conv2d_fa", c_conv_fa, ad_op_conv2d_fa},
+    {"conv2d_bias_fa", c_conv_bias_fa, ad_op_conv2d_bias_fa},
+    {"reshape", c_conv, ad_op_reshape},       {"flatten", c_conv_bias, ad_op_flatten},
 };
 
 Test(memory_saving, every_builtin_rule_gives_bitwise_the_ordinary_gradients_f32_and_f64)
