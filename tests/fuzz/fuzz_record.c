@@ -183,6 +183,7 @@ static const ad_primal_fn fns[] = {
     ad_op_tanh, ad_op_relu, ad_op_sigmoid, ad_op_sum, ad_op_mean, ad_op_mse,
     ad_op_softmax_cross_entropy, ad_op_dense_fa, ad_op_dense_usf, ad_op_dense_sf,
     ad_op_dense_kp, ad_op_dfa_output, ad_op_dfa_hidden, ad_op_conv2d, ad_op_conv2d_bias,
+    ad_op_conv2d_fa, ad_op_conv2d_bias_fa, ad_op_reshape, ad_op_flatten,
     user_mixed, user_ignores, user_bad,
 };
 enum { N_FNS = sizeof fns / sizeof fns[0] };
@@ -245,7 +246,7 @@ static void op_wrapper(world *w, unsigned op)
     ad_tape *t = tape_of(w, op);
     ad_dfa *dfa = &w->dfa[(op >> 4) & 1];
     ad_var x = pick(w), y = pick(w), z = pick(w), r;
-    switch (next(w) % 19) {
+    switch (next(w) % 21) {
     case 0: r = ad_tanh(t, x); break;
     case 1: r = ad_relu(t, x); break;
     case 2: r = ad_sigmoid(t, x); break;
@@ -264,6 +265,12 @@ static void op_wrapper(world *w, unsigned op)
     case 15: r = ad_dfa_hidden(t, dfa, x, y); break;
     case 16: r = ad_dense_fa(t, x, y, z); break;
     case 17: r = ad_dense_sf(t, x, y, z); break;
+    case 18: r = ad_flatten(t, x); break;
+    case 19: {
+        int64_t shape[4] = {extent(w), extent(w), extent(w), extent(w)};
+        r = ad_reshape(t, x, (int)(next(w) % 6), shape);
+        break;
+    }
     default: r = ad_dense_kp(t, x, y, z); break;
     }
     push(w, t, r);
@@ -278,6 +285,8 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
     static ad_matmul_attrs mm;
     static ad_scale_attrs sc;
     static ad_softmax_ce_attrs ce;
+    static ad_conv2d_attrs cv;
+    static ad_reshape_attrs rs;
     static uint64_t junk[3];
     unsigned b = next(w);
     *attrs = NULL, *size = 0;
@@ -291,6 +300,17 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
         sc = (ad_scale_attrs){(int)b / 8.0 - 16}, *attrs = &sc, *size = sizeof sc;
     } else if (fn == ad_op_softmax_cross_entropy && b % 4) {
         ce = (ad_softmax_ce_attrs){(ad_reduction)((b >> 3) % 5)}, *attrs = &ce, *size = sizeof ce;
+    } else if ((fn == ad_op_conv2d || fn == ad_op_conv2d_bias || fn == ad_op_conv2d_fa ||
+                fn == ad_op_conv2d_bias_fa) && b % 4) {
+        int *f = &cv.stride_h; /* seven ints, each -1..3 (0 and -1 must be refused) */
+        for (int i = 0; i < 7; i++)
+            f[i] = (int)(next(w) % 5) - 1;
+        *attrs = &cv, *size = sizeof cv;
+    } else if (fn == ad_op_reshape && b % 4) {
+        rs.ndim = (int)(next(w) % 6);
+        for (int i = 0; i < AD_MAX_RANK; i++)
+            rs.shape[i] = extent(w);
+        *attrs = &rs, *size = sizeof rs;
     }
 }
 
