@@ -65,10 +65,9 @@ static ad_status out_extent(const char *op, const ad_tensor *x, int axis, int k,
     return AD_OK;
 }
 
-/* The plane count of x and its plane's element count, checked for overflow; `index`:
-** the plane's positions must fit int32 (max pool's saved argmax). */
-static ad_status plane_sizes(const char *op, const ad_tensor *x, bool index,
-                             int64_t *planes, int64_t *hw)
+/* The plane count of x and its plane's element count, checked for overflow. */
+static ad_status plane_sizes(const char *op, const ad_tensor *x, int64_t *planes,
+                             int64_t *hw)
 {
     char dx[64];
     if (x->ndim != 4)
@@ -81,15 +80,12 @@ static ad_status plane_sizes(const char *op, const ad_tensor *x, bool index,
     if ((c != 0 && n > INT64_MAX / c) || w > INT64_MAX / h)
         return ad_fail(AD_ERR_OVERFLOW, "%s: x %s: sizes overflow", op,
                        ad_tensor_describe(x, dx, sizeof dx));
-    if (index && h * w > INT32_MAX)
-        return ad_fail(AD_ERR_OVERFLOW, "%s: x %s: a plane of %lld positions is beyond "
-                       "the int32 argmax", op, ad_tensor_describe(x, dx, sizeof dx),
-                       (long long)(h * w));
     *planes = n * c, *hw = h * w;
     return AD_OK;
 }
 
-/* Checks x against the node's attributes and fills the plan. */
+/* Checks x against the node's attributes and fills the plan; `index`: the plane's
+** positions must fit int32 (max pool's saved argmax). */
 static ad_status pool_plan_make(const char *op, const ad_ctx *cx, const ad_tensor *x,
                                 bool index, pool_plan *p)
 {
@@ -98,10 +94,16 @@ static ad_status pool_plan_make(const char *op, const ad_ctx *cx, const ad_tenso
         return ad_fail(AD_ERR_NULL, "%s: no context (primals run through ad_call)", op);
     int64_t planes = 0, hw = 0, ho = 0, wo = 0;
     ad_status rc = check_attrs(op, at);
-    if (rc || (rc = plane_sizes(op, x, index, &planes, &hw)) ||
+    if (rc || (rc = plane_sizes(op, x, &planes, &hw)) ||
         (rc = out_extent(op, x, 0, at->kernel_h, at->pad_h, at->stride_h, &ho)) ||
         (rc = out_extent(op, x, 1, at->kernel_w, at->pad_w, at->stride_w, &wo)))
         return rc;
+    if (index && hw > INT32_MAX) {
+        char dx[64];
+        return ad_fail(AD_ERR_OVERFLOW, "%s: x %s: a plane of %lld positions is beyond "
+                       "the int32 argmax", op, ad_tensor_describe(x, dx, sizeof dx),
+                       (long long)hw);
+    }
     *p = (pool_plan){.planes = planes, .h = x->shape[2], .w = x->shape[3], .ho = ho,
                      .wo = wo, .kh = at->kernel_h, .kw = at->kernel_w, .sh = at->stride_h,
                      .sw = at->stride_w, .ph = at->pad_h, .pw = at->pad_w};
@@ -340,7 +342,7 @@ ad_status ad_op_global_avg_pool2d(ad_ctx *cx, const ad_tensor *const in[], ad_te
 {
     const ad_tensor *x = in[0];
     int64_t planes, hw;
-    ad_status rc = plane_sizes("global_avg_pool2d", x, false, &planes, &hw);
+    ad_status rc = plane_sizes("global_avg_pool2d", x, &planes, &hw);
     if (rc || (rc = ad_out(cx, x->dtype, 4, (int64_t[]){x->shape[0], x->shape[1], 1, 1},
                            out)))
         return rc;
