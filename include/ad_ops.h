@@ -163,6 +163,68 @@ AD_API ad_var ad_reshape(ad_tape *t, ad_var x, int ndim, const int64_t *shape);
 AD_API ad_var ad_flatten(ad_tape *t, ad_var x);
 
 /*
+** Pooling attributes, required by max_pool2d and avg_pool2d (a call without them is
+** AD_ERR_ATTRS; zero never means default): a kh x kw window moved by the strides over
+** x padded by pad_h rows and pad_w columns on each side, at most half the kernel (as
+** PyTorch). Output Hout = (H + 2 pad_h - kernel_h) / stride_h + 1 (floor: PyTorch's
+** ceil_mode=False; dilation 1), Wout alike. AD_POOL2D_ATTRS(kh, kw) is PyTorch's
+** nn.MaxPool2d((kh, kw)) default: stride = kernel, no padding.
+** Errors of both: AD_ERR_RANK (x not rank 4); AD_ERR_INVALID (a kernel or stride
+** below 1, a padding below 0 or above half its kernel; the field is named);
+** AD_ERR_SHAPE (an empty plane, H or W 0, or a kernel larger than the padded input,
+** i.e. an output extent below 1; x named); AD_ERR_OVERFLOW (sizes that overflow);
+** AD_ERR_NOMEM.
+*/
+typedef struct ad_pool2d_attrs {
+    int kernel_h, kernel_w; /* >= 1 */
+    int stride_h, stride_w; /* >= 1 */
+    int pad_h, pad_w;       /* >= 0 and at most half the kernel, as PyTorch */
+} ad_pool2d_attrs;
+/* kernel kh x kw, stride = kernel, no padding: PyTorch's nn.MaxPool2d(k) default */
+#define AD_POOL2D_ATTRS(kh, kw)                                                         \
+    ((ad_pool2d_attrs){.kernel_h = (kh), .kernel_w = (kw), .stride_h = (kh),            \
+                       .stride_w = (kw), .pad_h = 0, .pad_w = 0})
+
+/*
+** Max pooling, NCHW, as torch.nn.functional.max_pool2d:
+**   y[n, c, p, q] = max_{i < kh, j < kw} x[n, c, p*sh - ph + i, q*sw - pw + j]
+** with the padding counting as -infinity. x N x C x H x W, y N x C x Hout x Wout.
+** Ties and NaN as PyTorch's CPU kernel: the window is scanned in row-major order from
+** -infinity and an element is taken when it is greater than the maximum so far or NaN,
+** so of equal maxima the first in row-major order wins (and gets the whole gradient),
+** and a NaN in a window propagates to y (the window's last NaN gets the gradient).
+** The primal saves the argmax (int32 positions in the H x W plane; not in forward-only
+** mode); the pullback scatters dY to them, dX[argmax] += dY, reading neither x nor y
+** (a memory-saving sweep may reuse both). AD_ERR_OVERFLOW also for a plane of more
+** than INT32_MAX positions; AD_ERR_NO_GRAD from the sweep if the call was recorded in
+** forward-only mode.
+*/
+AD_API ad_status ad_op_max_pool2d(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_max_pool2d(ad_tape *t, ad_var x, const ad_pool2d_attrs *attrs);
+
+/*
+** Average pooling, NCHW, as torch.nn.functional.avg_pool2d with count_include_pad=True
+** (its default):
+**   y[n, c, p, q] = 1/(kh kw) sum_{i < kh, j < kw} x[n, c, p*sh - ph + i, q*sw - pw + j]
+** with the padding counting as zeros and always in the divisor kh*kw. Shapes as
+** max_pool2d; sums in double. The pullback reads dy alone (neither x nor y):
+** dX[window] += dY / (kh kw).
+*/
+AD_API ad_status ad_op_avg_pool2d(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_avg_pool2d(ad_tape *t, ad_var x, const ad_pool2d_attrs *attrs);
+
+/*
+** Global average pooling, as torch.nn.AdaptiveAvgPool2d(1): x N x C x H x W to y
+** N x C x 1 x 1, y[n, c] = the mean of x[n, c, ., .], summed in double. Takes no
+** attributes. The pullback reads dy alone: dX[n, c, ., .] = dY[n, c] / (H W).
+** Errors: AD_ERR_RANK (x not rank 4), AD_ERR_SHAPE (H or W 0), AD_ERR_OVERFLOW,
+** AD_ERR_NOMEM.
+*/
+AD_API ad_status ad_op_global_avg_pool2d(ad_ctx *cx, const ad_tensor *const in[],
+                                         ad_tensor **out);
+AD_API ad_var ad_global_avg_pool2d(ad_tape *t, ad_var x);
+
+/*
 ** C = alpha op(A) op(B) + beta C on OpenBLAS, in the tensors' dtype (rank 2, all one
 ** float dtype), transposes as flags. For users' own primals and pullbacks: pass the
 ** pullback's beta[i] as beta (a float, as the pullback gets it), so beta = 0 writes
