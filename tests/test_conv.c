@@ -341,3 +341,50 @@ Test(conv, an_empty_kernel_is_a_shape_error)
     expect_fails(TS_SHAPE(1, 2, 5, 5), TS_SHAPE(2, 2, 0, 3), NULL, 4,
                  AD_CONV2D_ATTRS_DEFAULT, AD_ERR_SHAPE, "empty kernel");
 }
+
+/* Zero input channels (weights and input empty, their data NULL as ad_use allows):
+** y is the bias (or zeros), db sums dY, and no pointer is offset from NULL. */
+Test(conv, zero_input_channels_give_the_bias_and_its_gradient)
+{
+    ad_tensor x = {.dtype = AD_F64, .ndim = 4, .shape = {2, 0, 3, 4}, .size = 0};
+    ad_tensor w = {.dtype = AD_F64, .ndim = 4, .shape = {3, 0, 2, 2}, .size = 0};
+    ad_tensor *b;
+    cr_assert_eq(ad_tensor_new(AD_F64, 1, TS_SHAPE(3), &b), AD_OK);
+    for (int o = 0; o < 3; o++)
+        ((double *)b->data)[o] = 0.5 + o;
+    ad_tape *t;
+    cr_assert_eq(ad_tape_new(&t), AD_OK);
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        ad_tape_reset(t);
+        /* Leave nonzero bytes in the arena, so a y that is never written shows. */
+        ad_var junk = ad_scale(t, ad_use(t, b), 7.0);
+        ad_var junk2 = ad_add(t, junk, junk);
+        (void)junk2;
+        ad_tape_reset(t);
+        ad_var vx = ad_use(t, &x), vw = ad_use(t, &w), vb = ad_use(t, b);
+        ad_var y = with_bias ? ad_conv2d_bias(t, vx, vw, vb, NULL) : ad_conv2d(t, vx, vw, NULL);
+        ad_var loss = ad_sum(t, y);
+        cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_error(t));
+        const ad_tensor *yv = ad_value(t, y);
+        cr_assert_eq(yv->size, 2 * 3 * 2 * 3);
+        for (int64_t k = 0; k < yv->size; k++) {
+            double want = with_bias ? 0.5 + (double)((k / 6) % 3) : 0.0;
+            cr_assert_eq(((const double *)yv->data)[k], want, "y[%lld]", (long long)k);
+        }
+        if (!with_bias)
+            continue;
+        ad_params *ps;
+        ad_grads *gs;
+        cr_assert_eq(ad_params_new(&ps), AD_OK);
+        cr_assert_eq(ad_params_add(ps, b, NULL), AD_OK);
+        cr_assert_eq(ad_grads_new(ps, &gs), AD_OK);
+        cr_assert_eq(ad_backward(t, loss, ps, gs), AD_OK, "%s", ad_last_error());
+        const ad_tensor *db = ad_grads_get(gs, b);
+        for (int o = 0; o < 3; o++) /* two images of 2 x 3 positions */
+            cr_expect_eq(((const double *)db->data)[o], 12.0, "db[%d]", o);
+        ad_grads_free(gs);
+        ad_params_free(ps);
+    }
+    ad_tape_free(t);
+    ad_tensor_free(b);
+}

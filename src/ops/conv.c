@@ -148,6 +148,10 @@ static void forward_block(const conv_plan *p, const ad_tensor *w, const ad_tenso
                 for (int64_t q = 0; q < ld; q++)
                     ys[o * ld + q] = bs[o];
         });
+    else if (p->kg == 0) /* no input channels: y = 0 (and w's data may be NULL) */
+        memset(blk, 0, (size_t)(p->co * ld) * es);
+    if (p->kg == 0)
+        return;
     for (int64_t g = 0; g < p->groups; g++)
         adi_gemm(dt, false, false, p->cog, ld, p->kg, 1.0,
                  (const char *)w->data + (size_t)(g * p->cog * p->kg) * es, p->kg,
@@ -262,7 +266,7 @@ ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
     for (int s = 0; s < 2; s++)
         if (din[s] && beta[s] == 0.0f && din[s]->size)
             memset(din[s]->data, 0, (size_t)din[s]->size * ad_dtype_size(din[s]->dtype));
-    if ((!din[0] && !din[1]) || dy->size == 0)
+    if ((!din[0] && !din[1]) || dy->size == 0 || p.kg == 0) /* kg 0: dX, dW are empty */
         return AD_OK;
     int64_t P = p.g.ho * p.g.wo;
     void *cols, *dyt = NULL;
