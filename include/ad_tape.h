@@ -75,7 +75,8 @@ AD_API void ad_tape_set_anomaly_mode(ad_tape *tape, int enabled);
 ** without it. After such a sweep:
 **   ad_value and ad_cotangent return NULL for a reused value or cotangent, with
 **   AD_ERR_REUSED as the last error; the loss and values marked with ad_keep before
-**   the sweep stay readable;
+**   the sweep stay readable; an op recorded on with a reused input fails with
+**   AD_ERR_REUSED at record time (kept values and their views can be used);
 **   a second sweep of the same recording fails with AD_ERR_REUSED (record again).
 ** Reference sweeps (ad_sweep_options.use_reference) reuse nothing. In anomaly mode a
 ** released buffer is filled with NaN, so a rule that reads what it declared unread

@@ -117,6 +117,29 @@ Test(memory_saving_api, reused_values_read_null_naming_ad_keep_while_kept_values
     bag_close(&m.g);
 }
 
+/* Recording on after a saving sweep: a kept value (or a view of it) can be used, a
+** reused one is refused at record time rather than read as a cotangent's bytes. */
+Test(memory_saving_api, ops_recorded_after_the_sweep_refuse_reused_inputs)
+{
+    mlp m;
+    mlp_open(&m);
+    m.keep_h1 = 1;
+    run r = run_open(m.g.ps, 1);
+    r.loss = mlp_loss(r.t, &m);
+    cr_assert_eq(ad_backward(r.t, r.loss, m.g.ps, r.gs), AD_OK, "%s", ad_last_error());
+    ad_var flat = ad_flatten(r.t, m.h1);
+    cr_assert_eq(ad_tape_status(r.t), AD_OK, "a view of the kept h1: %s", ad_tape_error(r.t));
+    cr_expect(ad_value(r.t, flat)->data == ad_value(r.t, m.h1)->data);
+    ad_var z = ad_relu(r.t, m.z1);
+    cr_expect(!ad_var_ok(z));
+    cr_expect_eq(ad_tape_status(r.t), AD_ERR_REUSED);
+    cr_expect(strstr(ad_tape_error(r.t), "ad_keep") != NULL &&
+                  strstr(ad_tape_error(r.t), "input 0") != NULL,
+              "%s", ad_tape_error(r.t));
+    run_drop(&r);
+    bag_close(&m.g);
+}
+
 Test(memory_saving_api, second_and_reference_sweeps_of_a_saved_recording_are_refused)
 {
     mlp m;

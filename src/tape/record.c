@@ -164,6 +164,14 @@ static ad_status resolve_inputs(ad_tape *tape, const char *fn_name, const ad_var
             return ad_fail(AD_ERR_BAD_HANDLE, "ad_call %s: input %d is %s", fn_name, i,
                            inputs[i].v_ ? "from another tape or from before a reset"
                                         : "a poisoned handle from another tape");
+        /* A sweep with memory saving handed this value's memory to a cotangent:
+        ** the primal would read whatever the cotangent left there. */
+        const tape_value *store = adi_value_storage(out[i]);
+        if (store->value_reused)
+            return ad_fail(AD_ERR_REUSED, "ad_call %s: input %d (value %u, %s) was reused "
+                           "by a memory-saving sweep; mark it with ad_keep before the sweep",
+                           fn_name, i, out[i]->index,
+                           out[i]->producer ? out[i]->producer->fn_name : "a leaf");
     }
     return AD_OK;
 }
