@@ -21,7 +21,7 @@
 
 #include "ad.h"
 
-#define CHECK(cond) ((cond) ? (void)0 : __builtin_trap())
+#define CHECK(cond) ((cond) ? (void)0 : (fprintf(stderr, "CHECK failed at line %d: %s\n", __LINE__, #cond), __builtin_trap()))
 
 enum { MAX_T = 12, CAP = 256, MAX_V = 32, MAX_STEPS = 256, MAX_CHECKS = 2 };
 
@@ -184,6 +184,7 @@ static const ad_primal_fn fns[] = {
     ad_op_softmax_cross_entropy, ad_op_dense_fa, ad_op_dense_usf, ad_op_dense_sf,
     ad_op_dense_kp, ad_op_dfa_output, ad_op_dfa_hidden, ad_op_conv2d, ad_op_conv2d_bias,
     ad_op_conv2d_fa, ad_op_conv2d_bias_fa, ad_op_reshape, ad_op_flatten,
+    ad_op_max_pool2d, ad_op_avg_pool2d, ad_op_global_avg_pool2d,
     user_mixed, user_ignores, user_bad,
 };
 enum { N_FNS = sizeof fns / sizeof fns[0] };
@@ -241,12 +242,23 @@ static void op_tensor(world *w, unsigned op)
         push(w, tape_of(w, op), ad_use(tape_of(w, op), t));
 }
 
+/* Six ints, each -1..3 (0 and -1 must be refused, as must padding over half a kernel). */
+static ad_pool2d_attrs fuzzed_pool_attrs(world *w)
+{
+    ad_pool2d_attrs a;
+    int *f = &a.kernel_h;
+    for (int i = 0; i < 6; i++)
+        f[i] = (int)(next(w) % 5) - 1;
+    return a;
+}
+
 static void op_wrapper(world *w, unsigned op)
 {
     ad_tape *t = tape_of(w, op);
     ad_dfa *dfa = &w->dfa[(op >> 4) & 1];
     ad_var x = pick(w), y = pick(w), z = pick(w), r;
-    switch (next(w) % 21) {
+    ad_pool2d_attrs pool = fuzzed_pool_attrs(w);
+    switch (next(w) % 24) {
     case 0: r = ad_tanh(t, x); break;
     case 1: r = ad_relu(t, x); break;
     case 2: r = ad_sigmoid(t, x); break;
@@ -271,6 +283,9 @@ static void op_wrapper(world *w, unsigned op)
         r = ad_reshape(t, x, (int)(next(w) % 6), shape);
         break;
     }
+    case 20: r = ad_max_pool2d(t, x, (op & 32) ? NULL : &pool); break;
+    case 21: r = ad_avg_pool2d(t, x, &pool); break;
+    case 22: r = ad_global_avg_pool2d(t, x); break;
     default: r = ad_dense_kp(t, x, y, z); break;
     }
     push(w, t, r);
@@ -287,6 +302,7 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
     static ad_softmax_ce_attrs ce;
     static ad_conv2d_attrs cv;
     static ad_reshape_attrs rs;
+    static ad_pool2d_attrs pl;
     static uint64_t junk[3];
     unsigned b = next(w);
     *attrs = NULL, *size = 0;
@@ -311,6 +327,9 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
         for (int i = 0; i < AD_MAX_RANK; i++)
             rs.shape[i] = extent(w);
         *attrs = &rs, *size = sizeof rs;
+    } else if ((fn == ad_op_max_pool2d || fn == ad_op_avg_pool2d) && b % 4) {
+        pl = fuzzed_pool_attrs(w);
+        *attrs = &pl, *size = sizeof pl;
     }
 }
 
