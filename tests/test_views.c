@@ -87,6 +87,55 @@ Test(views, the_gradient_is_dy_under_the_shape_of_x_and_adds_across_uses)
     ad_tensor_free(x), ad_tensor_free(g);
 }
 
+/* A user rule whose pullback ignores dy (as DFA's hidden layers do): y = x, dX = 2 x. */
+static ad_status copy_primal(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
+{
+    ad_status rc = ad_out(cx, in[0]->dtype, in[0]->ndim, in[0]->shape, out);
+    if (rc == AD_OK)
+        memcpy((*out)->data, in[0]->data, (size_t)in[0]->size * ad_dtype_size(in[0]->dtype));
+    return rc;
+}
+
+static ad_status twice_x_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                                  const ad_tensor *y, ad_tensor *const din[], const float beta[])
+{
+    (void)cx, (void)dy, (void)y, (void)beta;
+    for (int64_t k = 0; k < in[0]->size; k++)
+        ((double *)din[0]->data)[k] = 2.0 * ((const double *)in[0]->data)[k];
+    return AD_OK;
+}
+
+/* The sweep computes no cotangent for the output of a rule that ignores dy, so a view of
+** it gets NULL for dX and must leave it alone. */
+Test(views, a_view_of_an_output_whose_rule_ignores_dy_skips_its_dx)
+{
+    const ad_rule rule = {.name = "copy_ignoring_dy", .pullback = twice_x_pullback,
+                          .n_inputs = 1, .flags = AD_RULE_IGNORES_DY};
+    cr_assert_eq(ad_rule_register(copy_primal, &rule), AD_OK, "%s", ad_last_error());
+    uint64_t rng = 5;
+    ad_tensor *x = ts_tensor(AD_F64, 4, TS_SHAPE(2, 3, 2, 2));
+    ts_fill_uniform(x, &rng, -1, 1);
+    ad_params *ps;
+    ad_grads *gs;
+    cr_assert_eq(ad_params_new(&ps), AD_OK);
+    cr_assert_eq(ad_params_add(ps, x, NULL), AD_OK);
+    cr_assert_eq(ad_grads_new(ps, &gs), AD_OK);
+    ad_tape *t = new_tape();
+    ad_var vx = ad_use(t, x);
+    ad_var l = ad_sum(t, ad_reshape(t, ad_flatten(t, ad_call(t, copy_primal, vx)), 1,
+                                    TS_SHAPE(-1)));
+    cr_assert_eq(ad_backward(t, l, ps, gs), AD_OK, "%s", ad_last_error());
+    double want[24];
+    for (int i = 0; i < 24; i++)
+        want[i] = 2.0 * ts_get(x, i);
+    ts_assert_near(ad_grads_get(gs, x), want, 0, "dx");
+    ad_tape_free(t);
+    ad_grads_free(gs);
+    ad_params_free(ps);
+    ad_tensor_free(x);
+    ad_rule_unregister(copy_primal);
+}
+
 /* tanh reads its own output h, which later nodes read only through a view: h must live
 ** until tanh's pullback, after the view's readers have run. */
 CASE(view_read_after_base, ad_sum(t, ad_mul(t, ad_reshape(t, ad_tanh(t, A), 3,
