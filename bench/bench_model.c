@@ -171,11 +171,6 @@ ad_status bench_model_step(bench_model *m)
     return ad_descent_step(m->ps, m->gs, m->lr);
 }
 
-typedef struct gemm_case {
-    const char *what;
-    int ta, tb, M, N, K;
-} gemm_case;
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -205,18 +200,29 @@ static double time_gemm(const gemm_case *g, int reps, int warmup, float *a, floa
 ** The floor: forward Y = X W' (NoTrans, Trans) per layer, dW = dY' X (Trans, NoTrans)
 ** per layer, dX = dY W (NoTrans, NoTrans) for every layer but the first.
 */
+int bench_floor_dense(gemm_case *cases, int n, int64_t batch, int64_t in, int64_t out,
+                      int first)
+{
+    int B = (int)batch, i = (int)in, o = (int)out;
+    cases[n++] = (gemm_case){"forward", 0, 1, B, o, i};
+    cases[n++] = (gemm_case){"dW", 1, 0, o, i, B};
+    if (!first)
+        cases[n++] = (gemm_case){"dX", 0, 0, B, i, o};
+    return n;
+}
+
 int bench_floor(const workload *w, int threads, int reps, int warmup)
 {
     gemm_case cases[3 * BENCH_MAX_LAYERS];
     int n = 0;
-    int B = (int)w->batch;
-    for (int l = 0; l < w->n_layers; l++) {
-        int in = (int)w->widths[l], out = (int)w->widths[l + 1];
-        cases[n++] = (gemm_case){"forward", 0, 1, B, out, in};
-        cases[n++] = (gemm_case){"dW", 1, 0, out, in, B};
-        if (l > 0)
-            cases[n++] = (gemm_case){"dX", 0, 0, B, in, out};
-    }
+    for (int l = 0; l < w->n_layers; l++)
+        n = bench_floor_dense(cases, n, w->batch, w->widths[l], w->widths[l + 1], l == 0);
+    return bench_floor_time(w->name, cases, n, threads, reps, warmup);
+}
+
+int bench_floor_time(const char *name, const gemm_case *cases, int n, int threads, int reps,
+                     int warmup)
+{
     size_t big = 0;
     for (int i = 0; i < n; i++) {
         size_t s[3] = {(size_t)cases[i].M * cases[i].K, (size_t)cases[i].K * cases[i].N,
@@ -226,11 +232,13 @@ int bench_floor(const workload *w, int threads, int reps, int warmup)
     }
     float *a = calloc(big, sizeof(float)), *b = calloc(big, sizeof(float));
     float *c = calloc(big, sizeof(float));
+    if (!a || !b || !c)
+        return fprintf(stderr, "bench_step: out of memory for the floor\n"), 1;
     for (size_t i = 0; i < big; i++)
         a[i] = b[i] = (float)((i % 17) * 0.01);
     double total = 0;
     printf("{\"contender\": \"floor\", \"workload\": \"%s\", \"threads\": %d, \"gemms\": [",
-           w->name, threads);
+           name, threads);
     for (int i = 0; i < n; i++) {
         double ms = time_gemm(&cases[i], reps, warmup, a, b, c);
         total += ms;

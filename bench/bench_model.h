@@ -40,6 +40,21 @@ ad_status bench_model_step(bench_model *m);
 double bench_rss_baseline_mb(void);
 double bench_rss_peak_mb(void);
 
+/* One GEMM of a floor: C (M x N) = op(A) op(B), row-major, op a transpose if set. */
+typedef struct gemm_case {
+    const char *what;
+    int ta, tb, M, N, K;
+} gemm_case;
+
+/* Appends at cases[n] the GEMMs of a dense layer (batch x in -> batch x out): forward,
+** dW, and dX unless it is the first layer. Returns the new count. */
+int bench_floor_dense(gemm_case *cases, int n, int64_t batch, int64_t in, int64_t out,
+                      int first);
+
+/* Times each case alone (median of reps) and prints the floor's JSON line. */
+int bench_floor_time(const char *name, const gemm_case *cases, int n, int threads, int reps,
+                     int warmup);
+
 /* Times every GEMM of the workload's step alone (median of reps each) and prints the
 ** JSON line of the floor: the sum, and each GEMM's median. */
 int bench_floor(const workload *w, int threads, int reps, int warmup);

@@ -6,6 +6,7 @@
 **   bench_step --workload W2 --rule fa --threads 1 --mode adtape --reps 50 --warmup 10
 **   bench_step --mode floor --workload W2 --rule bp --threads 2
 **   bench_step --epoch --threads 1      (one epoch of W2 on Fashion-MNIST, images/s)
+**   bench_step --epoch --workload W5    (one epoch of LeNet on it resized to 32 x 32)
 **   bench_step --workload W3 --no-memory-saving   (the sweep reuses no memory)
 **
 ** Heap allocations are counted by bench/malloc_count.c when the process runs with it
@@ -23,6 +24,7 @@
 
 #include "ad.h"
 #include "bench_model.h"
+#include "conv_model.h"
 
 static double now_ms(void)
 {
@@ -40,12 +42,13 @@ static uint64_t allocs_now(void)
 
 typedef struct args {
     const workload *w;
+    const conv_workload *cw; /* W5, W6: set instead of w */
     int fa, fused, threads, reps, warmup, floor, epoch, no_saving;
 } args;
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_step [--workload W1..W4] [--rule bp|fa|bp-fused|fa-fused] "
+    fprintf(stderr, "usage: bench_step [--workload W1..W6] [--rule bp|fa|bp-fused|fa-fused] "
                     "[--threads N] [--reps N] [--warmup N] [--mode adtape|floor] [--epoch] "
                     "[--no-memory-saving]\n");
     exit(2);
@@ -69,7 +72,11 @@ static args parse(int argc, char **argv)
             for (size_t j = 0; j < sizeof bench_workloads / sizeof *bench_workloads; j++)
                 if (!strcmp(v, bench_workloads[j].name))
                     a.w = &bench_workloads[j];
-            if (!a.w)
+            for (size_t j = 0; j < sizeof bench_conv_workloads / sizeof *bench_conv_workloads;
+                 j++)
+                if (!strcmp(v, bench_conv_workloads[j].name))
+                    a.cw = &bench_conv_workloads[j];
+            if (!a.w && !a.cw)
                 usage();
         } else if (!strcmp(k, "--rule")) {
             /* bp, fa, or either with "-fused": SGD from the gradient-ready callback */
@@ -87,7 +94,7 @@ static args parse(int argc, char **argv)
             usage();
         }
     }
-    if (a.threads < 1 || a.reps < 1 || a.warmup < 0)
+    if (a.threads < 1 || a.reps < 1 || a.warmup < 0 || (a.cw && a.fused))
         usage();
     return a;
 }
@@ -100,6 +107,53 @@ static void print_ms(const double *ms, int n)
     printf("]");
 }
 
+/* A model behind one step function, so the MLP and conv workloads share the timing. */
+typedef struct stepper {
+    void *model;
+    ad_status (*step)(void *model);
+    double baseline_rss_mb;
+} stepper;
+
+static ad_status mlp_step(void *m)
+{
+    return bench_model_step(m);
+}
+
+static ad_status conv_step(void *m)
+{
+    return conv_model_step(m);
+}
+
+static int time_steps(const args *a, const stepper *s)
+{
+    double *ms = calloc((size_t)a->reps, sizeof *ms);
+    if (!ms)
+        return fprintf(stderr, "bench_step: out of memory\n"), 1;
+    for (int i = 0; i < a->warmup; i++)
+        if (s->step(s->model) != AD_OK)
+            return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
+    uint64_t base_allocs = allocs_now();
+    for (int i = 0; i < a->reps; i++) {
+        double t0 = now_ms();
+        if (s->step(s->model) != AD_OK)
+            return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
+        ms[i] = now_ms() - t0;
+    }
+    uint64_t allocs = allocs_now() - base_allocs;
+    printf("{\"contender\": \"adtape\", \"workload\": \"%s\", \"rule\": \"%s\", "
+           "\"threads\": %d, ", a->cw ? a->cw->name : a->w->name,
+           a->fa ? (a->fused ? "fa-fused" : "fa") : (a->fused ? "bp-fused" : "bp"), a->threads);
+    print_ms(ms, a->reps);
+    char count[32] = "null";
+    if (malloc_count)
+        snprintf(count, sizeof count, "%.3f", (double)allocs / a->reps);
+    printf(", \"allocs_per_step\": %s, \"peak_rss_mb\": %.3f, \"blas_core\": \"%s\", "
+           "\"blas_config\": \"%s\"}\n", count, bench_rss_peak_mb() - s->baseline_rss_mb,
+           openblas_get_corename(), openblas_get_config());
+    free(ms);
+    return 0;
+}
+
 static int run_adtape(const args *a)
 {
     bench_model m;
@@ -109,31 +163,21 @@ static int run_adtape(const args *a)
         bench_model_fuse_update(&m);
     if (a->no_saving)
         ad_tape_set_memory_saving(m.tape, 0);
-    double *ms = calloc((size_t)a->reps, sizeof *ms);
-    for (int i = 0; i < a->warmup; i++)
-        if (bench_model_step(&m) != AD_OK)
-            return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
-    uint64_t base_allocs = allocs_now();
-    for (int i = 0; i < a->reps; i++) {
-        double t0 = now_ms();
-        if (bench_model_step(&m) != AD_OK)
-            return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
-        ms[i] = now_ms() - t0;
-    }
-    uint64_t allocs = allocs_now() - base_allocs;
-    printf("{\"contender\": \"adtape\", \"workload\": \"%s\", \"rule\": \"%s\", "
-           "\"threads\": %d, ", a->w->name, a->fa ? (a->fused ? "fa-fused" : "fa")
-           : (a->fused ? "bp-fused" : "bp"), a->threads);
-    print_ms(ms, a->reps);
-    char count[32] = "null";
-    if (malloc_count)
-        snprintf(count, sizeof count, "%.3f", (double)allocs / a->reps);
-    printf(", \"allocs_per_step\": %s, \"peak_rss_mb\": %.3f, \"blas_core\": \"%s\", "
-           "\"blas_config\": \"%s\"}\n", count, bench_rss_peak_mb() - m.baseline_rss_mb,
-           openblas_get_corename(), openblas_get_config());
-    free(ms);
+    int rc = time_steps(a, &(stepper){&m, mlp_step, m.baseline_rss_mb});
     bench_model_free(&m);
-    return 0;
+    return rc;
+}
+
+static int run_conv(const args *a)
+{
+    conv_model m;
+    if (conv_model_init(&m, a->cw, a->fa, 1) != AD_OK)
+        return fprintf(stderr, "bench_step: %s\n", ad_last_error()), 1;
+    if (a->no_saving)
+        ad_tape_set_memory_saving(m.tape, 0);
+    int rc = time_steps(a, &(stepper){&m, conv_step, m.baseline_rss_mb});
+    conv_model_free(&m);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -143,6 +187,8 @@ int main(int argc, char **argv)
     void *sym = dlsym(RTLD_DEFAULT, "malloc_count_get");
     memcpy(&malloc_count, &sym, sizeof sym);
     if (a.epoch)
-        return bench_epoch(a.threads);
+        return a.cw ? conv_model_epoch(a.threads) : bench_epoch(a.threads);
+    if (a.cw)
+        return a.floor ? conv_model_floor(a.cw, a.threads, a.reps, a.warmup) : run_conv(&a);
     return a.floor ? bench_floor(a.w, a.threads, a.reps, a.warmup) : run_adtape(&a);
 }

@@ -28,4 +28,25 @@ static const workload bench_workloads[] = {
     {"W4", 3, {4096, 4096, 4096, 4096}, 0, ACT_RELU, LOSS_MSE, 512},
 };
 
+/*
+** The convolutional workloads (issue 12), NCHW, conv weights Cout x Cin x k x k, as
+** BioTorch defines LeNet (W5, MNIST on 1x32x32) and its small CIFAR-10 CNN (W6): each
+** conv is k x k, stride 1, no padding, with a bias and relu, and 2x2 max pooling after
+** the first two; then flatten and two linear layers with a bias and nothing between.
+*/
+enum { BENCH_CONV_LAYERS = 3, BENCH_FC_LAYERS = 2 };
+
+typedef struct conv_workload {
+    const char *name;
+    int64_t in_channels, image, batch, kernel;
+    int64_t channels[BENCH_CONV_LAYERS]; /* each conv's Cout */
+    int pool_after[BENCH_CONV_LAYERS];   /* 2x2 max pooling after this conv */
+    int64_t fc[BENCH_FC_LAYERS];         /* the linear layers' outputs */
+} conv_workload;
+
+static const conv_workload bench_conv_workloads[] = {
+    {"W5", 1, 32, 64, 5, {6, 16, 120}, {1, 1, 0}, {84, 10}},
+    {"W6", 3, 32, 128, 5, {32, 64, 128}, {1, 1, 0}, {84, 10}},
+};
+
 #endif /* BENCH_WORKLOADS_H */
