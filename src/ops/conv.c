@@ -198,6 +198,20 @@ ad_status ad_op_conv2d_bias(ad_ctx *cx, const ad_tensor *const in[], ad_tensor *
     return adi_conv_forward("conv2d_bias", cx, in[0], in[1], in[2], out);
 }
 
+/* The sum of g[0 .. n) in double, over four interleaved partial sums: one running sum
+** would wait on the adder's latency at every element. */
+#define ROW_SUM(T, g, n, out)                                                           \
+    do {                                                                                \
+        double a0_ = 0, a1_ = 0, a2_ = 0, a3_ = 0;                                      \
+        int64_t q_ = 0;                                                                 \
+        for (; q_ + 4 <= (n); q_ += 4) {                                                \
+            a0_ += (g)[q_], a1_ += (g)[q_ + 1], a2_ += (g)[q_ + 2], a3_ += (g)[q_ + 3]; \
+        }                                                                               \
+        for (; q_ < (n); q_++)                                                          \
+            a0_ += (g)[q_];                                                             \
+        (out) = (a0_ + a1_) + (a2_ + a3_);                                              \
+    } while (0)
+
 /* db[o] = sum over n and positions of dy[n, o, .], in double. */
 static ad_status bias_grad(ad_ctx *cx, const conv_plan *p, const ad_tensor *dy,
                            ad_tensor *db, float beta)
@@ -213,9 +227,11 @@ static ad_status bias_grad(ad_ctx *cx, const conv_plan *p, const ad_tensor *dy,
     AD_DISPATCH_FLOAT(dy->dtype, T, {
         const T *g = dy->data;
         for (int64_t n = 0; n < p->g.n; n++)
-            for (int64_t o = 0; o < co; o++)
-                for (int64_t q = 0; q < P; q++)
-                    s[o] += g[(n * co + o) * P + q];
+            for (int64_t o = 0; o < co; o++) {
+                double row;
+                ROW_SUM(T, g + (n * co + o) * P, P, row);
+                s[o] += row;
+            }
         T *d = db->data;
         AD_PUT_EACH(d, co, beta, o, (T)s[o]);
     });
