@@ -3,8 +3,8 @@
 ** built-in rule. Each rule, in float32 and float64, gives bitwise the gradients and the
 ** loss of an ordinary sweep while buffers are reused (the high-water mark drops), with
 ** anomaly mode on, so a buffer read after its release holds NaN. The MLP, ad_keep, user
-** rules and the API's edges are in test_memory_saving_api.c; conv layers run on views of
-** the same 2-D net; the nets and sweeps both use are in support/saving_nets.c.
+** rules and the API's edges are in test_memory_saving_api.c; conv layers and pooling run
+** on views of the same 2-D net; the nets and sweeps both use are in support/saving_nets.c.
 */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -63,6 +63,22 @@ CASE(conv_bias_fa, net_tail(t, s, ad_flatten(t, ad_conv2d_bias_fa(t, IMG(A, 16, 
                                                                   KERNEL(U(w3), 16, 16, 1),
                                                                   U(b), KERNEL(U(fb), 16, 16, 1),
                                                                   NULL))))
+/* Pooling, on views of A or on conv outputs (whose pullback reads neither), so a pool
+** rule that reads an x or y it declared unread meets NaN: WIDE is B x 16 x 4 x 4 (a 1x1
+** conv, kernel b as 16 x 1 x 1 x 1). Windows: 2x2 stride 2 (their own loops), 2x2
+** stride 1 (overlapping), 3x3 stride 1 padded by 1; the results are B x 16 again. */
+#define POOL(k, st, pad) (&(ad_pool2d_attrs){(k), (k), (st), (st), (pad), (pad)})
+#define WIDE ad_conv2d(t, IMG(A, 1, 4), KERNEL(U(b), 16, 1, 1), NULL)
+CASE(pool_2x2, net_tail(t, s, ad_flatten(t, ad_avg_pool2d(t, ad_max_pool2d(t, WIDE,
+                                                                           POOL(2, 2, 0)),
+                                                          POOL(2, 2, 0)))))
+CASE(max_pool_overlap,
+     net_tail(t, s, ad_flatten(t, ad_max_pool2d(t, ad_conv2d(t, IMG(A, 1, 4),
+                                                             KERNEL(U(b), 4, 1, 2), NULL),
+                                                POOL(2, 1, 0)))))
+CASE(max_pool_pad, net_tail(t, s, ad_flatten(t, ad_max_pool2d(t, IMG(A, 1, 4), POOL(3, 1, 1)))))
+CASE(avg_pool_pad, net_tail(t, s, ad_flatten(t, ad_avg_pool2d(t, IMG(A, 1, 4), POOL(3, 1, 1)))))
+CASE(global_avg_pool, net_tail(t, s, ad_flatten(t, ad_global_avg_pool2d(t, WIDE))))
 
 /* DFA with two hidden layers: one after an activation, one straight on a matmul output. */
 static ad_var c_dfa(ad_tape *t, void *user)
@@ -97,6 +113,12 @@ static const struct {
     {"conv2d_fa", c_conv_fa, ad_op_conv2d_fa},
     {"conv2d_bias_fa", c_conv_bias_fa, ad_op_conv2d_bias_fa},
     {"reshape", c_conv, ad_op_reshape},       {"flatten", c_conv_bias, ad_op_flatten},
+    {"max_pool2d 2x2", c_pool_2x2, ad_op_max_pool2d},
+    {"avg_pool2d 2x2", c_pool_2x2, ad_op_avg_pool2d},
+    {"max_pool2d overlapping", c_max_pool_overlap, ad_op_max_pool2d},
+    {"max_pool2d padded", c_max_pool_pad, ad_op_max_pool2d},
+    {"avg_pool2d padded", c_avg_pool_pad, ad_op_avg_pool2d},
+    {"global_avg_pool2d", c_global_avg_pool, ad_op_global_avg_pool2d},
 };
 
 Test(memory_saving, every_builtin_rule_gives_bitwise_the_ordinary_gradients_f32_and_f64)
