@@ -27,7 +27,7 @@ static ad_conv2d_attrs attrs(int sh, int sw, int ph, int pw, int dh, int dw, int
 /* Small shapes for finite differences (x at most a few hundred elements). */
 static const conv_case *fd_cases(int *count)
 {
-    static conv_case c[8];
+    static conv_case c[9];
     c[0] = (conv_case){2, 3, 5, 5, 4, 3, 3, AD_CONV2D_ATTRS_DEFAULT};
     c[1] = (conv_case){2, 2, 7, 6, 3, 3, 2, attrs(2, 3, 1, 0, 1, 1, 1)};  /* stride, pad */
     c[2] = (conv_case){1, 1, 7, 7, 2, 2, 3, attrs(1, 1, 2, 1, 2, 2, 1)};  /* dilation */
@@ -36,7 +36,9 @@ static const conv_case *fd_cases(int *count)
     c[5] = (conv_case){1, 2, 5, 5, 2, 5, 5, attrs(2, 2, 2, 2, 1, 1, 2)};  /* big kernel */
     c[6] = (conv_case){2, 2, 6, 5, 4, 2, 3, attrs(3, 2, 0, 2, 2, 1, 2)};  /* all at once */
     c[7] = (conv_case){1, 1, 2, 2, 1, 3, 3, attrs(1, 1, 1, 1, 1, 1, 1)};  /* pad > image */
-    *count = 8;
+    /* More than 16 output channels: the pullback builds its own columns (conv.c) */
+    c[8] = (conv_case){2, 2, 4, 5, 18, 2, 3, attrs(1, 2, 1, 1, 1, 1, 2)};
+    *count = 9;
     return c;
 }
 

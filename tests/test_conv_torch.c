@@ -81,6 +81,12 @@ static const torch_case cases[] = {
     CONV("blocks of images, groups 2", OP_CONV_BIAS, 4, 4, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2),
     /* 34x34 = 1156 positions, at least the 1024 of one block: one image per GEMM */
     CONV("one image per GEMM, 3x2 kernel", OP_CONV, 2, 2, 34, 33, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1),
+    /* Over 16 output channels the pullback builds the columns again instead of keeping
+    ** the forward's (conv.c): both paths, blocks of images and one image per GEMM */
+    CONV("17 output channels, stride 2, pad 1, blocks", OP_CONV_BIAS, 3, 3, 12, 11, 17, 3, 3,
+         2, 2, 1, 1, 1, 1, 1),
+    CONV("20 output channels, groups 2, one image per GEMM", OP_CONV, 2, 4, 33, 33, 20, 2, 2,
+         1, 1, 0, 0, 1, 1, 2),
 
     POOL("max 2x2 stride 2, ties", OP_MAX, 2, 3, 6, 6, 2, 2, 2, 2, 0, 0, FILL_LEVELS),
     POOL("max 3x3 stride 1 pad 1, negative ties", OP_MAX, 1, 1, 7, 5, 3, 3, 1, 1, 1, 1,
