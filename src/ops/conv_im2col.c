@@ -56,8 +56,10 @@ void adi_conv_im2col(ad_dtype dt, const adi_conv_geometry *geo, const void *x, i
                     for (int64_t b = 0; b < nb; b++) {
                         const T *img = xs + ((n0 + b) * C + c) * H * W;
                         T *ob = row + b * P;
-                        memset(ob, 0, (size_t)(hlo * Wo) * sizeof(T));
-                        memset(ob + hhi * Wo, 0, (size_t)((Ho - hhi) * Wo) * sizeof(T));
+                        if (hlo > 0) /* calls, even of 0 bytes, cost on short rows */
+                            memset(ob, 0, (size_t)(hlo * Wo) * sizeof(T));
+                        if (hhi < Ho)
+                            memset(ob + hhi * Wo, 0, (size_t)((Ho - hhi) * Wo) * sizeof(T));
                         for (int64_t oh = hlo; oh < hhi; oh++) {
                             T *restrict o = ob + oh * Wo;
                             const T *restrict line = img + (oh * sh + hoff) * W;
