@@ -134,19 +134,9 @@ static ad_status scratch(ad_ctx *cx, ad_dtype dt, int64_t rows, int64_t cols, vo
     return rc;
 }
 
-/*
-** Layers with at most this many output channels keep the forward's columns for dW
-** (ad_save) instead of building them again in the pullback. Their GEMMs are thin
-** (Cout rows), so im2col costs about as much as the product: on LeNet (W5: 6 and 16
-** channels) the second im2col was a tenth of the step. Past it the product dominates
-** and the columns, Cin kh kw / Cout times the output's size, are not worth the memory.
-*/
-#define KEEP_COLUMNS_MAX_COUT 16
-
-/* One block's output: blk (Cout x ld) = b 1' (or 0) + W_g cols_g per group, cols with
-** leading dimension ldc. */
+/* One block's output: blk (Cout x ld) = b 1' (or 0) + W_g cols_g per group. */
 static void forward_block(const conv_plan *p, const ad_tensor *w, const ad_tensor *b,
-                          const void *cols, int64_t ldc, void *blk, int64_t ld)
+                          const void *cols, void *blk, int64_t ld)
 {
     ad_dtype dt = w->dtype;
     size_t es = ad_dtype_size(dt);
@@ -165,7 +155,7 @@ static void forward_block(const conv_plan *p, const ad_tensor *w, const ad_tenso
     for (int64_t g = 0; g < p->groups; g++)
         adi_gemm(dt, false, false, p->cog, ld, p->kg, 1.0,
                  (const char *)w->data + (size_t)(g * p->cog * p->kg) * es, p->kg,
-                 (const char *)cols + (size_t)(g * p->kg * ldc) * es, ldc, b ? 1.0 : 0.0,
+                 (const char *)cols + (size_t)(g * p->kg * ld) * es, ld, b ? 1.0 : 0.0,
                  (char *)blk + (size_t)(g * p->cog * ld) * es, ld);
 }
 
@@ -177,28 +167,21 @@ ad_status adi_conv_forward(const char *op, ad_ctx *cx, const ad_tensor *x,
     if (rc || (rc = ad_out(cx, x->dtype, 4,
                            (int64_t[]){p.g.n, p.co, p.g.ho, p.g.wo}, out)))
         return rc;
-    int64_t P = p.g.ho * p.g.wo, K = p.g.c * p.g.kh * p.g.kw, NP = p.g.n * P;
-    size_t es = ad_dtype_size(x->dtype);
-    void *cols = NULL, *blk = NULL;
-    ad_tensor *kept = NULL; /* K x NP: every block's columns, for the pullback */
-    if ((*out)->size == 0)
-        return AD_OK;
-    if (ad_ctx_saving(cx) && p.co <= KEEP_COLUMNS_MAX_COUT)
-        rc = ad_save(cx, x->dtype, 2, (int64_t[]){K, NP}, &kept);
-    else
-        rc = scratch(cx, x->dtype, K, p.nb * P, &cols);
-    if (rc || (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &blk))))
+    int64_t P = p.g.ho * p.g.wo;
+    void *cols, *blk = NULL;
+    if ((*out)->size == 0 || (rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw,
+                                           p.nb * P, &cols)))
+        return rc;
+    if (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &blk)))
         return rc;
     for (int64_t n0 = 0; n0 < p.g.n; n0 += p.nb) {
         int64_t nb = p.g.n - n0 < p.nb ? p.g.n - n0 : p.nb, ld = nb * P;
-        void *c = kept ? (char *)kept->data + (size_t)(n0 * P) * es : cols;
-        int64_t ldc = kept ? NP : ld;
-        adi_conv_im2col(x->dtype, &p.g, x->data, n0, nb, c, ldc);
+        adi_conv_im2col(x->dtype, &p.g, x->data, n0, nb, cols, ld);
         if (nb == 1) {
-            char *yn = (char *)(*out)->data + (size_t)(n0 * p.co * P) * es;
-            forward_block(&p, w, b, c, ldc, yn, ld);
+            char *yn = (char *)(*out)->data + (size_t)(n0 * p.co * P) * ad_dtype_size(x->dtype);
+            forward_block(&p, w, b, cols, yn, ld);
         } else {
-            forward_block(&p, w, b, c, ldc, blk, ld);
+            forward_block(&p, w, b, cols, blk, ld);
             adi_conv_scatter_block(x->dtype, p.co, P, n0, nb, blk, (*out)->data);
         }
     }
@@ -255,27 +238,22 @@ static ad_status bias_grad(ad_ctx *cx, const conv_plan *p, const ad_tensor *dy,
     return AD_OK;
 }
 
-/* One block: dW_g += dY_g cols_g' (cols = im2col(x), or the forward's kept columns
-** when given); dcols_g = F_g' dY_g, then dX += col2im(dcols), F being w (backprop) or
-** a feedback tensor of w's shape (FA). dyb is the block's dY (Cout x ld). */
+/* One block: dW_g += dY_g cols_g' (cols = im2col(x)); dcols_g = F_g' dY_g, then
+** dX += col2im(dcols), F being w (backprop) or a feedback tensor of w's shape (FA).
+** dyb is the block's dY (Cout x ld). */
 static void backward_block(const conv_plan *p, const ad_tensor *x, const ad_tensor *fb,
-                           const ad_tensor *kept, ad_tensor *const din[], const void *dyb,
-                           void *cols, int64_t n0, int64_t nb)
+                           ad_tensor *const din[], const void *dyb, void *cols,
+                           int64_t n0, int64_t nb)
 {
     ad_dtype dt = x->dtype;
     size_t es = ad_dtype_size(dt);
-    int64_t P = p->g.ho * p->g.wo, ld = nb * P, cog = p->cog, kg = p->kg;
+    int64_t ld = nb * p->g.ho * p->g.wo, cog = p->cog, kg = p->kg;
     if (din[1]) {
-        const void *xc = cols;
-        int64_t ldc = ld;
-        if (kept)
-            xc = (const char *)kept->data + (size_t)(n0 * P) * es, ldc = kept->shape[1];
-        else
-            adi_conv_im2col(dt, &p->g, x->data, n0, nb, cols, ld);
+        adi_conv_im2col(dt, &p->g, x->data, n0, nb, cols, ld);
         for (int64_t g = 0; g < p->groups; g++)
             adi_gemm(dt, false, true, cog, kg, ld, 1.0,
                      (const char *)dyb + (size_t)(g * cog * ld) * es, ld,
-                     (const char *)xc + (size_t)(g * kg * ldc) * es, ldc, 1.0,
+                     (const char *)cols + (size_t)(g * kg * ld) * es, ld, 1.0,
                      (char *)din[1]->data + (size_t)(g * cog * kg) * es, kg);
     }
     if (din[0]) {
@@ -307,10 +285,8 @@ ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
     if ((!din[0] && !din[1]) || dy->size == 0 || p.kg == 0) /* kg 0: dX, dW are empty */
         return AD_OK;
     int64_t P = p.g.ho * p.g.wo;
-    const ad_tensor *kept = ad_saved(cx); /* the forward's columns, or NULL */
-    void *cols = NULL, *dyt = NULL;
-    if (((din[0] || !kept) &&
-         (rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols))) ||
+    void *cols, *dyt = NULL;
+    if ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)) ||
         (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &dyt))))
         return rc;
     for (int64_t n0 = 0; n0 < p.g.n; n0 += p.nb) {
@@ -320,7 +296,7 @@ ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
             adi_conv_gather_block(dy->dtype, p.co, P, n0, nb, dy->data, dyt);
             dyb = dyt;
         }
-        backward_block(&p, x, fb, kept, din, dyb, cols, n0, nb);
+        backward_block(&p, x, fb, din, dyb, cols, n0, nb);
     }
     return AD_OK;
 }
