@@ -4,7 +4,8 @@
 ** tape, in f32 and f64, dX equals a naive transposed convolution of dY with the
 ** feedback computed here (sign(W) with sign(0) = 0, |M| .* sign(W), B), dW and db are
 ** bitwise ad_conv2d(_bias)'s, KP's dB is bitwise its dW, and the reference sweep gives
-** backprop's dX (and 0 for KP's B); uSF's dX is bitwise conv FA's with B = sign(W); a
+** backprop's dX (and 0 for KP's B); memory-saving sweeps in anomaly mode, every input
+** an intermediate, give the same bits (so unread is truthful); uSF's dX is bitwise conv FA's with B = sign(W); a
 ** magnitudes tensor or B of another shape is a named error.
 */
 #include <criterion/criterion.h>
@@ -138,9 +139,11 @@ typedef struct grads { ad_tensor *dx, *dw, *db, *dfb; } grads;
 
 /* sum(G .* layer(x, w (, b), extra)) for rule r, params x, w, b (with bias) and, for
 ** KP, B; extra is M for SF, B for KP and FA. reference 1 runs the references, as a
-** second sweep of the tape into the same gradient set. */
-static grads sweep(enum rule r, int bias, const conv_case *c, const io *s,
-                   const ad_tensor *extra, int reference)
+** second sweep of the tape into the same gradient set. saving 1: a memory-saving sweep
+** in anomaly mode with every input of the layer an intermediate (scaled by 1, exact),
+** so an input the rule declares unread but reads is NaN by then. */
+static grads sweep_ex(enum rule r, int bias, const conv_case *c, const io *s,
+                      const ad_tensor *extra, int reference, int saving)
 {
     ad_params *ps;
     ad_grads *gs;
@@ -155,6 +158,12 @@ static grads sweep(enum rule r, int bias, const conv_case *c, const io *s,
     cr_assert_eq(ad_tape_new(&t), AD_OK);
     ad_var x = ad_use(t, s->x), w = ad_use(t, s->w), b = ad_use(t, s->b);
     ad_var e = extra ? ad_use(t, extra) : x;
+    if (saving) {
+        ad_tape_set_memory_saving(t, 1);
+        ad_tape_set_anomaly_mode(t, 1);
+        x = ad_scale(t, x, 1.0), w = ad_scale(t, w, 1.0), b = ad_scale(t, b, 1.0);
+        e = ad_scale(t, e, 1.0);
+    }
     const ad_conv2d_attrs *at = &c->at;
     ad_var y;
     switch (r) {
@@ -179,6 +188,12 @@ static grads sweep(enum rule r, int bias, const conv_case *c, const io *s,
     ad_grads_free(gs);
     ad_params_free(ps);
     return g;
+}
+
+static grads sweep(enum rule r, int bias, const conv_case *c, const io *s,
+                   const ad_tensor *extra, int reference)
+{
+    return sweep_ex(r, bias, c, s, extra, reference, 0);
 }
 
 static void free_grads(grads *g)
@@ -253,6 +268,27 @@ Test(conv_feedback_rules, dx_goes_through_the_feedback_and_dw_db_are_backprops_b
                     free_grads(&g), free_grads(&ref);
                 }
                 free_grads(&bp);
+                free_io(&s);
+            }
+}
+
+Test(conv_feedback_rules, memory_saving_sweeps_with_intermediate_inputs_are_bitwise_ordinary)
+{
+    uint64_t rng = 37;
+    for (int d = 0; d < 2; d++)
+        for (int k = 0; k < N_CASES; k++)
+            for (int bias = 0; bias < 2; bias++) {
+                io s = make_io(d ? AD_F32 : AD_F64, &cases[k], &rng);
+                for (enum rule r = USF; r <= KP; r++) {
+                    const ad_tensor *extra = r == SF ? s.m : r == KP ? s.fb : NULL;
+                    grads g = sweep(r, bias, &cases[k], &s, extra, 0);
+                    grads m = sweep_ex(r, bias, &cases[k], &s, extra, 0, 1);
+                    cr_expect(same_bits(g.dx, m.dx) && same_bits(g.dw, m.dw) &&
+                              (!bias || same_bits(g.db, m.db)) &&
+                              (r != KP || same_bits(g.dfb, m.dfb)),
+                              "%s case %d bias %d d %d", rule_names[r], k, bias, d);
+                    free_grads(&g), free_grads(&m);
+                }
                 free_io(&s);
             }
 }
