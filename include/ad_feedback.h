@@ -71,6 +71,53 @@ AD_API ad_var ad_conv2d_fa(ad_tape *t, ad_var x, ad_var w, ad_var fb,
 AD_API ad_var ad_conv2d_bias_fa(ad_tape *t, ad_var x, ad_var w, ad_var b, ad_var fb,
                                 const ad_conv2d_attrs *attrs);
 
+/*
+** Convolutional uSF (sign symmetry, as BioTorch's Conv2d "usf"): y = conv2d(x, w) (+ b),
+** ad_conv2d's forward and attributes; dW and db as backprop; dX = the transposed
+** convolution of dY with sign(w) (w: Cout x Cin/groups x kh x kw), built from w at
+** pullback time so it tracks w as it changes; sign(0) = 0, as ad_dense_usf. Inputs
+** (x, w) and (x, w, b). The pullbacks read x (for dW) and w (for dX), never b or y.
+** Reference: conv2d's backprop pullback. Errors as ad_conv2d's.
+*/
+AD_API ad_status ad_op_conv2d_usf(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_conv2d_bias_usf(ad_ctx *cx, const ad_tensor *const in[],
+                                       ad_tensor **out);
+AD_API ad_var ad_conv2d_usf(ad_tape *t, ad_var x, ad_var w, const ad_conv2d_attrs *attrs);
+AD_API ad_var ad_conv2d_bias_usf(ad_tape *t, ad_var x, ad_var w, ad_var b,
+                                 const ad_conv2d_attrs *attrs);
+
+/*
+** Convolutional sign-concordant feedback (BioTorch's Conv2d "brsf"/"frsf"): as uSF,
+** but dX = the transposed convolution of dY with |M| .* sign(w), M a magnitudes tensor
+** of w's shape (ad_sf_draw_magnitudes: before every batch for brSF, once for frSF).
+** Inputs (x, w, M) and (x, w, b, M); M is never differentiated. The pullbacks read x,
+** w and M, never b or y. Reference: conv2d's backprop pullback. Errors as
+** ad_conv2d's, and AD_ERR_SHAPE when M's shape is not w's (both named).
+*/
+AD_API ad_status ad_op_conv2d_sf(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_conv2d_bias_sf(ad_ctx *cx, const ad_tensor *const in[],
+                                      ad_tensor **out);
+AD_API ad_var ad_conv2d_sf(ad_tape *t, ad_var x, ad_var w, ad_var magnitudes,
+                           const ad_conv2d_attrs *attrs);
+AD_API ad_var ad_conv2d_bias_sf(ad_tape *t, ad_var x, ad_var w, ad_var b, ad_var magnitudes,
+                                const ad_conv2d_attrs *attrs);
+
+/*
+** Convolutional Kolen-Pollack: the forward, dX, dW and db of conv FA (dX = the
+** transposed convolution of dY with B, B of w's shape), and dB = dW: B is a parameter
+** too and receives w's update (not its gradient, which is 0), as ad_dense_kp. Inputs
+** (x, w, B) and (x, w, b, B). The pullbacks read x (for dW, dB) and B (for dX), never
+** w, b or y. Reference: conv2d's backprop pullback, and 0 for B. Errors as ad_conv2d's,
+** and AD_ERR_SHAPE when B's shape is not w's (both named).
+*/
+AD_API ad_status ad_op_conv2d_kp(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_status ad_op_conv2d_bias_kp(ad_ctx *cx, const ad_tensor *const in[],
+                                      ad_tensor **out);
+AD_API ad_var ad_conv2d_kp(ad_tape *t, ad_var x, ad_var w, ad_var fb,
+                           const ad_conv2d_attrs *attrs);
+AD_API ad_var ad_conv2d_bias_kp(ad_tape *t, ad_var x, ad_var w, ad_var b, ad_var fb,
+                                const ad_conv2d_attrs *attrs);
+
 typedef struct ad_dfa {
     const ad_tensor *error_; /* private: e from the last sweep, in the tape's arena */
 } ad_dfa;

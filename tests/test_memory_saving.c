@@ -63,6 +63,25 @@ CASE(conv_bias_fa, net_tail(t, s, ad_flatten(t, ad_conv2d_bias_fa(t, IMG(A, 16, 
                                                                   KERNEL(U(w3), 16, 16, 1),
                                                                   U(b), KERNEL(U(fb), 16, 16, 1),
                                                                   NULL))))
+CASE(conv_usf, net_tail(t, s, ad_flatten(t, ad_conv2d_usf(t, IMG(A, 16, 1),
+                                                          KERNEL(U(w3), 16, 16, 1), NULL))))
+CASE(conv_bias_usf, net_tail(t, s, ad_flatten(t, ad_conv2d_bias_usf(t, IMG(A, 16, 1),
+                                                                    KERNEL(U(w3), 16, 16, 1),
+                                                                    U(b), NULL))))
+CASE(conv_sf, net_tail(t, s, ad_flatten(t, ad_conv2d_sf(t, IMG(A, 16, 1),
+                                                        KERNEL(U(w3), 16, 16, 1),
+                                                        KERNEL(U(fb), 16, 16, 1), NULL))))
+CASE(conv_bias_sf, net_tail(t, s, ad_flatten(t, ad_conv2d_bias_sf(t, IMG(A, 16, 1),
+                                                                  KERNEL(U(w3), 16, 16, 1),
+                                                                  U(b), KERNEL(U(fb), 16, 16, 1),
+                                                                  NULL))))
+CASE(conv_kp, net_tail(t, s, ad_flatten(t, ad_conv2d_kp(t, IMG(A, 16, 1),
+                                                        KERNEL(U(w3), 16, 16, 1),
+                                                        KERNEL(U(fbp), 16, 16, 1), NULL))))
+CASE(conv_bias_kp, net_tail(t, s, ad_flatten(t, ad_conv2d_bias_kp(t, IMG(A, 16, 1),
+                                                                  KERNEL(U(w3), 16, 16, 1),
+                                                                  U(b), KERNEL(U(fbp), 16, 16, 1),
+                                                                  NULL))))
 /* Pooling, on views of A or on conv outputs (whose pullback reads neither), so a pool
 ** rule that reads an x or y it declared unread meets NaN: WIDE is B x 16 x 4 x 4 (a 1x1
 ** conv, kernel b as 16 x 1 x 1 x 1). Windows: 2x2 stride 2 (their own loops), 2x2
@@ -112,6 +131,12 @@ static const struct {
     {"conv2d", c_conv, ad_op_conv2d},         {"conv2d_bias", c_conv_bias, ad_op_conv2d_bias},
     {"conv2d_fa", c_conv_fa, ad_op_conv2d_fa},
     {"conv2d_bias_fa", c_conv_bias_fa, ad_op_conv2d_bias_fa},
+    {"conv2d_usf", c_conv_usf, ad_op_conv2d_usf},
+    {"conv2d_bias_usf", c_conv_bias_usf, ad_op_conv2d_bias_usf},
+    {"conv2d_sf", c_conv_sf, ad_op_conv2d_sf},
+    {"conv2d_bias_sf", c_conv_bias_sf, ad_op_conv2d_bias_sf},
+    {"conv2d_kp", c_conv_kp, ad_op_conv2d_kp},
+    {"conv2d_bias_kp", c_conv_bias_kp, ad_op_conv2d_bias_kp},
     {"reshape", c_conv, ad_op_reshape},       {"flatten", c_conv_bias, ad_op_flatten},
     {"max_pool2d 2x2", c_pool_2x2, ad_op_max_pool2d},
     {"avg_pool2d 2x2", c_pool_2x2, ad_op_avg_pool2d},

@@ -183,7 +183,9 @@ static const ad_primal_fn fns[] = {
     ad_op_tanh, ad_op_relu, ad_op_sigmoid, ad_op_sum, ad_op_mean, ad_op_mse,
     ad_op_softmax_cross_entropy, ad_op_dense_fa, ad_op_dense_usf, ad_op_dense_sf,
     ad_op_dense_kp, ad_op_dfa_output, ad_op_dfa_hidden, ad_op_conv2d, ad_op_conv2d_bias,
-    ad_op_conv2d_fa, ad_op_conv2d_bias_fa, ad_op_reshape, ad_op_flatten,
+    ad_op_conv2d_fa, ad_op_conv2d_bias_fa, ad_op_conv2d_usf, ad_op_conv2d_bias_usf,
+    ad_op_conv2d_sf, ad_op_conv2d_bias_sf, ad_op_conv2d_kp, ad_op_conv2d_bias_kp,
+    ad_op_reshape, ad_op_flatten,
     ad_op_max_pool2d, ad_op_avg_pool2d, ad_op_global_avg_pool2d,
     user_mixed, user_ignores, user_bad,
 };
@@ -291,6 +293,15 @@ static void op_wrapper(world *w, unsigned op)
     push(w, t, r);
 }
 
+/* conv2d and its feedback forms, which take ad_conv2d_attrs. */
+static int is_conv(ad_primal_fn fn)
+{
+    return fn == ad_op_conv2d || fn == ad_op_conv2d_bias || fn == ad_op_conv2d_fa ||
+           fn == ad_op_conv2d_bias_fa || fn == ad_op_conv2d_usf ||
+           fn == ad_op_conv2d_bias_usf || fn == ad_op_conv2d_sf || fn == ad_op_conv2d_bias_sf ||
+           fn == ad_op_conv2d_kp || fn == ad_op_conv2d_bias_kp;
+}
+
 /* The attribute struct fn reads (matmul, scale, softmax cross-entropy with any
 ** reduction, valid or not), none, or now and then bytes of a random size, which
 ** recording must refuse unless the size fits. Never for DFA, whose attributes hold a
@@ -316,8 +327,7 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
         sc = (ad_scale_attrs){(int)b / 8.0 - 16}, *attrs = &sc, *size = sizeof sc;
     } else if (fn == ad_op_softmax_cross_entropy && b % 4) {
         ce = (ad_softmax_ce_attrs){(ad_reduction)((b >> 3) % 5)}, *attrs = &ce, *size = sizeof ce;
-    } else if ((fn == ad_op_conv2d || fn == ad_op_conv2d_bias || fn == ad_op_conv2d_fa ||
-                fn == ad_op_conv2d_bias_fa) && b % 4) {
+    } else if (is_conv(fn) && b % 4) {
         int *f = &cv.stride_h; /* seven ints, each -1..3 (0 and -1 must be refused) */
         for (int i = 0; i < 7; i++)
             f[i] = (int)(next(w) % 5) - 1;
