@@ -1,6 +1,7 @@
 /*
 ** ad_io.h: reading data sets. IDX files (the MNIST and Fashion-MNIST format), plain or
-** gzip-compressed, validated before anything is returned.
+** gzip-compressed, and CIFAR-10's binary batches, validated before anything is
+** returned.
 */
 #ifndef AD_IO_H
 #define AD_IO_H
@@ -31,6 +32,29 @@ AD_API ad_status ad_idx_read(const char *path, ad_tensor **out);
 */
 AD_API ad_status ad_idx_read_pair(const char *images_path, const char *labels_path,
                            int n_classes, ad_tensor **images, ad_tensor **labels);
+
+/*
+** Reads one CIFAR-10 binary batch (data_batch_1.bin ... data_batch_5.bin,
+** test_batch.bin): records of one label byte then 3072 pixel bytes, the 1024 red, then
+** green, then blue, each plane row-major 32 x 32. *images comes back float32
+** N x 3 x 32 x 32 scaled to [0, 1] (byte / 255, as torchvision's ToTensor), *labels
+** int32 N; both owned by the caller (ad_tensor_free) and set only on success.
+** Errors, each naming the file: AD_ERR_IO (cannot open or read, or not a regular
+** file; the message has the system's reason), AD_ERR_TRUNCATED (empty, or a size that
+** is not a multiple of the 3073-byte record; the size is in the message), AD_ERR_INVALID
+** (a label outside 0..9; the record index is in the message), AD_ERR_OVERFLOW,
+** AD_ERR_NOMEM, AD_ERR_NULL.
+*/
+AD_API ad_status ad_cifar10_read(const char *path, ad_tensor **images, ad_tensor **labels);
+
+/*
+** Reads the training set (train != 0: data_batch_1.bin to data_batch_5.bin in `dir`,
+** concatenated in that order) or the test set (test_batch.bin). Every file's size is
+** checked before anything is allocated, so one allocation holds the whole set. Errors
+** as ad_cifar10_read, naming the file that failed; on failure neither out-param is set.
+*/
+AD_API ad_status ad_cifar10_read_dir(const char *dir, int train, ad_tensor **images,
+                                     ad_tensor **labels);
 
 #ifdef __cplusplus
 }
