@@ -1,5 +1,5 @@
 /*
-** test_cifar.c: CIFAR-10 batches.
+** test_cifar.c: CIFAR-10 batches, per-channel normalisation, random crop and flip.
 ** Every test writes its own small batch files into a fresh temporary directory, with
 ** pixel bytes given by a formula of (record, offset), so an expected value is the
 ** byte at offset 1 + c*1024 + h*32 + w of its record, derived here, not by the reader.
@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -242,4 +243,180 @@ Test(cifar, out_of_memory_at_every_allocation_is_clean)
     const char *p = write_batch("test_batch.bin", 0, 2, -1, 0);
     cr_assert_geq(oom_loop(p, 0, 2), 2); /* two tensors, at least one block each */
     cr_assert_geq(oom_loop(dir, 1, 2), 3); /* and the block of file names */
+}
+
+/* ---- ad_normalize_channels ---- */
+
+Test(cifar, normalize_channels_by_hand)
+{
+    /* 2 images x 2 channels x 1 x 2; mean {0.5, -1}, std {0.25, 2}: values chosen so
+    ** every result is exact in binary. */
+    static const double in[8] = {0.75, 0.0, 3.0, -1.0, 0.5, 1.0, -5.0, 7.0};
+    static const double want[8] = {1.0, -2.0, 2.0, 0.0, 0.0, 2.0, -2.0, 4.0};
+    static const double mean[2] = {0.5, -1.0}, sd[2] = {0.25, 2.0};
+    for (int d = 0; d < 2; d++) {
+        ad_tensor *t = ts_tensor(d ? AD_F64 : AD_F32, 4, TS_SHAPE(2, 2, 1, 2));
+        for (int i = 0; i < 8; i++)
+            ts_set(t, i, in[i]);
+        uint64_t v = t->version;
+        cr_assert_eq(ad_normalize_channels(t, mean, sd), AD_OK, "%s", ad_last_error());
+        for (int i = 0; i < 8; i++)
+            cr_assert_eq(ts_get(t, i), want[i], "element %d: %g, want %g", i, ts_get(t, i),
+                         want[i]);
+        cr_assert_gt(t->version, v, "version not bumped");
+        ad_tensor_free(t);
+    }
+}
+
+Test(cifar, normalize_channels_refuses_bad_arguments_untouched)
+{
+    ad_tensor *t = ts_tensor(AD_F32, 4, TS_SHAPE(1, 3, 2, 2));
+    for (int i = 0; i < 12; i++)
+        ts_set(t, i, i * 0.5);
+    ad_tensor *orig = ts_clone(t);
+    double mean[3] = {0, 0, 0}, sd[3] = {1, 1, 1};
+    static const double bad_sd[] = {0.0, -1.0, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad_sd / sizeof bad_sd[0]; i++) {
+        sd[2] = bad_sd[i];
+        cr_assert_eq(ad_normalize_channels(t, mean, sd), AD_ERR_INVALID, "std %g", bad_sd[i]);
+        assert_message("channel 2", NULL);
+    }
+    sd[2] = 1;
+    mean[1] = NAN;
+    cr_assert_eq(ad_normalize_channels(t, mean, sd), AD_ERR_INVALID);
+    assert_message("channel 1", NULL);
+    mean[1] = 0;
+    cr_assert_eq(ts_max_abs_diff(t, orig), 0.0, "a refused call wrote");
+    cr_assert_eq(ad_normalize_channels(NULL, mean, sd), AD_ERR_NULL);
+    cr_assert_eq(ad_normalize_channels(t, NULL, sd), AD_ERR_NULL);
+    cr_assert_eq(ad_normalize_channels(t, mean, NULL), AD_ERR_NULL);
+    ad_tensor *r3 = ts_tensor(AD_F32, 3, TS_SHAPE(3, 2, 2));
+    cr_assert_eq(ad_normalize_channels(r3, mean, sd), AD_ERR_RANK);
+    ad_tensor *i32 = ts_tensor(AD_I32, 4, TS_SHAPE(1, 3, 2, 2));
+    cr_assert_eq(ad_normalize_channels(i32, mean, sd), AD_ERR_DTYPE);
+    FREE_ALL(t, orig, r3, i32);
+}
+
+/* ---- ad_random_crop_flip ---- */
+
+/* Image i of t, channel c, at (h, w) of the image zero-padded by pad, or 0 outside. */
+static double padded_at(const ad_tensor *t, int64_t i, int64_t c, int64_t h, int64_t w,
+                        int pad)
+{
+    int64_t H = t->shape[2], W = t->shape[3];
+    h -= pad;
+    w -= pad;
+    if (h < 0 || h >= H || w < 0 || w >= W)
+        return 0.0;
+    return ts_get(t, ((i * t->shape[1] + c) * H + h) * W + w);
+}
+
+/* Whether dst's image i is the window at (oy, ox) of src's padded image, mirrored or not. */
+static int is_window(const ad_tensor *src, const ad_tensor *dst, int64_t i, int pad, int oy,
+                     int ox, int flip)
+{
+    int64_t C = src->shape[1], H = src->shape[2], W = src->shape[3];
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t w = 0; w < W; w++) {
+                double want = padded_at(src, i, c, oy + h, ox + (flip ? W - 1 - w : w), pad);
+                if (ts_get(dst, ((i * C + c) * H + h) * W + w) != want)
+                    return 0;
+            }
+    return 1;
+}
+
+Test(cifar, pad_0_gives_the_image_or_its_mirror_by_the_third_draw)
+{
+    uint64_t s = 7;
+    ad_tensor *src = ts_tensor(AD_F32, 4, TS_SHAPE(12, 2, 3, 5));
+    ad_tensor *dst = ts_tensor(AD_F32, 4, TS_SHAPE(12, 2, 3, 5));
+    ts_fill_uniform(src, &s, 0.1, 1.0);
+    ad_rng rng, mine;
+    ad_rng_seed(&rng, 42);
+    mine = rng; /* the test's own copy replays the documented draws */
+    uint64_t v = dst->version;
+    cr_assert_eq(ad_random_crop_flip(src, dst, 0, &rng), AD_OK, "%s", ad_last_error());
+    int flips = 0;
+    for (int64_t i = 0; i < 12; i++) {
+        ad_rng_u64(&mine); /* the row and column offsets, 0 whatever they are with pad 0 */
+        ad_rng_u64(&mine);
+        int flip = (int)(ad_rng_u64(&mine) >> 63);
+        flips += flip;
+        cr_assert(is_window(src, dst, i, 0, 0, 0, flip), "image %d (flip %d)", (int)i, flip);
+    }
+    cr_assert(flips > 0 && flips < 12, "flips %d of 12: the draw looks constant", flips);
+    cr_assert(memcmp(&rng, &mine, sizeof rng) == 0, "the call drew other than 3 per image");
+    cr_assert_gt(dst->version, v);
+    FREE_ALL(src, dst);
+}
+
+/* One call with seed `seed` on a fixed 16 x 3 x 8 x 8 f64 input; the caller frees. */
+static ad_tensor *crop_with_seed(const ad_tensor *src, uint64_t seed)
+{
+    ad_tensor *dst = ts_tensor(AD_F64, 4, TS_SHAPE(16, 3, 8, 8));
+    ad_rng rng;
+    ad_rng_seed(&rng, seed);
+    cr_assert_eq(ad_random_crop_flip(src, dst, 4, &rng), AD_OK, "%s", ad_last_error());
+    return dst;
+}
+
+Test(cifar, pad_4_gives_windows_of_the_padded_image_reproducibly)
+{
+    uint64_t s = 11;
+    ad_tensor *src = ts_tensor(AD_F64, 4, TS_SHAPE(16, 3, 8, 8));
+    ts_fill_uniform(src, &s, 0.1, 1.0); /* no zeros: padding is told apart */
+    ad_tensor *a = crop_with_seed(src, 5), *b = crop_with_seed(src, 5);
+    ad_tensor *c = crop_with_seed(src, 6);
+    int shifted = 0;
+    for (int64_t i = 0; i < 16; i++) {
+        int found = 0;
+        for (int oy = 0; oy <= 8 && !found; oy++)
+            for (int ox = 0; ox <= 8 && !found; ox++)
+                for (int f = 0; f < 2 && !found; f++)
+                    if (is_window(src, a, i, 4, oy, ox, f)) {
+                        found = 1;
+                        shifted += oy != 4 || ox != 4;
+                    }
+        cr_assert(found, "image %d is no window of its padded input", (int)i);
+    }
+    cr_assert_gt(shifted, 0, "every window was the centre one");
+    /* and exactly the window the documented draws name (what a resume relies on) */
+    ad_rng mine;
+    ad_rng_seed(&mine, 5);
+    for (int64_t i = 0; i < 16; i++) {
+        int oy = (int)(ad_rng_u64(&mine) % 9), ox = (int)(ad_rng_u64(&mine) % 9);
+        int f = (int)(ad_rng_u64(&mine) >> 63);
+        cr_assert(is_window(src, a, i, 4, oy, ox, f), "image %d: not (%d, %d, %d)", (int)i,
+                  oy, ox, f);
+    }
+    cr_assert_eq(ts_max_abs_diff(a, b), 0.0, "one seed, two outputs");
+    cr_assert_gt(ts_max_abs_diff(a, c), 0.0, "two seeds, one output");
+    FREE_ALL(src, a, b, c);
+}
+
+Test(cifar, crop_flip_refuses_mismatches_without_drawing)
+{
+    ad_tensor *src = ts_tensor(AD_F32, 4, TS_SHAPE(2, 3, 4, 4));
+    ad_tensor *dst = ts_tensor(AD_F32, 4, TS_SHAPE(2, 3, 4, 4));
+    ad_tensor *other = ts_tensor(AD_F32, 4, TS_SHAPE(2, 3, 4, 5));
+    ad_tensor *f64 = ts_tensor(AD_F64, 4, TS_SHAPE(2, 3, 4, 4));
+    ad_tensor *r3 = ts_tensor(AD_F32, 3, TS_SHAPE(3, 4, 4));
+    ad_tensor *i32 = ts_tensor(AD_I32, 4, TS_SHAPE(2, 3, 4, 4));
+    ad_rng rng, before;
+    ad_rng_seed(&rng, 1);
+    before = rng;
+    cr_assert_eq(ad_random_crop_flip(src, other, 1, &rng), AD_ERR_SHAPE);
+    assert_message("2x3x4x4", "2x3x4x5");
+    cr_assert_eq(ad_random_crop_flip(src, f64, 1, &rng), AD_ERR_DTYPE);
+    cr_assert_eq(ad_random_crop_flip(i32, i32, 1, &rng), AD_ERR_DTYPE);
+    cr_assert_eq(ad_random_crop_flip(r3, dst, 1, &rng), AD_ERR_RANK);
+    cr_assert_eq(ad_random_crop_flip(src, dst, -1, &rng), AD_ERR_INVALID);
+    cr_assert_eq(ad_random_crop_flip(src, src, 1, &rng), AD_ERR_INVALID);
+    assert_message("share memory", NULL);
+    cr_assert_eq(ad_random_crop_flip(NULL, dst, 1, &rng), AD_ERR_NULL);
+    cr_assert_eq(ad_random_crop_flip(src, NULL, 1, &rng), AD_ERR_NULL);
+    cr_assert_eq(ad_random_crop_flip(src, dst, 1, NULL), AD_ERR_NULL);
+    cr_assert(memcmp(&rng, &before, sizeof rng) == 0, "a refused call drew");
+    FREE_ALL(src, dst, other, f64, r3, i32);
 }

@@ -1,5 +1,5 @@
 /*
-** cifar.c: CIFAR-10's binary batches.
+** cifar.c: CIFAR-10's binary batches, per-channel normalisation, random crop and flip.
 **
 ** A batch file is bare records of 1 label byte + 3072 pixel bytes (planes R, G, B,
 ** each 32 x 32 row-major), no header: the record count is the file size / 3073, so the
@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -192,4 +193,118 @@ ad_status ad_cifar10_read_dir(const char *dir, int train, ad_tensor **images,
     ad_status rc = cifar_read_files("ad_cifar10_read_dir", paths, k, images, labels);
     ad_free(block);
     return rc;
+}
+
+/* A 4-D float tensor, or the error naming `what`. */
+static ad_status check_nchw(const char *what, const char *name, const ad_tensor *t)
+{
+    if (t->ndim != 4)
+        return ad_fail(AD_ERR_RANK, "%s: %s has rank %d, expected 4 (N x C x H x W)", what,
+                       name, t->ndim);
+    if (t->dtype != AD_F32 && t->dtype != AD_F64)
+        return ad_fail(AD_ERR_DTYPE, "%s: %s is %s, expected f32 or f64", what, name,
+                       ad_dtype_name(t->dtype));
+    return AD_OK;
+}
+
+ad_status ad_normalize_channels(ad_tensor *images, const double *mean, const double *std)
+{
+    static const char what[] = "ad_normalize_channels";
+    if (!images || !mean || !std)
+        return ad_fail(AD_ERR_NULL, "%s: %s is NULL", what,
+                       !images ? "images" : !mean ? "mean" : "std");
+    ad_status rc = check_nchw(what, "images", images);
+    if (rc)
+        return rc;
+    int64_t n = images->shape[0], c = images->shape[1];
+    int64_t plane = images->shape[2] * images->shape[3];
+    /* every channel's values checked before the first write */
+    for (int64_t k = 0; k < c; k++)
+        if (!isfinite(mean[k]) || !isfinite(std[k]) || !(std[k] > 0))
+            return ad_fail(AD_ERR_INVALID, "%s: channel %" PRId64 ": mean %g, std %g (the "
+                           "mean must be finite, the std finite and > 0)", what, k, mean[k],
+                           std[k]);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < c; k++) {
+            int64_t at = (i * c + k) * plane;
+            /* divide, not multiply by 1 / std: the same rounding as PyTorch's Normalize */
+            if (images->dtype == AD_F32) {
+                float *p = (float *)images->data + at;
+                float m = (float)mean[k], s = (float)std[k];
+                for (int64_t j = 0; j < plane; j++)
+                    p[j] = (p[j] - m) / s;
+            } else {
+                double *p = (double *)images->data + at;
+                for (int64_t j = 0; j < plane; j++)
+                    p[j] = (p[j] - mean[k]) / std[k];
+            }
+        }
+    ad_tensor_touch(images);
+    return AD_OK;
+}
+
+/*
+** One channel plane: dst[h][w] = padded src[oy + h][ox + w] (mirrored: column
+** W - 1 - w of the window), zero outside the image. Rows of the window that miss the
+** image are zeroed whole.
+*/
+#define CROP_PLANE(T)                                                                   \
+    do {                                                                                \
+        const T *s = (const T *)src_plane;                                              \
+        T *d = (T *)dst_plane;                                                          \
+        for (int64_t h = 0; h < H; h++) {                                               \
+            int64_t sh = oy + h - pad;                                                  \
+            T *row = d + h * W;                                                         \
+            for (int64_t w = 0; w < W; w++) {                                           \
+                int64_t sw = ox + (flip ? W - 1 - w : w) - pad;                         \
+                row[w] = sh >= 0 && sh < H && sw >= 0 && sw < W ? s[sh * W + sw] : 0;   \
+            }                                                                           \
+        }                                                                               \
+    } while (0)
+
+ad_status ad_random_crop_flip(const ad_tensor *src, ad_tensor *dst, int pad, ad_rng *rng)
+{
+    static const char what[] = "ad_random_crop_flip";
+    if (!src || !dst || !rng)
+        return ad_fail(AD_ERR_NULL, "%s: %s is NULL", what,
+                       !src ? "src" : !dst ? "dst" : "rng");
+    ad_status rc = check_nchw(what, "src", src);
+    if (!rc)
+        rc = check_nchw(what, "dst", dst);
+    if (rc)
+        return rc;
+    char a[64], b[64];
+    if (src->dtype != dst->dtype)
+        return ad_fail(AD_ERR_DTYPE, "%s: src is %s but dst is %s", what,
+                       ad_dtype_name(src->dtype), ad_dtype_name(dst->dtype));
+    if (!adi_same_shape(src, dst))
+        return ad_fail(AD_ERR_SHAPE, "%s: src is %s but dst is %s", what,
+                       ad_tensor_describe(src, a, sizeof a),
+                       ad_tensor_describe(dst, b, sizeof b));
+    if (pad < 0)
+        return ad_fail(AD_ERR_INVALID, "%s: pad is %d, must be >= 0", what, pad);
+    size_t bytes = (size_t)src->size * ad_dtype_size(src->dtype);
+    const char *s0 = src->data, *d0 = dst->data;
+    /* the crop reads pixels the loop has already written: dst must not overlap src */
+    if (bytes > 0 && s0 < d0 + bytes && d0 < s0 + bytes)
+        return ad_fail(AD_ERR_INVALID, "%s: src and dst share memory", what);
+    int64_t N = src->shape[0], C = src->shape[1], H = src->shape[2], W = src->shape[3];
+    uint64_t span = 2 * (uint64_t)pad + 1;
+    size_t plane_bytes = (size_t)(H * W) * ad_dtype_size(src->dtype);
+    for (int64_t i = 0; i < N; i++) {
+        /* the documented order: row offset, column offset, flip */
+        int64_t oy = (int64_t)(ad_rng_u64(rng) % span);
+        int64_t ox = (int64_t)(ad_rng_u64(rng) % span);
+        int flip = (int)(ad_rng_u64(rng) >> 63); /* the top bit: the low ones are weakest */
+        for (int64_t k = 0; k < C; k++) {
+            const char *src_plane = s0 + (size_t)(i * C + k) * plane_bytes;
+            char *dst_plane = (char *)d0 + (size_t)(i * C + k) * plane_bytes;
+            if (src->dtype == AD_F32)
+                CROP_PLANE(float);
+            else
+                CROP_PLANE(double);
+        }
+    }
+    ad_tensor_touch(dst);
+    return AD_OK;
 }
