@@ -104,8 +104,8 @@ typedef struct ad_input_spec {
 typedef ad_status (*ad_signal_fn)(ad_ctx *cx, const ad_tensor *const in[],
                                   ad_tensor **signal);
 
-/* Bit for the output in ad_rule.unread: the pullbacks (and the reference) never read
-** the output's values, only its shape, so a memory-saving sweep may reuse its memory. */
+/* Bit for the output in ad_rule.unread: the pullback never reads the output's values,
+** only its shape, so a memory-saving sweep may reuse its memory. */
 #define AD_OUTPUT (1u << AD_MAX_INPUTS)
 
 /*
@@ -132,10 +132,11 @@ typedef struct ad_rule {
                                   (feedback); the only way to say so. A trained
                                   feedback input (Kolen-Pollack's B) is one of them */
     unsigned flags;            /* AD_RULE_* */
-    unsigned unread;           /* AD_INPUT and AD_OUTPUT mask: values the pullbacks
-                                  (and the reference) never read, only their shapes; a
-                                  memory-saving sweep may reuse that memory before this
-                                  node's pullback runs. 0: all read (always safe) */
+    unsigned unread;           /* AD_INPUT and AD_OUTPUT mask: values the pullback
+                                  never reads, only their shapes; a memory-saving sweep
+                                  may reuse that memory before this node's pullback
+                                  runs. 0: all read (always safe). The reference may
+                                  read anything: reference sweeps reuse nothing */
     size_t attrs_size;         /* bytes of the op's attribute struct; 0: it takes none */
     const void *attrs_default; /* optional, attrs_size bytes (copied at registration):
                                   what a call without attributes gets. NULL with
