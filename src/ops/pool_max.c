@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "pool_internal.h"
+#include "../base/parallel.h"
 
 /*
 ** y = max over each window, idx = its position ih*W + iw in the plane (when saving).
@@ -126,14 +127,29 @@ static int64_t max_row_2x2_f32(const float *r0, const float *r1, int64_t Wo, int
 }
 #endif
 
-/* The 2x2 stride-2 case of max_forward (W fits int32: the plan checked H*W). */
-static void max_forward_2x2(const adi_pool_plan *p, ad_dtype dt, const void *x, void *y,
-                            int32_t *idx)
+/* One 2x2 pooling call, for its planes to be split over threads. */
+typedef struct pool_job {
+    const adi_pool_plan *p;
+    ad_dtype dt;
+    const void *x;
+    void *y;
+    int32_t *idx;
+} pool_job;
+
+/* Planes pl_lo .. pl_hi of the 2x2 stride-2 case of max_forward (W fits int32: the
+** plan checked H*W); each plane writes only its own y and argmax. */
+static void max_planes_2x2(void *arg, int64_t pl_lo, int64_t pl_hi)
 {
+    const pool_job *jb = arg;
+    const adi_pool_plan *p = jb->p;
+    const ad_dtype dt = jb->dt;
+    const void *x = jb->x;
+    void *y = jb->y;
+    int32_t *idx = jb->idx;
     const int64_t H = p->h, W = p->w, Ho = p->ho, Wo = p->wo;
     const int32_t W32 = (int32_t)W;
     AD_DISPATCH_FLOAT(dt, T, {
-        for (int64_t pl = 0; pl < p->planes; pl++) {
+        for (int64_t pl = pl_lo; pl < pl_hi; pl++) {
             const T *xs = (const T *)x + pl * H * W;
             for (int64_t oh = 0; oh < Ho; oh++) {
                 const T *r0 = xs + 2 * oh * W, *r1 = r0 + W;
@@ -149,6 +165,14 @@ static void max_forward_2x2(const adi_pool_plan *p, ad_dtype dt, const void *x, 
             }
         }
     });
+}
+
+static void max_forward_2x2(const adi_pool_plan *p, ad_dtype dt, const void *x, void *y,
+                            int32_t *idx)
+{
+    pool_job jb = {p, dt, x, y, idx};
+    int64_t per_plane = p->h * p->w;
+    adi_parallel_for(p->planes, 32768 / (per_plane ? per_plane : 1), max_planes_2x2, &jb);
 }
 
 ad_status ad_op_max_pool2d(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
