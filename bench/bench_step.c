@@ -8,6 +8,7 @@
 **   bench_step --epoch --threads 1      (one epoch of W2 on Fashion-MNIST, images/s)
 **   bench_step --epoch --workload W5    (one epoch of LeNet on it resized to 32 x 32)
 **   bench_step --workload W3 --no-memory-saving   (the sweep reuses no memory)
+**   bench_step --workload W6 --threads 2 --own-threads 1   (adtape's loops on one thread)
 **
 ** Heap allocations are counted by bench/malloc_count.c when the process runs with it
 ** in LD_PRELOAD; peak RSS is reported above the baseline taken before the gradient storage and the
@@ -44,19 +45,21 @@ typedef struct args {
     const workload *w;
     const conv_workload *cw; /* W5, W6: set instead of w */
     int fa, fused, threads, reps, warmup, floor, epoch, no_saving;
+    int own_threads; /* ad_set_num_threads: -1 leaves the default (OpenBLAS's count) */
 } args;
 
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_step [--workload W1..W6] [--rule bp|fa|bp-fused|fa-fused] "
                     "[--threads N] [--reps N] [--warmup N] [--mode adtape|floor] [--epoch] "
-                    "[--no-memory-saving]\n");
+                    "[--no-memory-saving] [--own-threads N]\n");
     exit(2);
 }
 
 static args parse(int argc, char **argv)
 {
-    args a = {.w = &bench_workloads[0], .threads = 1, .reps = 30, .warmup = 5};
+    args a = {.w = &bench_workloads[0], .threads = 1, .reps = 30, .warmup = 5,
+              .own_threads = -1};
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--epoch") || !strcmp(k, "--no-memory-saving")) {
@@ -84,6 +87,8 @@ static args parse(int argc, char **argv)
             a.fused = strstr(v, "-fused") != NULL;
         } else if (!strcmp(k, "--threads")) {
             a.threads = atoi(v);
+        } else if (!strcmp(k, "--own-threads")) {
+            a.own_threads = atoi(v);
         } else if (!strcmp(k, "--reps")) {
             a.reps = atoi(v);
         } else if (!strcmp(k, "--warmup")) {
@@ -184,6 +189,8 @@ int main(int argc, char **argv)
 {
     args a = parse(argc, argv);
     openblas_set_num_threads(a.threads);
+    if (a.own_threads >= 0)
+        ad_set_num_threads(a.own_threads);
     void *sym = dlsym(RTLD_DEFAULT, "malloc_count_get");
     memcpy(&malloc_count, &sym, sizeof sym);
     if (a.epoch)

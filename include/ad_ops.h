@@ -110,11 +110,13 @@ AD_API ad_var ad_softmax_cross_entropy_ex(ad_tape *t, ad_var logits, ad_var labe
 
 /*
 ** Threads for adtape's own loops (im2col and col2im of conv2d, max pooling), besides
-** OpenBLAS's for the GEMMs: n (capped at 16), or 0, the default, for OpenBLAS's count
-** (openblas_set_num_threads / OPENBLAS_NUM_THREADS). Process-wide. Results are bitwise
-** the same at every count: each thread writes its own part of the output. Workers are
-** plain pthreads started on first use; they sleep between regions, and a region too
-** small to pay for waking them runs on the calling thread.
+** OpenBLAS's for the GEMMs: n (capped at 16), or 0 for OpenBLAS's count
+** (openblas_set_num_threads / OPENBLAS_NUM_THREADS). Process-wide; 1 until set, since
+** on a machine with as many cores as OpenBLAS threads its idle workers, which spin
+** after each GEMM, can slow a second thread of ours more than it gains (bench/RESULTS.md).
+** Results are bitwise the same at every count: each thread writes its own part of the
+** output. Workers are plain pthreads started on first use; they sleep between regions,
+** and a region too small to pay for waking them runs on the calling thread.
 */
 AD_API void ad_set_num_threads(int n);
 AD_API int ad_get_num_threads(void); /* the count in force, at least 1 */

@@ -122,7 +122,7 @@ static result run_fresh(uint64_t seed)
 
 Test(own_threads, one_two_and_three_threads_give_bitwise_the_same_training)
 {
-    ad_set_num_threads(1);
+    cr_expect_eq(ad_get_num_threads(), 1, "one thread until set");
     cr_expect_eq(ad_get_num_threads(), 1);
     result one = run_fresh(5);
     for (int threads = 2; threads <= 3; threads++) {
@@ -132,11 +132,11 @@ Test(own_threads, one_two_and_three_threads_give_bitwise_the_same_training)
         expect_same(&one, &r, threads == 2 ? "2 threads" : "3 threads");
         free(r.values);
     }
-    ad_set_num_threads(0); /* back to OpenBLAS's count */
+    ad_set_num_threads(0); /* OpenBLAS's count */
     cr_expect(ad_get_num_threads() >= 1);
     ad_set_num_threads(99);
     cr_expect_eq(ad_get_num_threads(), 16, "capped at 16");
-    ad_set_num_threads(0);
+    ad_set_num_threads(1);
     free(one.values);
 }
 
@@ -161,5 +161,5 @@ Test(own_threads, two_tapes_sharing_the_pool_at_once_train_as_one_alone)
         free(pair[i].values);
     }
     free(alone.values);
-    ad_set_num_threads(0);
+    ad_set_num_threads(1);
 }

@@ -21,7 +21,7 @@
 
 enum { MAX_THREADS = 16 };
 
-static _Atomic int requested; /* ad_set_num_threads; 0: OpenBLAS's count */
+static _Atomic int requested = 1; /* ad_set_num_threads; 0: OpenBLAS's count */
 
 static pthread_mutex_t region = PTHREAD_MUTEX_INITIALIZER; /* held by the caller */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;   /* guards what follows */
