@@ -10,7 +10,9 @@
 **
 ** One region at a time: a second thread that asks while the pool is busy runs its
 ** region alone rather than wait, so tapes trained in several threads never block on
-** one another here. Workers are started on first use and live as long as the process.
+** one another here. Workers are started on first use and stopped and joined when the
+** process exits (so leak checkers see nothing left); a child of fork() has none of
+** them and starts its own.
 */
 #include <cblas.h>
 #include <pthread.h>
@@ -26,7 +28,8 @@ static _Atomic int requested = 1; /* ad_set_num_threads; 0: OpenBLAS's count */
 static pthread_mutex_t region = PTHREAD_MUTEX_INITIALIZER; /* held by the caller */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;   /* guards what follows */
 static pthread_cond_t go = PTHREAD_COND_INITIALIZER, done = PTHREAD_COND_INITIALIZER;
-static int n_workers;
+static int n_workers, stopping;
+static pthread_t workers[MAX_THREADS];
 static uint64_t generation;           /* bumped for each region */
 static uint64_t born_at[MAX_THREADS]; /* the generation a worker starts after */
 static struct {
@@ -61,8 +64,10 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&lock);
     uint64_t seen = born_at[id]; /* created before its first region's bump */
     for (;;) {
-        while (generation == seen)
+        while (generation == seen && !stopping)
             pthread_cond_wait(&go, &lock);
+        if (stopping)
+            break;
         seen = generation;
         if (id >= job.parts)
             continue; /* a region with fewer parts than workers */
@@ -76,22 +81,42 @@ static void *worker_main(void *arg)
         if (--job.pending == 0)
             pthread_cond_signal(&done);
     }
+    pthread_mutex_unlock(&lock);
     return NULL;
+}
+
+/* At exit: wake every worker to stop, and join them. */
+__attribute__((destructor)) static void stop_workers(void)
+{
+    pthread_mutex_lock(&lock);
+    stopping = 1;
+    int n = n_workers;
+    pthread_cond_broadcast(&go);
+    pthread_mutex_unlock(&lock);
+    for (int i = 0; i < n; i++)
+        pthread_join(workers[i], NULL);
+}
+
+/* In a child of fork() the workers are gone (only the forking thread is copied). */
+static void forget_workers(void)
+{
+    pthread_mutex_init(&lock, NULL);
+    pthread_mutex_init(&region, NULL);
+    pthread_cond_init(&go, NULL);
+    pthread_cond_init(&done, NULL);
+    n_workers = 0;
 }
 
 /* Workers up to want - 1 (under lock); the parts available, at least 1. */
 static int ensure_workers(int want)
 {
-    while (n_workers < want - 1) {
-        pthread_t t;
-        pthread_attr_t attr;
-        if (pthread_attr_init(&attr))
-            break;
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    static int fork_handled;
+    if (!fork_handled && n_workers < want - 1)
+        fork_handled = pthread_atfork(NULL, NULL, forget_workers) == 0;
+    while (fork_handled && n_workers < want - 1) {
         born_at[n_workers + 1] = generation;
-        int rc = pthread_create(&t, &attr, worker_main, (void *)(intptr_t)(n_workers + 1));
-        pthread_attr_destroy(&attr);
-        if (rc)
+        if (pthread_create(&workers[n_workers], NULL, worker_main,
+                           (void *)(intptr_t)(n_workers + 1)))
             break; /* fewer threads, not an error */
         n_workers++;
     }
