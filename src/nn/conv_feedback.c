@@ -11,6 +11,7 @@
 
 #include "../ops/ops_internal.h"
 #include "ad_feedback.h"
+#include "feedback_internal.h"
 
 /* A feedback tensor (what: "feedback B" or "magnitudes M") must have W's shape
 ** exactly (Cout x Cin/groups x kh x kw). */
@@ -144,23 +145,6 @@ ad_status ad_op_conv2d_bias_sf(ad_ctx *cx, const ad_tensor *const in[], ad_tenso
     return rc ? rc : adi_conv_forward("conv2d_bias_sf", cx, in[0], in[1], in[2], out);
 }
 
-/* F = |M| .* sign(W) (m NULL: sign(W)) in scratch, sign(0) = 0 (and NaN's too), as the
-** dense uSF and SF rules (feedback.c) have it. */
-static ad_status sign_feedback(ad_ctx *cx, const ad_tensor *w, const ad_tensor *m,
-                               ad_tensor **f)
-{
-    ad_status rc = ad_scratch(cx, w->dtype, 4, w->shape, f);
-    for (int64_t i = 0; rc == AD_OK && i < w->size; i++) {
-        double s = ad_tensor_get(w, i), mag = m ? fabs(ad_tensor_get(m, i)) : 1.0;
-        double v = s > 0 ? mag : s < 0 ? -mag : 0.0;
-        if (w->dtype == AD_F32)
-            ((float *)(*f)->data)[i] = (float)v;
-        else
-            ((double *)(*f)->data)[i] = v;
-    }
-    return rc;
-}
-
 /* dX = conv_transpose(dY, F) (reads w, and m for SF), dW as backprop (reads x), db
 ** with b. F is built only when dX is wanted. */
 static ad_status sign_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
@@ -168,7 +152,7 @@ static ad_status sign_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
                                const ad_tensor *m, ad_tensor *const din[], const float beta[])
 {
     ad_tensor *f = NULL;
-    ad_status rc = din[0] ? sign_feedback(cx, w, m, &f) : AD_OK;
+    ad_status rc = din[0] ? adi_sign_feedback(cx, w, m, &f) : AD_OK;
     return rc ? rc : adi_conv_pullback(op, cx, dy, x, w, b, f ? f : w, din, beta);
 }
 

@@ -9,6 +9,7 @@
 #include "ad.h"
 #include "ad_feedback.h"
 #include "../rules/builtin.h"
+#include "feedback_internal.h"
 
 /* Which dense layer a primal serves; it also keeps the primals' bodies distinct, so no
 ** identical-code folding can give two registry keys one address. */
@@ -70,11 +71,10 @@ static ad_status fa_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *c
     return rc ? rc : dense_dw(dy, in[1], din[0], beta[0]);
 }
 
-/* The feedback matrix sign(W) .* |M| (M NULL: sign(W)) in arena scratch. */
-static ad_status sign_feedback(ad_ctx *cx, const ad_tensor *w, const ad_tensor *m,
-                               ad_tensor **f)
+ad_status adi_sign_feedback(ad_ctx *cx, const ad_tensor *w, const ad_tensor *m,
+                            ad_tensor **f)
 {
-    ad_status rc = ad_scratch(cx, w->dtype, 2, w->shape, f);
+    ad_status rc = ad_scratch(cx, w->dtype, w->ndim, w->shape, f);
     for (int64_t i = 0; rc == AD_OK && i < w->size; i++) {
         double s = ad_tensor_get(w, i), mag = m ? fabs(ad_tensor_get(m, i)) : 1.0;
         double v = s > 0 ? mag : s < 0 ? -mag : 0.0;
@@ -94,7 +94,7 @@ static ad_status sign_pullback(ad_ctx *cx, const ad_tensor *dy, const ad_tensor 
     (void)y;
     ad_tensor *f;
     ad_status rc = AD_OK;
-    if (din[1] && (rc = sign_feedback(cx, in[0], m, &f)) == AD_OK)
+    if (din[1] && (rc = adi_sign_feedback(cx, in[0], m, &f)) == AD_OK)
         rc = ad_gemm_tensors(dy, 0, f, 0, 1.0, beta[1], din[1]);
     return rc ? rc : dense_dw(dy, in[1], din[0], beta[0]);
 }
