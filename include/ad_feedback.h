@@ -127,6 +127,44 @@ AD_API ad_status ad_op_dfa_hidden(ad_ctx *cx, const ad_tensor *const in[], ad_te
 AD_API ad_var ad_dfa_output(ad_tape *t, ad_dfa *dfa, ad_var y);
 AD_API ad_var ad_dfa_hidden(ad_tape *t, ad_dfa *dfa, ad_var h, ad_var b);
 
+/*
+** DFA into a conv layer, in BioTorch's form (the form its benchmark table used):
+** placed on a conv layer's input x (N x Cin x H x W), the identity forward; its
+** pullback ignores dy and writes dx = conv_transpose(E, B) under the layer's attributes,
+** where E[n,k,i,j] = e[n,k] for every position (i, j) of the Ho x Wo grid that a conv
+** of x with B's kernel and those attributes gives, and B (outputs x Cin/groups x kh x
+** kw) is fixed, never differentiated. So the layer below receives what backprop would
+** send if the conv's output cotangent were e broadcast over its grid and its weights
+** were B. e must be N x outputs (the output pre-activation of a classifier; a rank-4
+** output is not supported). Give the conv's own attributes (attrs NULL: conv2d's
+** defaults) so the grid matches the layer it feeds. For a dense layer the same form is
+** dh = e B_l with B_l outputs x in: ad_dfa_hidden with its B (in x outputs) = B_l'.
+**
+** Noekland's form (a full matrix from the outputs to the layer's C*H*W units) needs no
+** rule of its own: it is ad_dfa_hidden on a flattened view,
+**     h = ad_reshape(t, ad_dfa_hidden(t, &dfa, ad_flatten(t, x), B), 4, x_shape)
+** with B (C*H*W) x outputs, since flatten and reshape only relabel elements.
+**
+** Reference: the identity (dense DFA's). ad_rule_check checks ad_op_dfa_conv_hidden
+** given a pointer to an ad_dfa_conv_attrs as attrs; its signal hook seeds e (N x
+** outputs). Errors at record time: AD_ERR_NULL (no ad_dfa), AD_ERR_RANK (x or B not
+** rank 4), and as ad_conv2d's for x and B (AD_ERR_SHAPE: B's Cin/groups not x's
+** channels, outputs not divisible by groups, a kernel larger than the padded input;
+** AD_ERR_INVALID: an attribute below its minimum; AD_ERR_OVERFLOW), named with
+** "dfa_conv_hidden" and the shapes. In the sweep: AD_ERR_INVALID when no ad_dfa_output
+** with the same ad_dfa ran first (as ad_dfa_hidden), AD_ERR_SHAPE when e is not N x
+** outputs of B, AD_ERR_DTYPE when e's dtype is not x's.
+*/
+typedef struct ad_dfa_conv_attrs {
+    ad_conv2d_attrs conv; /* the conv layer's stride, padding, dilation, groups */
+    ad_dfa *dfa;          /* required; the caller's, as ad_dfa_hidden's */
+} ad_dfa_conv_attrs;
+
+AD_API ad_status ad_op_dfa_conv_hidden(ad_ctx *cx, const ad_tensor *const in[],
+                                       ad_tensor **out);
+AD_API ad_var ad_dfa_conv_hidden(ad_tape *t, ad_dfa *dfa, ad_var x, ad_var b,
+                                 const ad_conv2d_attrs *attrs);
+
 /* The angle in degrees between two tensors of one size seen as flat vectors, or NaN
 ** when either is all zeros or the sizes differ. 90 for unrelated random signals. */
 AD_API double ad_angle_degrees(const ad_tensor *a, const ad_tensor *b);

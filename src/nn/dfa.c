@@ -8,6 +8,7 @@
 #include "ad.h"
 #include "ad_feedback.h"
 #include "../rules/builtin.h"
+#include "feedback_internal.h"
 
 /* Required by both rules: recording refuses a call without them, so only a primal
 ** called by hand, without a context, finds none; the ad_dfa in them may still be NULL. */
@@ -21,7 +22,7 @@ static ad_dfa *attrs_dfa(const ad_ctx *cx)
     return a ? a->dfa : NULL;
 }
 
-static ad_status copy_forward(ad_ctx *cx, const ad_tensor *x, ad_tensor **out)
+ad_status adi_identity_forward(ad_ctx *cx, const ad_tensor *x, ad_tensor **out)
 {
     ad_status rc = ad_out(cx, x->dtype, x->ndim, x->shape, out);
     if (rc == AD_OK && x->size > 0)
@@ -37,7 +38,7 @@ ad_status ad_op_dfa_output(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **
     if (!dfa)
         return ad_fail(AD_ERR_NULL, "dfa_output: no ad_dfa given");
     dfa->error_ = NULL;
-    ad_status rc = copy_forward(cx, in[0], out);
+    ad_status rc = adi_identity_forward(cx, in[0], out);
     if (rc == AD_OK && ad_ctx_saving(cx))
         rc = ad_save(cx, in[0]->dtype, in[0]->ndim, in[0]->shape, &e);
     return rc;
@@ -96,7 +97,7 @@ ad_status ad_op_dfa_hidden(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **
         return ad_fail(AD_ERR_SHAPE, "dfa_hidden: B %s must be (units of h) x outputs for "
                        "h %s", ad_tensor_describe(b, db, sizeof db),
                        ad_tensor_describe(h, dh, sizeof dh));
-    return copy_forward(cx, h, out);
+    return adi_identity_forward(cx, h, out);
 }
 
 /* DFA:  dh = e B'  (dy, the cotangent from above, is ignored; backprop: dh = dy). */
@@ -115,9 +116,9 @@ static ad_status dfa_hidden_pullback(ad_ctx *cx, const ad_tensor *dy,
 }
 
 /* The identity's true pullback, for the reference sweep. */
-static ad_status identity_reference(ad_ctx *cx, const ad_tensor *dy,
-                                    const ad_tensor *const in[], const ad_tensor *y,
-                                    ad_tensor *const din[], const float beta[])
+ad_status adi_identity_reference(ad_ctx *cx, const ad_tensor *dy,
+                                 const ad_tensor *const in[], const ad_tensor *y,
+                                 ad_tensor *const din[], const float beta[])
 {
     (void)cx, (void)in, (void)y;
     pass_through(dy, din[0], beta[0]);
@@ -147,7 +148,7 @@ static ad_status dfa_hidden_signal(ad_ctx *cx, const ad_tensor *const in[],
 static const ad_rule rule_dfa_hidden = {
     .name = "dfa hidden (e B')",
     .pullback = dfa_hidden_pullback,
-    .reference = identity_reference,
+    .reference = adi_identity_reference,
     .n_inputs = 2,
     .inputs = {{0, AD_RANK(2)}, {0, AD_RANK(2)}},
     .nondiff = AD_INPUT(1),
