@@ -112,7 +112,8 @@ Test(attrs_rules, builtin_rules_declare_their_attributes)
         size_t size;
     } required[] = {{ad_op_scale, sizeof(ad_scale_attrs)},
                     {ad_op_dfa_output, sizeof(ad_dfa *)},
-                    {ad_op_dfa_hidden, sizeof(ad_dfa *)}};
+                    {ad_op_dfa_hidden, sizeof(ad_dfa *)},
+                    {ad_op_dfa_conv_hidden, sizeof(ad_dfa_conv_attrs)}};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
         const ad_rule *r = ad_rule_find(required[i].fn);
         cr_expect(r && r->attrs_size == required[i].size && !r->attrs_default,

@@ -109,6 +109,17 @@ static ad_var c_dfa(ad_tape *t, void *user)
     return ad_softmax_cross_entropy(t, y, U(labels));
 }
 
+/* DFA into a conv layer: A as B images of 4 x 2 x 2, B and the conv's kernel 16 x 4 x 2 x
+** 2 (fb, w3), the conv's 1 x 1 grid flattened to the 16 logits that give e. */
+static ad_var c_dfa_conv(ad_tape *t, void *user)
+{
+    net *s = user;
+    ad_var h = ad_dfa_conv_hidden(t, &s->dfa, IMG(ad_tanh(t, A), 4, 2), KERNEL(U(fb), 16, 4, 2),
+                                  NULL);
+    ad_var z = ad_flatten(t, ad_conv2d(t, h, KERNEL(U(w3), 16, 4, 2), NULL));
+    return ad_softmax_cross_entropy(t, ad_dfa_output(t, &s->dfa, z), U(labels));
+}
+
 static const struct {
     const char *name;
     ad_loss_fn record;
@@ -128,6 +139,7 @@ static const struct {
     {"dense_fa", c_fa, ad_op_dense_fa},       {"dense_usf", c_usf, ad_op_dense_usf},
     {"dense_sf", c_sf, ad_op_dense_sf},       {"dense_kp", c_kp, ad_op_dense_kp},
     {"dfa_output", c_dfa, ad_op_dfa_output},  {"dfa_hidden", c_dfa, ad_op_dfa_hidden},
+    {"dfa_conv_hidden", c_dfa_conv, ad_op_dfa_conv_hidden},
     {"conv2d", c_conv, ad_op_conv2d},         {"conv2d_bias", c_conv_bias, ad_op_conv2d_bias},
     {"conv2d_fa", c_conv_fa, ad_op_conv2d_fa},
     {"conv2d_bias_fa", c_conv_bias_fa, ad_op_conv2d_bias_fa},

@@ -12,7 +12,8 @@
 ** tensor again, so one early error does not poison the rest of the program. The seeds
 ** in tests/fuzz/corpus/record/ are programs encoded by hand: a tanh layer with softmax
 ** cross-entropy in f32 (sweep, descent, reference sweep), the same in f64 with rule
-** checks, and a two-layer DFA network with an MSE loss.
+** checks, and a two-layer DFA network with an MSE loss. DFA into conv layers shares
+** the last wrapper case with dense KP.
 */
 #include <stdbool.h>
 #include <stdint.h>
@@ -182,7 +183,8 @@ static const ad_primal_fn fns[] = {
     ad_op_matmul, ad_op_add, ad_op_sub, ad_op_mul, ad_op_scale, ad_op_bias_add,
     ad_op_tanh, ad_op_relu, ad_op_sigmoid, ad_op_sum, ad_op_mean, ad_op_mse,
     ad_op_softmax_cross_entropy, ad_op_dense_fa, ad_op_dense_usf, ad_op_dense_sf,
-    ad_op_dense_kp, ad_op_dfa_output, ad_op_dfa_hidden, ad_op_conv2d, ad_op_conv2d_bias,
+    ad_op_dense_kp, ad_op_dfa_output, ad_op_dfa_hidden, ad_op_dfa_conv_hidden, ad_op_conv2d,
+    ad_op_conv2d_bias,
     ad_op_conv2d_fa, ad_op_conv2d_bias_fa, ad_op_conv2d_usf, ad_op_conv2d_bias_usf,
     ad_op_conv2d_sf, ad_op_conv2d_bias_sf, ad_op_conv2d_kp, ad_op_conv2d_bias_kp,
     ad_op_reshape, ad_op_flatten,
@@ -254,6 +256,16 @@ static ad_pool2d_attrs fuzzed_pool_attrs(world *w)
     return a;
 }
 
+/* Seven ints, each -1..3 (0 and -1 must be refused where they are below the minimum). */
+static ad_conv2d_attrs fuzzed_conv_attrs(world *w)
+{
+    ad_conv2d_attrs a;
+    int *f = &a.stride_h;
+    for (int i = 0; i < 7; i++)
+        f[i] = (int)(next(w) % 5) - 1;
+    return a;
+}
+
 static void op_wrapper(world *w, unsigned op)
 {
     ad_tape *t = tape_of(w, op);
@@ -288,7 +300,14 @@ static void op_wrapper(world *w, unsigned op)
     case 20: r = ad_max_pool2d(t, x, (op & 32) ? NULL : &pool); break;
     case 21: r = ad_avg_pool2d(t, x, &pool); break;
     case 22: r = ad_global_avg_pool2d(t, x); break;
-    default: r = ad_dense_kp(t, x, y, z); break;
+    default: /* op's bit 6 shares the last case, so the seeds' programs keep their meaning */
+        if (op & 64) {
+            ad_conv2d_attrs conv = fuzzed_conv_attrs(w);
+            r = ad_dfa_conv_hidden(t, dfa, x, y, (op & 32) ? NULL : &conv);
+        } else {
+            r = ad_dense_kp(t, x, y, z);
+        }
+        break;
     }
     push(w, t, r);
 }
@@ -305,19 +324,22 @@ static int is_conv(ad_primal_fn fn)
 /* The attribute struct fn reads (matmul, scale, softmax cross-entropy with any
 ** reduction, valid or not), none, or now and then bytes of a random size, which
 ** recording must refuse unless the size fits. Never for DFA, whose attributes hold a
-** pointer: random bytes there would be the caller's wild pointer, not a library bug. */
+** pointer: random bytes there would be the caller's wild pointer, not a library bug;
+** DFA into conv layers gets fuzzed conv attributes with one of the world's ad_dfa. */
 static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *size)
 {
     static ad_matmul_attrs mm;
     static ad_scale_attrs sc;
     static ad_softmax_ce_attrs ce;
     static ad_conv2d_attrs cv;
+    static ad_dfa_conv_attrs dc;
     static ad_reshape_attrs rs;
     static ad_pool2d_attrs pl;
     static uint64_t junk[3];
     unsigned b = next(w);
     *attrs = NULL, *size = 0;
-    if (b % 8 == 7 && fn != ad_op_dfa_output && fn != ad_op_dfa_hidden) {
+    if (b % 8 == 7 && fn != ad_op_dfa_output && fn != ad_op_dfa_hidden &&
+        fn != ad_op_dfa_conv_hidden) {
         for (int i = 0; i < 3; i++)
             junk[i] = 0x0101010101010101ull * (b >> 3); /* finite as a double */
         *attrs = junk, *size = (b >> 3) % (sizeof junk + 1);
@@ -328,10 +350,10 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
     } else if (fn == ad_op_softmax_cross_entropy && b % 4) {
         ce = (ad_softmax_ce_attrs){(ad_reduction)((b >> 3) % 5)}, *attrs = &ce, *size = sizeof ce;
     } else if (is_conv(fn) && b % 4) {
-        int *f = &cv.stride_h; /* seven ints, each -1..3 (0 and -1 must be refused) */
-        for (int i = 0; i < 7; i++)
-            f[i] = (int)(next(w) % 5) - 1;
-        *attrs = &cv, *size = sizeof cv;
+        cv = fuzzed_conv_attrs(w), *attrs = &cv, *size = sizeof cv;
+    } else if (fn == ad_op_dfa_conv_hidden && b % 4) {
+        dc = (ad_dfa_conv_attrs){fuzzed_conv_attrs(w), &w->dfa[(b >> 2) & 1]};
+        *attrs = &dc, *size = sizeof dc;
     } else if (fn == ad_op_reshape && b % 4) {
         rs.ndim = (int)(next(w) % 6);
         for (int i = 0; i < AD_MAX_RANK; i++)
