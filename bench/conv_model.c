@@ -159,42 +159,16 @@ int conv_model_floor(const conv_workload *w, int threads, int reps, int warmup)
     return bench_floor_time(w->name, cases, n, threads, reps, warmup);
 }
 
-/* One in-out pair of bilinear taps, as torch.nn.functional.interpolate(mode="bilinear",
-** align_corners=False): source coordinate (o + 0.5) in/out - 0.5, clamped at 0. */
-static void tap(int64_t o, int64_t in, int64_t out, int64_t *i0, int64_t *i1, float *frac)
-{
-    double src = ((double)o + 0.5) * (double)in / (double)out - 0.5;
-    if (src < 0)
-        src = 0;
-    *i0 = (int64_t)src;
-    *i1 = *i0 + 1 < in ? *i0 + 1 : in - 1;
-    *frac = (float)(src - (double)*i0);
-}
-
 /* images: count x (side * side) in [0, 1] -> count x 1 x out x out. */
 static ad_status resize_bilinear(const ad_tensor *images, int64_t side, int64_t out,
                                  ad_tensor **resized)
 {
     int64_t count = images->shape[0];
-    ad_status rc = ad_tensor_new(AD_F32, 4, (int64_t[]){count, 1, out, out}, resized);
-    if (rc)
-        return rc;
-    const float *src = images->data;
-    float *dst = (*resized)->data;
-    for (int64_t n = 0; n < count; n++)
-        for (int64_t r = 0; r < out; r++) {
-            int64_t r0, r1, c0, c1;
-            float fr, fc;
-            tap(r, side, out, &r0, &r1, &fr);
-            const float *img = src + n * side * side;
-            for (int64_t c = 0; c < out; c++) {
-                tap(c, side, out, &c0, &c1, &fc);
-                float top = img[r0 * side + c0] * (1 - fc) + img[r0 * side + c1] * fc;
-                float bot = img[r1 * side + c0] * (1 - fc) + img[r1 * side + c1] * fc;
-                dst[(n * out + r) * out + c] = top * (1 - fr) + bot * fr;
-            }
-        }
-    return AD_OK;
+    ad_tensor small;
+    ad_status rc = ad_tensor_init(&small, AD_F32, 4, (int64_t[]){count, 1, side, side},
+                                  images->data);
+    rc = rc ? rc : ad_tensor_new(AD_F32, 4, (int64_t[]){count, 1, out, out}, resized);
+    return rc ? rc : ad_resize_bilinear(&small, *resized);
 }
 
 int conv_model_epoch(int threads)

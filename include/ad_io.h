@@ -1,8 +1,8 @@
 /*
 ** ad_io.h: reading data sets. IDX files (the MNIST and Fashion-MNIST format), plain or
 ** gzip-compressed, and CIFAR-10's binary batches, validated before anything is
-** returned; and the per-channel normalisation and random crop/flip augmentation used
-** to train on CIFAR-10.
+** returned; and the image transforms of the training recipes: bilinear resizing (LeNet's
+** 32 x 32 Fashion-MNIST), per-channel normalisation, random crop and flip (CIFAR-10).
 */
 #ifndef AD_IO_H
 #define AD_IO_H
@@ -57,6 +57,20 @@ AD_API ad_status ad_cifar10_read(const char *path, ad_tensor **images, ad_tensor
 */
 AD_API ad_status ad_cifar10_read_dir(const char *dir, int train, ad_tensor **images,
                                      ad_tensor **labels);
+
+/*
+** Writes into dst every image of src resized bilinearly to dst's H x W, as PyTorch's
+** torch.nn.functional.interpolate(mode="bilinear", align_corners=False) (no
+** antialiasing): output pixel (r, c) reads src at ((r + 0.5) H / Ho - 0.5,
+** (c + 0.5) W / Wo - 0.5), clamped to the image, weights in double. src and dst: one
+** float dtype, rank 4, the same N and C, distinct memory. Bumps dst's version.
+** Errors: AD_ERR_NULL, AD_ERR_RANK, AD_ERR_DTYPE, AD_ERR_SHAPE (N or C differ, or src is
+** empty and dst not), AD_ERR_INVALID (src and dst share memory).
+** Example (fragment): Fashion-MNIST's 28 x 28 images to LeNet's 32 x 32:
+**     ad_tensor_new(AD_F32, 4, (int64_t[]){n, 1, 32, 32}, &big);
+**     ad_resize_bilinear(&small, big);                // small: n x 1 x 28 x 28
+*/
+AD_API ad_status ad_resize_bilinear(const ad_tensor *src, ad_tensor *dst);
 
 /*
 ** In place, x = (x - mean[c]) / std[c] for every element of channel c of an

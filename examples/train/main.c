@@ -124,7 +124,7 @@ static void join(char *out, const char *dir, const char *file)
 static void load_data(const options *o, dataset *d)
 {
     int64_t n_fit = 0;
-    ad_status rc = parallel_agree(&par, data_read(o->data_dir, d));
+    ad_status rc = parallel_agree(&par, data_read(o->data_dir, o->arch, d));
     rc = rc ? rc : data_split(d, o->subset, o->holdout, &n_fit);
     if (rc)
         fail(rc);
@@ -207,8 +207,8 @@ static double train_epoch(trainer *t, model *m, int64_t *idx, ad_rng *rng,
 
 static model_config make_config(const options *o, const run_log *run)
 {
-    model_config cfg = {.rule = run->rule, .n_layers = o->n_hidden + 1, .relu = o->relu,
-                        .seed = run->seed, .batch = o->batch / par.size};
+    model_config cfg = {.arch = o->arch, .rule = run->rule, .n_layers = o->n_hidden + 1,
+                        .relu = o->relu, .seed = run->seed, .batch = o->batch / par.size};
     cfg.widths[0] = 784;
     for (int l = 0; l < o->n_hidden; l++)
         cfg.widths[l + 1] = o->hidden[l];
@@ -279,13 +279,20 @@ static ad_status plan_job(trainer *t)
 {
     const options *o = t->o;
     job_log *j = &t->job;
+    run_log first = {.rule = o->rules[0]};
+    model shape = {.cfg = make_config(o, &first)}; /* only its layer table is filled */
+    ad_status rc = model_layout(&shape);
+    if (rc)
+        return rc;
     *j = (job_log){.n_rules = o->n_rules, .n_seeds = o->n_seeds, .n_epochs = o->epochs,
-                   .n_hidden = o->n_hidden, .activation = o->relu ? "relu" : "tanh",
+                   .n_hidden = shape.cfg.n_layers - 1, .model = arch_name(o->arch),
+                   .activation = o->arch != ARCH_MLP ? "relu" : o->relu ? "relu" : "tanh",
                    .optimiser = options_optim_name(o->optim), .batch = o->batch,
                    .n_train = t->d.fit_x.shape[0], .n_eval = t->d.eval_x.shape[0],
                    .eval_name = o->holdout ? "val" : "test", .out_dir = o->out_dir,
                    .ranks = par.size};
-    memcpy(j->hidden, o->hidden, (size_t)o->n_hidden * sizeof *o->hidden);
+    for (int l = 0; l < j->n_hidden; l++)
+        j->hidden[l] = shape.layers[l].out;
     size_t n_runs = (size_t)o->n_rules * (size_t)o->n_seeds;
     j->runs = calloc(n_runs, sizeof *j->runs);
     if (!j->runs)
@@ -308,10 +315,13 @@ static ad_status plan_job(trainer *t)
 static void say_plan(const trainer *t)
 {
     const options *o = t->o;
-    fprintf(t->log, "adtape-train: %lld training images, %s set of %lld; 784",
-            (long long)t->job.n_train, t->job.eval_name, (long long)t->job.n_eval);
-    for (int l = 0; l < o->n_hidden; l++)
-        fprintf(t->log, "-%lld", (long long)o->hidden[l]);
+    fprintf(t->log, "adtape-train: %lld training images, %s set of %lld; %s ",
+            (long long)t->job.n_train, t->job.eval_name, (long long)t->job.n_eval,
+            t->job.model);
+    fprintf(t->log, "%s", o->arch == ARCH_MLP ? "784" : o->arch == ARCH_LENET ? "1x32x32"
+                                                                             : "3x32x32");
+    for (int l = 0; l < t->job.n_hidden; l++)
+        fprintf(t->log, "-%lld", (long long)t->job.hidden[l]);
     fprintf(t->log, "-10 %s, %s, batch %lld, %d epoch%s, ", t->job.activation,
             t->job.optimiser, (long long)o->batch, o->epochs, o->epochs == 1 ? "" : "s");
     if (par.size > 1)

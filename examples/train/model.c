@@ -1,5 +1,6 @@
 /*
-** model.c: the MLP of adtape-train, recorded with the op its rule asks for.
+** model.c: adtape-train's networks (layers.c lays them out and records each layer):
+** their tensors, parameter sets, training step, accuracy and alignment.
 */
 #include "model.h"
 
@@ -29,29 +30,21 @@ static int hidden_layers(const model *m)
     return m->cfg.n_layers - 1;
 }
 
-/* The feedback tensor layer l needs under the model's rule, or no tensor. */
+/* The feedback tensor layer l needs under the model's rule (model_feedback_shape), or
+** none: FA and KP start Glorot-uniform as W does, SF draws its magnitudes, DFA's B is
+** Glorot-uniform over its own fans. */
 static ad_status make_feedback(model *m, int l)
 {
-    rule_kind r = m->cfg.rule;
-    const int64_t *w = m->W[l]->shape;
-    ad_status rc = AD_OK;
-    if (r == RULE_FA || r == RULE_KP) {
-        rc = ad_tensor_new(AD_F32, 2, w, &m->B[l]);
-        rc = rc ? rc : ad_init_glorot_uniform(m->B[l], &m->rng);
-    } else if (r == RULE_BRSF || r == RULE_FRSF) {
-        rc = ad_tensor_new(AD_F32, 2, w, &m->B[l]);
-        rc = rc ? rc : ad_sf_draw_magnitudes(m->B[l], &m->rng);
-    } else if (r == RULE_DFA && l < hidden_layers(m)) {
-        int64_t shape[2] = {m->cfg.widths[l + 1], m->cfg.widths[m->cfg.n_layers]};
-        rc = ad_tensor_new(AD_F32, 2, shape, &m->B[l]);
-        rc = rc ? rc : ad_init_glorot_uniform(m->B[l], &m->rng);
-    }
-    return rc;
-}
-
-void model_tensor_name(char *out, size_t size, int layer, const char *what)
-{
-    snprintf(out, size, "fc%d.%s", layer + 1, what);
+    int64_t shape[4];
+    int rank = model_feedback_shape(m, l, shape);
+    if (rank == 0)
+        return AD_OK;
+    ad_status rc = ad_tensor_new(AD_F32, rank, shape, &m->B[l]);
+    if (rc)
+        return rc;
+    if (m->cfg.rule == RULE_BRSF || m->cfg.rule == RULE_FRSF)
+        return ad_sf_draw_magnitudes(m->B[l], &m->rng);
+    return ad_init_glorot_uniform(m->B[l], &m->rng);
 }
 
 /* Which tensors train: every W and b, KP's B too, only the top layer for the control.
@@ -63,11 +56,11 @@ static ad_status add_params(model *m)
     for (int l = 0; rc == AD_OK && l < m->cfg.n_layers; l++) {
         if (m->cfg.rule == RULE_FROZEN && l < hidden_layers(m))
             continue;
-        model_tensor_name(name, sizeof name, l, "weight");
+        model_tensor_name(m, name, sizeof name, l, "weight");
         rc = ad_params_add_named(m->ps, m->W[l], name, NULL);
-        model_tensor_name(name, sizeof name, l, "bias");
+        model_tensor_name(m, name, sizeof name, l, "bias");
         rc = rc ? rc : ad_params_add_named(m->ps, m->b[l], name, NULL);
-        model_tensor_name(name, sizeof name, l, "feedback");
+        model_tensor_name(m, name, sizeof name, l, "feedback");
         if (rc == AD_OK && m->cfg.rule == RULE_KP)
             rc = ad_params_add_named(m->ps, m->B[l], name, NULL);
     }
@@ -82,22 +75,27 @@ static ad_status local_gradient(void *ctx, ad_tape *tape, const ad_params *ps,
     return ad_gradient(tape, ps, loss_fn, user, gs, loss);
 }
 
+/* W, b and the feedback of layer l, W out x in (x k x k for a conv) as PyTorch's. */
+static ad_status make_layer(model *m, int l)
+{
+    const layer_spec *s = &m->layers[l];
+    const int64_t w[4] = {s->out, s->in, s->kernel, s->kernel};
+    ad_status rc = ad_tensor_new(AD_F32, s->conv ? 4 : 2, w, &m->W[l]);
+    rc = rc ? rc : ad_tensor_new(AD_F32, 1, &w[0], &m->b[l]);
+    rc = rc ? rc : ad_init_glorot_uniform(m->W[l], &m->rng);
+    return rc ? rc : make_feedback(m, l);
+}
+
 ad_status model_init(model *m, const model_config *cfg)
 {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     ad_rng_seed(&m->rng, cfg->seed);
-    ad_status rc = AD_OK;
-    for (int l = 0; rc == AD_OK && l < cfg->n_layers; l++) {
-        const int64_t w[2] = {cfg->widths[l + 1], cfg->widths[l]};
-        rc = ad_tensor_new(AD_F32, 2, w, &m->W[l]);
-        rc = rc ? rc : ad_tensor_new(AD_F32, 1, &w[0], &m->b[l]);
-        rc = rc ? rc : ad_init_glorot_uniform(m->W[l], &m->rng);
-        rc = rc ? rc : make_feedback(m, l);
-    }
-    const int64_t xs[2] = {cfg->batch, cfg->widths[0]};
-    rc = rc ? rc : ad_tensor_new(AD_F32, 2, xs, &m->x);
-    rc = rc ? rc : ad_tensor_new(AD_I32, 1, xs, &m->labels);
+    ad_status rc = model_layout(m);
+    for (int l = 0; rc == AD_OK && l < m->cfg.n_layers; l++)
+        rc = make_layer(m, l);
+    rc = rc ? rc : ad_tensor_new(AD_F32, m->input_rank, m->input, &m->x);
+    rc = rc ? rc : ad_tensor_new(AD_I32, 1, m->input, &m->labels);
     rc = rc ? rc : add_params(m);
     rc = rc ? rc : ad_grads_new(m->ps, &m->gs);
     rc = rc ? rc : ad_grads_new(m->ps, &m->align_gs);
@@ -130,41 +128,20 @@ void model_free(model *m)
     ad_tape_free(m->eval_tape);
 }
 
-/* One dense layer, z = h W' + b, with the op the rule records. */
-static ad_var dense(model *m, ad_tape *t, int l, ad_var h)
-{
-    ad_var w = ad_use(t, m->W[l]), z;
-    switch (m->cfg.rule) {
-    case RULE_FA: z = ad_dense_fa(t, w, h, ad_use(t, m->B[l])); break;
-    case RULE_KP: z = ad_dense_kp(t, w, h, ad_use(t, m->B[l])); break;
-    case RULE_USF: z = ad_dense_usf(t, w, h); break;
-    case RULE_BRSF:
-    case RULE_FRSF: z = ad_dense_sf(t, w, h, ad_use(t, m->B[l])); break;
-    default: z = ad_matmul(t, h, w, 0, 1); break;
-    }
-    return ad_bias_add(t, z, ad_use(t, m->b[l]));
-}
-
-/* The logits for x, recording pre-activations; DFA layers wrap hidden outputs. */
+/* The logits for x, recording pre-activations; under DFA the logits mark e's source. */
 static ad_var forward(model *m, ad_tape *t, const ad_tensor *x)
 {
     ad_var h = ad_use(t, x);
-    int hidden = hidden_layers(m);
-    for (int l = 0; l < hidden; l++) {
-        m->pre[l] = dense(m, t, l, h);
-        h = m->cfg.relu ? ad_relu(t, m->pre[l]) : ad_tanh(t, m->pre[l]);
-        if (m->cfg.rule == RULE_DFA)
-            h = ad_dfa_hidden(t, &m->dfa, h, ad_use(t, m->B[l]));
-    }
-    ad_var logits = dense(m, t, hidden, h);
-    return m->cfg.rule == RULE_DFA ? ad_dfa_output(t, &m->dfa, logits) : logits;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        h = model_layer(m, t, l, h, &m->pre[l]);
+    return m->cfg.rule == RULE_DFA ? ad_dfa_output(t, &m->dfa, h) : h;
 }
 
 /* Copies rows idx[0..batch) into the batch tensors and bumps their versions. */
 static void gather(model *m, const ad_tensor *images, const ad_tensor *labels,
                    const int64_t *idx)
 {
-    int64_t d = images->shape[1];
+    int64_t d = images->size / images->shape[0]; /* a row: 784 floats or C x H x W */
     for (int64_t r = 0; r < m->cfg.batch; r++) {
         memcpy((float *)m->x->data + r * d, (const float *)images->data + idx[r] * d,
                (size_t)d * sizeof(float));
@@ -194,11 +171,13 @@ ad_status model_step(model *m, const ad_tensor *images, const ad_tensor *labels,
     return rc ? rc : ad_optim_step(m->opt, m->gs);
 }
 
-/* A view of rows [r0, r0 + n) of a row-major tensor, without copying. */
+/* A view of rows [r0, r0 + n) of a row-major tensor of any rank, without copying. */
 static ad_status rows_view(const ad_tensor *t, int64_t r0, int64_t n, ad_tensor *view)
 {
-    int64_t shape[2] = {n, t->ndim == 2 ? t->shape[1] : 1};
-    size_t row_bytes = (size_t)shape[1] * ad_dtype_size(t->dtype);
+    int64_t shape[AD_MAX_RANK];
+    memcpy(shape, t->shape, (size_t)t->ndim * sizeof *shape);
+    shape[0] = n;
+    size_t row_bytes = (size_t)(t->size / t->shape[0]) * ad_dtype_size(t->dtype);
     return ad_tensor_init(view, t->dtype, t->ndim, shape, (char *)t->data + r0 * row_bytes);
 }
 
@@ -213,7 +192,7 @@ static int64_t argmax_row(const float *z, int64_t k)
 ad_status model_accuracy(model *m, const ad_tensor *images, const ad_tensor *labels,
                          double *accuracy)
 {
-    int64_t n = images->shape[0], correct = 0, k = m->cfg.widths[m->cfg.n_layers];
+    int64_t n = images->shape[0], correct = 0, k = m->layers[m->cfg.n_layers - 1].out;
     for (int64_t r0 = 0; r0 < n; r0 += 1000) {
         int64_t rows = n - r0 < 1000 ? n - r0 : 1000;
         ad_tensor xv, lv;

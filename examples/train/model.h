@@ -1,9 +1,12 @@
 /*
-** model.h: the multilayer perceptron adtape-train trains, one learning rule per model.
+** model.h: the networks adtape-train trains, one learning rule per model.
 **
-** Layers: widths[0] inputs -> hidden widths -> widths[n] classes, each dense with a
-** bias; tanh or relu between layers; softmax cross-entropy on the logits. The rule
-** decides which op each dense layer records (ad_matmul for backprop, ad_dense_fa, ...)
+** mlp: widths[0] inputs -> hidden widths -> widths[n] classes, each dense with a bias;
+** tanh or relu between layers. lenet and cnn: BioTorch's LeNet (1 x 32 x 32 inputs) and
+** its small CIFAR-10 network (3 x 32 x 32): three 5 x 5 convolutions with a bias and a
+** relu, 2 x 2 max pooling after the first two, then two dense layers with nothing
+** between them (layers.c). Softmax cross-entropy on the logits. The rule decides which
+** op each layer records (ad_conv2d_bias or ad_matmul for backprop, the _fa ops, ...)
 ** and which tensors are parameters; everything else is the same for every rule.
 */
 #ifndef TRAIN_MODEL_H
@@ -29,9 +32,30 @@ typedef enum rule_kind {
 const char *rule_name(rule_kind r);
 rule_kind rule_parse(const char *name);
 
+typedef enum model_arch { ARCH_MLP, ARCH_LENET, ARCH_CNN, ARCH_COUNT } model_arch;
+
+/* "mlp", "lenet", "cnn"; ARCH_COUNT for an unknown name. */
+const char *arch_name(model_arch a);
+model_arch arch_parse(const char *name);
+
+typedef enum layer_act { ACT_NONE, ACT_RELU, ACT_TANH } layer_act;
+
+/* One weight layer: a dense one (out x in weights) or a k x k convolution with stride 1
+** and no padding (out x in x k x k), then its activation and, for a conv, pooling. */
+typedef struct layer_spec {
+    int conv;
+    int64_t in, out;     /* units, or channels */
+    int64_t kernel;      /* conv only */
+    int64_t extent;      /* conv only: the input's height and width (square images) */
+    layer_act act;
+    int pool;            /* 2 x 2 max pooling after the activation */
+} layer_spec;
+
 typedef struct model_config {
+    model_arch arch;                       /* ARCH_MLP (0): widths and relu describe it */
     rule_kind rule;
-    int n_layers;                          /* weight layers (hidden layers + 1) */
+    int n_layers;                          /* weight layers (hidden layers + 1); for
+                                           ** lenet and cnn model_init sets it */
     int64_t widths[MODEL_MAX_LAYERS + 1];  /* widths[0] inputs ... widths[n] classes */
     int relu;                              /* 0: tanh */
     uint64_t seed;
@@ -50,6 +74,9 @@ typedef ad_status (*model_gradient_fn)(void *ctx, ad_tape *tape, const ad_params
 
 typedef struct model {
     model_config cfg;
+    layer_spec layers[MODEL_MAX_LAYERS];
+    int64_t input[4];               /* one batch: batch x 784, or batch x C x H x W */
+    int input_rank;
     ad_tensor *W[MODEL_MAX_LAYERS], *b[MODEL_MAX_LAYERS];
     ad_tensor *B[MODEL_MAX_LAYERS]; /* FA/KP: W's shape; SF: magnitudes; DFA: units x classes */
     ad_tensor *x, *labels;          /* the current batch, filled by model_step's caller */
@@ -65,9 +92,20 @@ typedef struct model {
     ad_var pre[MODEL_MAX_LAYERS];   /* hidden pre-activations of the last recording */
 } model;
 
-/* "fc<layer + 1>.<what>" ("weight", "bias", "feedback"): the names of the model's
-** tensors in its parameter set and its checkpoints. */
-void model_tensor_name(char *out, size_t size, int layer, const char *what);
+/* "fc<k>.<what>" or "conv<k>.<what>" ("weight", "bias", "feedback"), k counting the
+** layers of that kind from 1 as PyTorch's state_dict of the same network: the names of
+** the model's tensors in its parameter set and its checkpoints. */
+void model_tensor_name(const model *m, char *out, size_t size, int layer, const char *what);
+
+/* Fills m->layers, m->input and m->cfg.n_layers from m->cfg (layers.c). */
+ad_status model_layout(model *m);
+
+/* Records layer l of m on t with the op the rule asks for, activation and pooling
+** included (layers.c). pre gets the layer's output before its activation. */
+ad_var model_layer(model *m, ad_tape *t, int l, ad_var h, ad_var *pre);
+
+/* The shape of the feedback tensor layer l needs under the rule, or 0 (layers.c). */
+int model_feedback_shape(const model *m, int l, int64_t shape[4]);
 
 /* Builds the model: Glorot-uniform W and feedback, zero biases, from cfg.seed. */
 ad_status model_init(model *m, const model_config *cfg);

@@ -25,8 +25,12 @@ const char *options_optim_name(ad_optim_kind k)
 static void usage(void)
 {
     printf("usage: adtape-train [options]\n\n"
-           "Trains an MLP on Fashion-MNIST with each learning rule and compares accuracy\n"
-           "and alignment with backprop.\n\n"
+           "Trains a network with each learning rule and compares accuracy and alignment\n"
+           "with backprop.\n\n"
+           "  --model M          mlp (Fashion-MNIST, --hidden and --activation), lenet\n"
+           "                     (BioTorch's LeNet on Fashion-MNIST resized to 32x32) or\n"
+           "                     cnn (BioTorch's CIFAR-10 network; --data names the\n"
+           "                     directory of CIFAR-10's binary batches) [mlp]\n"
            "  --rule R           bp fa dfa usf brsf frsf kp frozen, 'all', or a comma list\n"
            "                     [bp,fa,dfa]\n"
            "  --hidden W,W       1 to %d hidden widths [256,256]\n"
@@ -47,7 +51,8 @@ static void usage(void)
            "  --subset N         train on at most the first N training images [all]\n"
            "  --holdout N        hold out the last N training images and report accuracy\n"
            "                     on them instead of the test set (to choose lr) [0]\n"
-           "  --data DIR         [/usr/share/datasets/fashion-mnist]\n"
+           "  --data DIR         [mlp, lenet: /usr/share/datasets/fashion-mnist;\n"
+           "                     cnn: cifar-10-batches-bin]\n"
            "  --out DIR          epochs.csv and accuracy_alignment.png go here, created\n"
            "                     if needed [adtape-train-out]\n"
            "  --checkpoint FILE  save each run after every epoch, to FILE with\n"
@@ -164,7 +169,6 @@ static void set_defaults(options *o)
     *o = (options){.n_hidden = 2, .hidden = {256, 256}, .epochs = 20, .batch = 64,
                    .lr = NAN, .weight_decay = NAN, .momentum = 0.9,
                    .optim = AD_OPT_MOMENTUM, .seeds = {1}, .n_seeds = 1, .threads = 1,
-                   .data_dir = "/usr/share/datasets/fashion-mnist",
                    .out_dir = "adtape-train-out"};
     parse_rules(o, "bp,fa,dfa");
 }
@@ -175,6 +179,10 @@ static void apply_option(options *o, int c, const char *a)
 {
     const int64_t big = INT32_MAX;
     switch (c) {
+    case 'M':
+        if ((o->arch = arch_parse(a)) == ARCH_COUNT)
+            bad_value("model", a, "mlp, lenet or cnn");
+        break;
     case 'r': parse_rules(o, a); break;
     case 'H': parse_hidden(o, a); break;
     case 'a':
@@ -214,7 +222,7 @@ void options_parse(int argc, char **argv, options *o)
         {"seed", 1, 0, 's'},      {"seeds", 1, 0, 'S'},    {"threads", 1, 0, 't'},
         {"subset", 1, 0, 'n'},    {"holdout", 1, 0, 'v'},  {"data", 1, 0, 'd'},
         {"out", 1, 0, 'O'},       {"json", 0, 0, 'j'},     {"help", 0, 0, 'h'},
-        {"checkpoint", 1, 0, 'c'}, {"resume", 1, 0, 'R'},
+        {"checkpoint", 1, 0, 'c'}, {"resume", 1, 0, 'R'}, {"model", 1, 0, 'M'},
         {0, 0, 0, 0}};
     set_defaults(o);
     for (int c; (c = getopt_long(argc, argv, "", longs, NULL)) != -1;) {
@@ -228,6 +236,9 @@ void options_parse(int argc, char **argv, options *o)
         }
         apply_option(o, c, optarg);
     }
+    if (!o->data_dir)
+        o->data_dir = o->arch == ARCH_CNN ? "cifar-10-batches-bin"
+                                          : "/usr/share/datasets/fashion-mnist";
     if (optind < argc) {
         fprintf(stderr, "adtape-train: unexpected argument '%s'\n"
                         "Try 'adtape-train --help'.\n",

@@ -10,6 +10,7 @@
 enum { OPTIONS_MAX_SEEDS = 64 };
 
 typedef struct options {
+    model_arch arch;                         /* --model; mlp uses --hidden, --activation */
     rule_kind rules[RULE_COUNT];             /* in the order asked, no repeats */
     int n_rules;
     int64_t hidden[MODEL_MAX_LAYERS - 1];
@@ -19,7 +20,8 @@ typedef struct options {
     ad_optim_kind optim;
     uint64_t seeds[OPTIONS_MAX_SEEDS];
     int n_seeds;
-    const char *data_dir, *out_dir;          /* point into argv or static text */
+    const char *data_dir, *out_dir;          /* point into argv or static text; data_dir
+                                             ** NULL: the model's data set's default */
     const char *checkpoint;                  /* --checkpoint or --resume FILE; NULL: none */
     int resume;                              /* --resume: continue from the checkpoints */
 } options;

@@ -215,7 +215,7 @@ static void json_array(FILE *f, const double *x, int n)
 
 static void json_config(FILE *f, const job_log *job)
 {
-    fputs("  \"config\": {\"hidden\": [", f);
+    fprintf(f, "  \"config\": {\"model\": \"%s\", \"hidden\": [", job->model);
     for (int l = 0; l < job->n_hidden; l++)
         fprintf(f, "%s%lld", l ? ", " : "", (long long)job->hidden[l]);
     fprintf(f, "], \"activation\": \"%s\", \"optimiser\": \"%s\", \"epochs\": %d, "

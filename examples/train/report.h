@@ -34,7 +34,7 @@ typedef struct job_log {
     run_log *runs;
     int n_rules, n_seeds, n_epochs, n_hidden;
     int64_t hidden[MODEL_MAX_LAYERS];
-    const char *activation, *optimiser;
+    const char *model, *activation, *optimiser; /* model: "mlp", "lenet", "cnn" */
     int64_t batch, n_train, n_eval;
     const char *eval_name;                   /* "test" or "val" (the holdout) */
     const char *out_dir;

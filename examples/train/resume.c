@@ -47,10 +47,10 @@ typedef struct state {
     ad_checkpoint_meta meta[2];
 } state;
 
-static void add_buffer(state *s, ad_tensor *t, int layer, const char *what)
+static void add_buffer(state *s, const model *m, ad_tensor *t, int layer, const char *what)
 {
     if (layer >= 0)
-        model_tensor_name(s->names[s->n], sizeof s->names[s->n], layer, what);
+        model_tensor_name(m, s->names[s->n], sizeof s->names[s->n], layer, what);
     else
         snprintf(s->names[s->n], sizeof s->names[s->n], "%s", what);
     s->buf[s->n] = (ad_checkpoint_buffer){s->names[s->n], t};
@@ -64,10 +64,10 @@ static ad_status make_state(state *s, const resume_run *r, int64_t rows)
     *s = (state){0};
     for (int l = 0; l < m->cfg.n_layers; l++) {
         if (m->B[l] && m->cfg.rule != RULE_KP)
-            add_buffer(s, m->B[l], l, "feedback");
+            add_buffer(s, m, m->B[l], l, "feedback");
         if (m->cfg.rule == RULE_FROZEN && l < m->cfg.n_layers - 1) {
-            add_buffer(s, m->W[l], l, "weight");
-            add_buffer(s, m->b[l], l, "bias");
+            add_buffer(s, m, m->W[l], l, "weight");
+            add_buffer(s, m, m->b[l], l, "bias");
         }
     }
     const int64_t hs[2] = {rows, COLS};
@@ -75,8 +75,8 @@ static ad_status make_state(state *s, const resume_run *r, int64_t rows)
     rc = rc ? rc : ad_tensor_new(AD_F64, 2, hs, &s->history);
     if (rc)
         return rc;
-    add_buffer(s, s->perm, -1, PERMUTATION);
-    add_buffer(s, s->history, -1, HISTORY);
+    add_buffer(s, NULL, s->perm, -1, PERMUTATION);
+    add_buffer(s, NULL, s->history, -1, HISTORY);
     s->rngs[0] = (ad_checkpoint_rng){"model", &m->rng};
     s->rngs[1] = (ad_checkpoint_rng){"data", r->data_rng};
     snprintf(s->rule, sizeof s->rule, "%s", rule_name(r->run->rule));
