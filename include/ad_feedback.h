@@ -142,6 +142,7 @@ AD_API ad_var ad_dfa_hidden(ad_tape *t, ad_dfa *dfa, ad_var h, ad_var b);
 **
 ** Noekland's form (a full matrix from the outputs to the layer's C*H*W units) needs no
 ** rule of its own: it is ad_dfa_hidden on a flattened view,
+** Example (text):
 **     h = ad_reshape(t, ad_dfa_hidden(t, &dfa, ad_flatten(t, x), B), 4, x_shape)
 ** with B (C*H*W) x outputs, since flatten and reshape only relabel elements.
 **

@@ -66,9 +66,15 @@ AD_API ad_status ad_cifar10_read_dir(const char *dir, int train, ad_tensor **ima
 ** float dtype, rank 4, the same N and C, distinct memory. Bumps dst's version.
 ** Errors: AD_ERR_NULL, AD_ERR_RANK, AD_ERR_DTYPE, AD_ERR_SHAPE (N or C differ, or src is
 ** empty and dst not), AD_ERR_INVALID (src and dst share memory).
-** Example (fragment): Fashion-MNIST's 28 x 28 images to LeNet's 32 x 32:
-**     ad_tensor_new(AD_F32, 4, (int64_t[]){n, 1, 32, 32}, &big);
-**     ad_resize_bilinear(&small, big);                // small: n x 1 x 28 x 28
+** Fashion-MNIST's 28 x 28 images to LeNet's 32 x 32, eight of them:
+** Example (fragment):
+**     ad_tensor *mnist28 = NULL, *lenet32 = NULL;
+**     ad_status st = ad_tensor_new(AD_F32, 4, (int64_t[]){8, 1, 28, 28}, &mnist28);
+**     st = st ? st : ad_tensor_new(AD_F32, 4, (int64_t[]){8, 1, 32, 32}, &lenet32);
+**     st = st ? st : ad_resize_bilinear(mnist28, lenet32);
+**     ad_tensor_free(mnist28);
+**     ad_tensor_free(lenet32);
+**     return st;
 */
 AD_API ad_status ad_resize_bilinear(const ad_tensor *src, ad_tensor *dst);
 
