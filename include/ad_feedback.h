@@ -87,6 +87,30 @@ AD_API ad_var ad_conv2d_bias_usf(ad_tape *t, ad_var x, ad_var w, ad_var b,
                                  const ad_conv2d_attrs *attrs);
 
 /*
+** Scaled uSF, BioTorch's "scaling" option of its usf layers (dense and conv): as
+** ad_dense_usf and ad_conv2d(_bias)_usf in everything (inputs, forward, dW, db, what
+** the pullbacks read, reference, errors) but the feedback, which is s sign(W) with
+** s = ad_usf_scale(W), the standard deviation of Xavier's initialisation for W's shape.
+** Unscaled sign(W) has entries of magnitude 1, about 1 / s times the weights' (20x on
+** LeNet's layers), so the error signal grows by that factor at every layer.
+*/
+AD_API ad_status ad_op_dense_usf_scaled(ad_ctx *cx, const ad_tensor *const in[],
+                                        ad_tensor **out);
+AD_API ad_status ad_op_conv2d_usf_scaled(ad_ctx *cx, const ad_tensor *const in[],
+                                         ad_tensor **out);
+AD_API ad_status ad_op_conv2d_bias_usf_scaled(ad_ctx *cx, const ad_tensor *const in[],
+                                              ad_tensor **out);
+AD_API ad_var ad_dense_usf_scaled(ad_tape *t, ad_var w, ad_var x);
+AD_API ad_var ad_conv2d_usf_scaled(ad_tape *t, ad_var x, ad_var w,
+                                   const ad_conv2d_attrs *attrs);
+AD_API ad_var ad_conv2d_bias_usf_scaled(ad_tape *t, ad_var x, ad_var w, ad_var b,
+                                        const ad_conv2d_attrs *attrs);
+
+/* sqrt(2 / (fan_in + fan_out)) with ad_nn.h's fans (PyTorch's: a conv kernel's both
+** multiplied by kh * kw), the scale of scaled uSF; NaN for NULL. */
+AD_API double ad_usf_scale(const ad_tensor *w);
+
+/*
 ** Convolutional sign-concordant feedback (BioTorch's Conv2d "brsf"/"frsf"): as uSF,
 ** but dX = the transposed convolution of dY with |M| .* sign(w), M a magnitudes tensor
 ** of w's shape (ad_sf_draw_magnitudes: before every batch for brSF, once for frSF).

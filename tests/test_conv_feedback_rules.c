@@ -1,8 +1,9 @@
 /*
-** test_conv_feedback_rules.c: conv2d with uSF, SF (brSF/frSF) and Kolen-Pollack, each
+** test_conv_feedback_rules.c: conv2d with uSF, scaled uSF, SF (brSF/frSF) and Kolen-Pollack, each
 ** with and without bias. Every rule passes the default float64 check; through the
 ** tape, in f32 and f64, dX equals a naive transposed convolution of dY with the
-** feedback computed here (sign(W) with sign(0) = 0, |M| .* sign(W), B), dW and db are
+** feedback computed here (sign(W) with sign(0) = 0, |M| .* sign(W), B, and for scaled
+** uSF sign(W) sqrt(2 / (fan_in + fan_out))), dW and db are
 ** bitwise ad_conv2d(_bias)'s, KP's dB is bitwise its dW, and the reference sweep gives
 ** backprop's dX (and 0 for KP's B); memory-saving sweeps in anomaly mode, every input
 ** an intermediate, give the same bits (so unread is truthful); uSF's dX is bitwise conv FA's with B = sign(W); a
@@ -29,8 +30,8 @@ static const conv_case cases[] = {
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
-enum rule { USF, SF, KP, FA, BACKPROP };
-static const char *const rule_names[] = {"uSF", "SF", "KP", "FA", "backprop"};
+enum rule { USF, SF, KP, USF_SCALED, FA, BACKPROP };
+static const char *const rule_names[] = {"uSF", "SF", "KP", "scaled uSF", "FA", "backprop"};
 
 static int64_t extent(int64_t in, int64_t k, int pad, int dil, int stride)
 {
@@ -78,9 +79,12 @@ static void free_io(io *r)
 static ad_tensor *feedback_of(enum rule r, const io *s)
 {
     ad_tensor *f = ts_clone(s->w);
+    /* scaled uSF: sqrt(2 / (fan_in + fan_out)), both fans times kh * kw (PyTorch's) */
+    double field = (double)(s->w->shape[2] * s->w->shape[3]);
+    double scale = sqrt(2.0 / ((double)s->w->shape[1] * field + (double)s->w->shape[0] * field));
     for (int64_t i = 0; i < f->size; i++) {
         double w = ts_get(s->w, i), sg = w > 0 ? 1.0 : w < 0 ? -1.0 : 0.0;
-        double v = r == USF ? sg : r == SF ? fabs(ts_get(s->m, i)) * sg
+        double v = r == USF ? sg : r == USF_SCALED ? sg * scale : r == SF ? fabs(ts_get(s->m, i)) * sg
                  : r == KP || r == FA ? ts_get(s->fb, i) : w;
         ts_set(f, i, v);
     }
@@ -120,6 +124,12 @@ Test(conv_feedback_rules, every_rule_passes_the_default_float64_check)
                    (const ad_tensor *const[]){s.x, s.w, s.b, s.m}, 4, c, &rep);
         cr_expect_eq(rep.slot[2].method, AD_CHECK_FINITE_DIFFERENCES, "SF db");
         cr_expect_eq(rep.slot[3].method, AD_CHECK_SKIPPED_NONDIFF, "SF's M");
+        check_rule(ad_op_conv2d_usf_scaled, "ad_op_conv2d_usf_scaled",
+                   (const ad_tensor *const[]){s.x, s.w}, 2, c, &rep);
+        cr_expect_eq(rep.slots_checked, 2);
+        check_rule(ad_op_conv2d_bias_usf_scaled, "ad_op_conv2d_bias_usf_scaled",
+                   (const ad_tensor *const[]){s.x, s.w, s.b}, 3, c, &rep);
+        cr_expect_eq(rep.slot[2].method, AD_CHECK_FINITE_DIFFERENCES, "scaled uSF db");
         check_rule(ad_op_conv2d_kp, "ad_op_conv2d_kp",
                    (const ad_tensor *const[]){s.x, s.w, s.fb}, 3, c, &rep);
         cr_expect_eq(rep.slots_checked, 3);
@@ -170,6 +180,9 @@ static grads sweep_ex(enum rule r, int bias, const conv_case *c, const io *s,
     case USF: y = bias ? ad_conv2d_bias_usf(t, x, w, b, at) : ad_conv2d_usf(t, x, w, at); break;
     case SF: y = bias ? ad_conv2d_bias_sf(t, x, w, b, e, at) : ad_conv2d_sf(t, x, w, e, at); break;
     case KP: y = bias ? ad_conv2d_bias_kp(t, x, w, b, e, at) : ad_conv2d_kp(t, x, w, e, at); break;
+    case USF_SCALED:
+        y = bias ? ad_conv2d_bias_usf_scaled(t, x, w, b, at) : ad_conv2d_usf_scaled(t, x, w, at);
+        break;
     case FA: y = bias ? ad_conv2d_bias_fa(t, x, w, b, e, at) : ad_conv2d_fa(t, x, w, e, at); break;
     default: y = bias ? ad_conv2d_bias(t, x, w, b, at) : ad_conv2d(t, x, w, at); break;
     }
@@ -246,7 +259,7 @@ Test(conv_feedback_rules, dx_goes_through_the_feedback_and_dw_db_are_backprops_b
                 const conv_case *c = &cases[k];
                 io s = make_io(dt, c, &rng);
                 grads bp = sweep(BACKPROP, bias, c, &s, NULL, 0);
-                for (enum rule r = USF; r <= KP; r++) {
+                for (enum rule r = USF; r <= USF_SCALED; r++) {
                     const ad_tensor *extra = r == SF ? s.m : r == KP ? s.fb : NULL;
                     char what[96];
                     snprintf(what, sizeof what, "%s%s case %d %s", rule_names[r],
@@ -279,7 +292,7 @@ Test(conv_feedback_rules, memory_saving_sweeps_with_intermediate_inputs_are_bitw
         for (int k = 0; k < N_CASES; k++)
             for (int bias = 0; bias < 2; bias++) {
                 io s = make_io(d ? AD_F32 : AD_F64, &cases[k], &rng);
-                for (enum rule r = USF; r <= KP; r++) {
+                for (enum rule r = USF; r <= USF_SCALED; r++) {
                     const ad_tensor *extra = r == SF ? s.m : r == KP ? s.fb : NULL;
                     grads g = sweep(r, bias, &cases[k], &s, extra, 0);
                     grads m = sweep_ex(r, bias, &cases[k], &s, extra, 0, 1);

@@ -38,6 +38,12 @@ static double sign_w_mag(const ad_tensor *const in[], int64_t k)
     return sign_w(in, k) * fabs(ts_get(in[2], k));
 }
 
+/* BioTorch's scaled uSF: sign(W) sqrt(2 / (in + out)). */
+static double sign_w_scaled(const ad_tensor *const in[], int64_t k)
+{
+    return sign_w(in, k) * sqrt(2.0 / (double)(in[0]->shape[0] + in[0]->shape[1]));
+}
+
 #define NAIVE_REFERENCE(name, f)                                                        \
     static ad_status name(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],  \
                           const ad_tensor *y, ad_tensor *const din[], const float beta[]) \
@@ -49,6 +55,7 @@ static double sign_w_mag(const ad_tensor *const in[], int64_t k)
     }
 NAIVE_REFERENCE(naive_fa, feedback_b)
 NAIVE_REFERENCE(naive_usf, sign_w)
+NAIVE_REFERENCE(naive_usf_scaled, sign_w_scaled)
 NAIVE_REFERENCE(naive_sf, sign_w_mag)
 
 /* KP's feedback slots: dX = dY B, and dB = dY' X (W's update, by loops). */
@@ -104,6 +111,23 @@ Test(feedback, fa_rule_dw_by_finite_differences_dx_by_naive_b)
     check_dense_rule(ad_op_dense_fa, "ad_op_dense_fa", 3, naive_fa);
 }
 
+Test(feedback, scaled_usf_rule_dx_is_dy_times_sign_w_times_xaviers_std)
+{
+    check_dense_rule(ad_op_dense_usf_scaled, "ad_op_dense_usf_scaled", 2, naive_usf_scaled);
+}
+
+Test(feedback, usf_scale_is_xaviers_standard_deviation_with_pytorchs_fans)
+{
+    ad_tensor *fc = ts_tensor(AD_F32, 2, TS_SHAPE(84, 120));
+    ad_tensor *conv = ts_tensor(AD_F32, 4, TS_SHAPE(6, 1, 5, 5));
+    ad_tensor *vec = ts_tensor(AD_F64, 1, TS_SHAPE(10));
+    cr_expect_float_eq(ad_usf_scale(fc), sqrt(2.0 / 204.0), 1e-15);
+    cr_expect_float_eq(ad_usf_scale(conv), sqrt(2.0 / (25.0 + 150.0)), 1e-15);
+    cr_expect_float_eq(ad_usf_scale(vec), sqrt(0.1), 1e-15);
+    cr_expect(isnan(ad_usf_scale(NULL)));
+    ad_tensor_free(fc), ad_tensor_free(conv), ad_tensor_free(vec);
+}
+
 Test(feedback, usf_rule_dx_is_dy_times_sign_w)
 {
     check_dense_rule(ad_op_dense_usf, "ad_op_dense_usf", 2, naive_usf);
@@ -148,6 +172,13 @@ Test(feedback, dense_feedback_rules_pass_the_default_check)
         cr_expect_eq(rep.slots_checked, 2);
         default_check(ad_op_dense_usf, "ad_op_dense_usf", fa_in, 2, NULL, 0, &rep);
         cr_expect_eq(rep.slots_checked, 2);
+        default_check(ad_op_dense_usf_scaled, "ad_op_dense_usf_scaled", fa_in, 2, NULL, 0,
+                      &rep);
+        cr_expect_eq(rep.slots_checked, 2);
+        cr_expect(rep.slot[1].angle == AD_CHECK_ANGLE_MEASURED &&
+                  rep.slot[1].angle_degrees < 60, "scaled uSF angle %g",
+                  rep.slot[1].angle_degrees);
+        default_check(ad_op_dense_usf, "ad_op_dense_usf", fa_in, 2, NULL, 0, &rep);
         /* Sign symmetry sends dY sign(W): within 90 degrees of backprop's dY W. */
         cr_expect(rep.slot[1].angle == AD_CHECK_ANGLE_MEASURED &&
                   rep.slot[1].angle_degrees < 60, "uSF angle %g", rep.slot[1].angle_degrees);

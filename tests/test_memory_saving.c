@@ -44,6 +44,7 @@ CASE(sce_sum, ad_scale(t, ad_softmax_cross_entropy_ex(t, HEAD, U(labels), AD_RED
                        0.5))
 CASE(fa, net_tail(t, s, ad_dense_fa(t, U(w3), A, U(fb))))
 CASE(usf, net_tail(t, s, ad_dense_usf(t, U(w3), A)))
+CASE(usf_scaled, net_tail(t, s, ad_dense_usf_scaled(t, U(w3), A)))
 CASE(sf, net_tail(t, s, ad_dense_sf(t, U(w3), A, U(fb))))
 CASE(kp, net_tail(t, s, ad_dense_kp(t, U(w3), A, U(fbp))))
 /* Conv layers on views of the 2-D net: A (B x 16) as B images of 1 x 4 x 4 or of 16 x 1
@@ -68,6 +69,11 @@ CASE(conv_usf, net_tail(t, s, ad_flatten(t, ad_conv2d_usf(t, IMG(A, 16, 1),
 CASE(conv_bias_usf, net_tail(t, s, ad_flatten(t, ad_conv2d_bias_usf(t, IMG(A, 16, 1),
                                                                     KERNEL(U(w3), 16, 16, 1),
                                                                     U(b), NULL))))
+CASE(conv_usf_scaled, net_tail(t, s, ad_flatten(t, ad_conv2d_usf_scaled(t, IMG(A, 16, 1),
+                                                          KERNEL(U(w3), 16, 16, 1), NULL))))
+CASE(conv_bias_usf_scaled, net_tail(t, s, ad_flatten(t, ad_conv2d_bias_usf_scaled(
+                                              t, IMG(A, 16, 1), KERNEL(U(w3), 16, 16, 1),
+                                              U(b), NULL))))
 CASE(conv_sf, net_tail(t, s, ad_flatten(t, ad_conv2d_sf(t, IMG(A, 16, 1),
                                                         KERNEL(U(w3), 16, 16, 1),
                                                         KERNEL(U(fb), 16, 16, 1), NULL))))
@@ -137,6 +143,7 @@ static const struct {
     {"sce none", c_sce_none, ad_op_softmax_cross_entropy},
     {"sce sum", c_sce_sum, ad_op_softmax_cross_entropy},
     {"dense_fa", c_fa, ad_op_dense_fa},       {"dense_usf", c_usf, ad_op_dense_usf},
+    {"dense_usf_scaled", c_usf_scaled, ad_op_dense_usf_scaled},
     {"dense_sf", c_sf, ad_op_dense_sf},       {"dense_kp", c_kp, ad_op_dense_kp},
     {"dfa_output", c_dfa, ad_op_dfa_output},  {"dfa_hidden", c_dfa, ad_op_dfa_hidden},
     {"dfa_conv_hidden", c_dfa_conv, ad_op_dfa_conv_hidden},
@@ -145,6 +152,8 @@ static const struct {
     {"conv2d_bias_fa", c_conv_bias_fa, ad_op_conv2d_bias_fa},
     {"conv2d_usf", c_conv_usf, ad_op_conv2d_usf},
     {"conv2d_bias_usf", c_conv_bias_usf, ad_op_conv2d_bias_usf},
+    {"conv2d_usf_scaled", c_conv_usf_scaled, ad_op_conv2d_usf_scaled},
+    {"conv2d_bias_usf_scaled", c_conv_bias_usf_scaled, ad_op_conv2d_bias_usf_scaled},
     {"conv2d_sf", c_conv_sf, ad_op_conv2d_sf},
     {"conv2d_bias_sf", c_conv_bias_sf, ad_op_conv2d_bias_sf},
     {"conv2d_kp", c_conv_kp, ad_op_conv2d_kp},

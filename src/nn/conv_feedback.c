@@ -189,7 +189,7 @@ static ad_status conv2d_bias_sf_pullback(ad_ctx *cx, const ad_tensor *dy,
 }
 
 /* uSF's and SF's references: conv2d's backprop, dX through w (M's slot is nondiff). */
-static ad_status conv2d_sign_reference(ad_ctx *cx, const ad_tensor *dy,
+ad_status adi_conv_sign_reference(ad_ctx *cx, const ad_tensor *dy,
                                        const ad_tensor *const in[], const ad_tensor *y,
                                        ad_tensor *const din[], const float beta[])
 {
@@ -197,7 +197,7 @@ static ad_status conv2d_sign_reference(ad_ctx *cx, const ad_tensor *dy,
     return adi_conv_pullback("conv2d_usf/sf", cx, dy, in[0], in[1], NULL, in[1], din, beta);
 }
 
-static ad_status conv2d_bias_sign_reference(ad_ctx *cx, const ad_tensor *dy,
+ad_status adi_conv_bias_sign_reference(ad_ctx *cx, const ad_tensor *dy,
                                             const ad_tensor *const in[], const ad_tensor *y,
                                             ad_tensor *const din[], const float beta[])
 {
@@ -282,27 +282,27 @@ static ad_status conv2d_bias_kp_reference(ad_ctx *cx, const ad_tensor *dy,
 
 static const ad_rule rule_conv2d_usf = {
     .name = "conv2d (uSF sign symmetry)", .pullback = conv2d_usf_pullback,
-    .reference = conv2d_sign_reference, .n_inputs = 2, .inputs = {RANK4, RANK4},
+    .reference = adi_conv_sign_reference, .n_inputs = 2, .inputs = {RANK4, RANK4},
     .not_gradient = AD_INPUT(0),
     .unread = AD_OUTPUT, /* dX reads w (its sign), dW reads x: y never */
     CONV_ATTRS};
 
 static const ad_rule rule_conv2d_bias_usf = {
     .name = "conv2d_bias (uSF sign symmetry)", .pullback = conv2d_bias_usf_pullback,
-    .reference = conv2d_bias_sign_reference, .n_inputs = 3,
+    .reference = adi_conv_bias_sign_reference, .n_inputs = 3,
     .inputs = {RANK4, RANK4, {0, AD_RANK(1)}}, .not_gradient = AD_INPUT(0),
     .unread = AD_OUTPUT | AD_INPUT(2), CONV_ATTRS};
 
 static const ad_rule rule_conv2d_sf = {
     .name = "conv2d (sign-concordant feedback)", .pullback = conv2d_sf_pullback,
-    .reference = conv2d_sign_reference, .n_inputs = 3, .inputs = {RANK4, RANK4, RANK4},
+    .reference = adi_conv_sign_reference, .n_inputs = 3, .inputs = {RANK4, RANK4, RANK4},
     .nondiff = AD_INPUT(2), .not_gradient = AD_INPUT(0),
     .unread = AD_OUTPUT, /* dX reads w and M, dW reads x: y never */
     CONV_ATTRS};
 
 static const ad_rule rule_conv2d_bias_sf = {
     .name = "conv2d_bias (sign-concordant feedback)", .pullback = conv2d_bias_sf_pullback,
-    .reference = conv2d_bias_sign_reference, .n_inputs = 4,
+    .reference = adi_conv_bias_sign_reference, .n_inputs = 4,
     .inputs = {RANK4, RANK4, {0, AD_RANK(1)}, RANK4}, .nondiff = AD_INPUT(3),
     .not_gradient = AD_INPUT(0), .unread = AD_OUTPUT | AD_INPUT(2), CONV_ATTRS};
 

@@ -13,6 +13,15 @@
 ad_status adi_sign_feedback(ad_ctx *cx, const ad_tensor *w, const ad_tensor *m,
                             ad_tensor **f);
 
+/* conv_feedback.c: conv2d's backprop pullback as the reference of the conv sign
+** rules, inputs (x, w[, M]) and (x, w, b[, M]); usf_scaled.c's conv rules share them. */
+ad_status adi_conv_sign_reference(ad_ctx *cx, const ad_tensor *dy, const ad_tensor *const in[],
+                                  const ad_tensor *y, ad_tensor *const din[],
+                                  const float beta[]);
+ad_status adi_conv_bias_sign_reference(ad_ctx *cx, const ad_tensor *dy,
+                                       const ad_tensor *const in[], const ad_tensor *y,
+                                       ad_tensor *const din[], const float beta[]);
+
 /* dfa.c: y = x into *out (ad_out), and its pullback dx = dy (beta 0) or += dy, the
 ** true gradient every DFA hidden rule has as its reference. */
 ad_status adi_identity_forward(ad_ctx *cx, const ad_tensor *x, ad_tensor **out);

@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "../base/base.h"
+#include "ad_feedback.h"
 #include "ad_nn.h"
 
 typedef struct fans {
@@ -32,6 +33,14 @@ static fans fans_of(const ad_tensor *t)
     for (int i = 2; i < t->ndim; i++)
         field *= (double)t->shape[i];
     return (fans){(double)t->shape[1] * field, (double)t->shape[0] * field};
+}
+
+double ad_usf_scale(const ad_tensor *w)
+{
+    if (!w)
+        return NAN;
+    fans f = fans_of(w);
+    return sqrt(2.0 / (f.in + f.out));
 }
 
 static ad_status check_float(const char *what, const ad_tensor *t, const ad_rng *r,

@@ -187,6 +187,7 @@ static const ad_primal_fn fns[] = {
     ad_op_conv2d_bias,
     ad_op_conv2d_fa, ad_op_conv2d_bias_fa, ad_op_conv2d_usf, ad_op_conv2d_bias_usf,
     ad_op_conv2d_sf, ad_op_conv2d_bias_sf, ad_op_conv2d_kp, ad_op_conv2d_bias_kp,
+    ad_op_dense_usf_scaled, ad_op_conv2d_usf_scaled, ad_op_conv2d_bias_usf_scaled,
     ad_op_reshape, ad_op_flatten,
     ad_op_max_pool2d, ad_op_avg_pool2d, ad_op_global_avg_pool2d,
     user_mixed, user_ignores, user_bad,
@@ -318,7 +319,8 @@ static int is_conv(ad_primal_fn fn)
     return fn == ad_op_conv2d || fn == ad_op_conv2d_bias || fn == ad_op_conv2d_fa ||
            fn == ad_op_conv2d_bias_fa || fn == ad_op_conv2d_usf ||
            fn == ad_op_conv2d_bias_usf || fn == ad_op_conv2d_sf || fn == ad_op_conv2d_bias_sf ||
-           fn == ad_op_conv2d_kp || fn == ad_op_conv2d_bias_kp;
+           fn == ad_op_conv2d_kp || fn == ad_op_conv2d_bias_kp ||
+           fn == ad_op_conv2d_usf_scaled || fn == ad_op_conv2d_bias_usf_scaled;
 }
 
 /* The attribute struct fn reads (matmul, scale, softmax cross-entropy with any
