@@ -132,3 +132,56 @@ Test(train, memory_saving_changes_no_bit_and_alignment_still_works)
     saving_is_invisible(RULE_FA);
     saving_is_invisible(RULE_DFA);
 }
+
+/* The weight metrics by loops written here: the feedback each rule defines, its angle
+** with W and |F| / |W|, for every weight layer; NaN where the rule has none. */
+static void expected_metrics(const model *m, int l, double *angle, double *ratio)
+{
+    double dot = 0, nf = 0, nw = 0;
+    for (int64_t i = 0; i < m->W[l]->size; i++) {
+        double w = ts_get(m->W[l], i), s = (w > 0) - (w < 0), f;
+        switch (m->cfg.rule) {
+        case RULE_FA: case RULE_KP: f = ts_get(m->B[l], i); break;
+        case RULE_BRSF: case RULE_FRSF: f = s * fabs(ts_get(m->B[l], i)); break;
+        default: f = s;
+        }
+        dot += f * w, nf += f * f, nw += w * w;
+    }
+    *angle = acos(dot / sqrt(nf * nw)) * 180.0 / acos(-1.0);
+    *ratio = sqrt(nf / nw);
+}
+
+Test(train, weight_angle_and_norm_ratio_per_layer_follow_each_rules_feedback)
+{
+    const rule_kind rules[] = {RULE_FA, RULE_KP, RULE_USF, RULE_BRSF, RULE_FRSF, RULE_BP,
+                               RULE_DFA, RULE_FROZEN};
+    for (size_t k = 0; k < sizeof rules / sizeof rules[0]; k++) {
+        model m;
+        model_config cfg = {.rule = rules[k], .n_layers = 3, .widths = {20, 12, 8, 5},
+                            .seed = 3, .batch = 4,
+                            .optim = {.kind = AD_OPT_DESCENT, .lr = 0.05}};
+        cr_assert_eq(model_init(&m, &cfg), AD_OK, "%s", ad_last_error());
+        double angle[MODEL_MAX_LAYERS], ratio[MODEL_MAX_LAYERS];
+        model_weight_metrics(&m, angle, ratio);
+        for (int l = 0; l < 3; l++) {
+            if (rules[k] == RULE_BP || rules[k] == RULE_DFA || rules[k] == RULE_FROZEN) {
+                cr_expect(isnan(angle[l]) && isnan(ratio[l]), "%s layer %d: %g %g",
+                          rule_name(rules[k]), l, angle[l], ratio[l]);
+                continue;
+            }
+            double a, r;
+            expected_metrics(&m, l, &a, &r);
+            cr_expect(fabs(angle[l] - a) < 1e-9 && fabs(ratio[l] - r) < 1e-12,
+                      "%s layer %d: angle %g (want %g), ratio %g (want %g)",
+                      rule_name(rules[k]), l, angle[l], a, ratio[l], r);
+            /* Sign feedback agrees in sign with W everywhere: well under 90 degrees;
+            ** random B at init is near 90, and sign(W) is far larger than W. */
+            if (rules[k] == RULE_USF)
+                cr_expect(angle[l] < 45 && ratio[l] > 2, "uSF layer %d: %g %g", l, angle[l],
+                          ratio[l]);
+            if (rules[k] == RULE_FA)
+                cr_expect(angle[l] > 60 && angle[l] < 120, "FA layer %d: %g", l, angle[l]);
+        }
+        model_free(&m);
+    }
+}

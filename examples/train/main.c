@@ -160,6 +160,7 @@ static void evaluate(model *m, const dataset *d, epoch_stats *st)
         rc = model_accuracy(m, &d->eval_x, &d->eval_y, &st->accuracy);
         rc = rc ? rc : model_alignment(m, d->test_x, d->test_y, d->n_align,
                                        st->grad_angle, st->weight_angle);
+        model_weight_metrics(m, st->weight_angle, st->norm_ratio);
     }
     if ((rc = parallel_agree(&par, rc)))
         fail(rc);

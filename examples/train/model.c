@@ -231,12 +231,43 @@ static ad_status alignment_sweeps(model *m, const ad_tensor *images, const ad_te
         rule_grad[l] = ad_cotangent(m->tape, m->pre[l]);
     if ((rc = ad_backward_ex(m->tape, loss, m->ps, m->align_gs, &reference)))
         return rc;
-    for (int l = 0; l < hidden_layers(m); l++) {
+    for (int l = 0; l < hidden_layers(m); l++)
         grad_angle[l] = ad_angle_degrees(rule_grad[l], ad_cotangent(m->tape, m->pre[l]));
-        bool has_b = m->cfg.rule == RULE_FA || m->cfg.rule == RULE_KP;
-        weight_angle[l] = has_b ? ad_angle_degrees(m->B[l], m->W[l]) : NAN;
-    }
+    model_weight_metrics(m, weight_angle, NULL);
     return AD_OK;
+}
+
+/* Element i of the tensor layer l's dX goes through in place of W: B (FA, KP), sign(W)
+** (uSF) or |M| sign(W) (brSF, frSF), as the rules define them (sign(0) = 0). */
+static double feedback_at(const model *m, int l, int64_t i)
+{
+    double w = ((const float *)m->W[l]->data)[i];
+    double sg = w > 0 ? 1.0 : w < 0 ? -1.0 : 0.0;
+    switch (m->cfg.rule) {
+    case RULE_FA:
+    case RULE_KP: return ((const float *)m->B[l]->data)[i];
+    case RULE_BRSF:
+    case RULE_FRSF: return sg * fabs(((const float *)m->B[l]->data)[i]);
+    default: return sg; /* RULE_USF */
+    }
+}
+
+void model_weight_metrics(const model *m, double *angle, double *norm_ratio)
+{
+    bool has = m->cfg.rule == RULE_FA || m->cfg.rule == RULE_KP || m->cfg.rule == RULE_USF ||
+               m->cfg.rule == RULE_BRSF || m->cfg.rule == RULE_FRSF;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        double dot = 0, nf = 0, nw = 0;
+        for (int64_t i = 0; has && i < m->W[l]->size; i++) {
+            double f = feedback_at(m, l, i), w = ((const float *)m->W[l]->data)[i];
+            dot += f * w, nf += f * f, nw += w * w;
+        }
+        double c = has && nf > 0 && nw > 0 ? dot / sqrt(nf * nw) : NAN;
+        if (angle)
+            angle[l] = isnan(c) ? NAN : acos(c > 1 ? 1 : c < -1 ? -1 : c) * (180.0 / acos(-1.0));
+        if (norm_ratio)
+            norm_ratio[l] = has && nw > 0 ? sqrt(nf / nw) : NAN;
+    }
 }
 
 /* Two sweeps of one recording, with cotangents read after each: the training tape's

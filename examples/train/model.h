@@ -125,10 +125,18 @@ ad_status model_accuracy(model *m, const ad_tensor *images, const ad_tensor *lab
 ** Alignment on rows [0, n) of images/labels: for each hidden layer l, the angle in
 ** degrees between the rule's pre-activation gradient and backprop's (two sweeps of one
 ** tape, the second with reference pullbacks), flattened over batch x units, and the
-** angle between B_l and W_l (NaN where the rule has no such B). n_hidden entries each.
-** Sweeps into align_gs, so it neither calls m->gradient nor fires gs's ready callback.
+** weight angles of model_weight_metrics. n_hidden entries of grad_angle, n_layers of
+** weight_angle. Sweeps into align_gs, so it neither calls m->gradient nor fires gs's
+** ready callback.
 */
 ad_status model_alignment(model *m, const ad_tensor *images, const ad_tensor *labels,
                           int64_t n, double *grad_angle, double *weight_angle);
+
+/* For every weight layer l (n_layers entries; NULL outputs skipped): BioTorch's weight
+** angle between the feedback F_l that the rule sends dX through in place of W_l (B for
+** FA and KP, sign(W_l) for uSF, |M_l| sign(W_l) for brSF and frSF) and W_l, in
+** degrees, and the norm ratio |F_l| / |W_l| (Frobenius). NaN for rules without such
+** an F (backprop, DFA, the frozen control). Reads the weights only. */
+void model_weight_metrics(const model *m, double *angle, double *norm_ratio);
 
 #endif /* TRAIN_MODEL_H */

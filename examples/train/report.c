@@ -153,7 +153,8 @@ int report_csv(const job_log *job, const char *path)
         return -1;
     fputs("rule,seed,epoch,train_loss,test_acc", f);
     csv_layer_columns(f, "angle", job->n_hidden);
-    csv_layer_columns(f, "weight_angle", job->n_hidden);
+    csv_layer_columns(f, "weight_angle", job->n_hidden + 1);
+    csv_layer_columns(f, "norm_ratio", job->n_hidden + 1);
     fputs(",seconds\n", f);
     for (int i = 0; i < job->n_rules * job->n_seeds; i++) {
         const run_log *run = &job->runs[i];
@@ -163,8 +164,10 @@ int report_csv(const job_log *job, const char *path)
                     (unsigned long long)run->seed, e, st->train_loss, st->accuracy);
             for (int l = 0; l < job->n_hidden; l++)
                 fprintf(f, ",%.6g", st->grad_angle[l]);
-            for (int l = 0; l < job->n_hidden; l++)
+            for (int l = 0; l <= job->n_hidden; l++)
                 fprintf(f, ",%.6g", st->weight_angle[l]);
+            for (int l = 0; l <= job->n_hidden; l++)
+                fprintf(f, ",%.6g", st->norm_ratio[l]);
             fprintf(f, ",%.6g\n", st->seconds);
         }
     }
@@ -237,7 +240,9 @@ static void json_run(FILE *f, const job_log *job, const run_log *run, int last)
         fputs(", \"grad_angle\": ", f);
         json_array(f, st->grad_angle, job->n_hidden);
         fputs(", \"weight_angle\": ", f);
-        json_array(f, st->weight_angle, job->n_hidden);
+        json_array(f, st->weight_angle, job->n_hidden + 1);
+        fputs(", \"norm_ratio\": ", f);
+        json_array(f, st->norm_ratio, job->n_hidden + 1);
         fputs(", \"seconds\": ", f);
         json_num(f, st->seconds);
         fprintf(f, "}%s\n", e < job->n_epochs ? "," : "");

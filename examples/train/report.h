@@ -17,7 +17,10 @@ typedef struct epoch_stats {
     double train_loss;                       /* mean batch loss; NaN in row 0 */
     double accuracy;                         /* in [0, 1], on the evaluation set */
     double grad_angle[MODEL_MAX_LAYERS];     /* degrees, per hidden layer */
-    double weight_angle[MODEL_MAX_LAYERS];   /* degrees, NaN where the rule has no B */
+    double weight_angle[MODEL_MAX_LAYERS];   /* per weight layer: degrees between the
+                                             ** feedback and W, NaN where the rule has
+                                             ** none (model_weight_metrics) */
+    double norm_ratio[MODEL_MAX_LAYERS];     /* per weight layer: |feedback| / |W| */
     double seconds;                          /* training only, evaluation excluded */
     double comm_seconds;                     /* of those, inside MPI for gradients */
 } epoch_stats;

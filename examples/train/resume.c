@@ -20,7 +20,7 @@
 #define PERMUTATION "trainer.permutation"
 
 /* Columns of a history row: loss, accuracy, the angles of every possible layer, times. */
-enum { COLS = 4 + 2 * MODEL_MAX_LAYERS, MAX_BUFFERS = 3 * MODEL_MAX_LAYERS + 2 };
+enum { COLS = 4 + 3 * MODEL_MAX_LAYERS, MAX_BUFFERS = 3 * MODEL_MAX_LAYERS + 2 };
 
 ad_status resume_path(char *out, size_t size, const char *file, const run_log *run)
 {
@@ -100,6 +100,7 @@ static void row_out(double *row, const epoch_stats *st)
     memcpy(row + 2 + MODEL_MAX_LAYERS, st->weight_angle, sizeof st->weight_angle);
     row[2 + 2 * MODEL_MAX_LAYERS] = st->seconds;
     row[3 + 2 * MODEL_MAX_LAYERS] = st->comm_seconds;
+    memcpy(row + 4 + 2 * MODEL_MAX_LAYERS, st->norm_ratio, sizeof st->norm_ratio);
 }
 
 static void row_in(epoch_stats *st, const double *row)
@@ -110,6 +111,7 @@ static void row_in(epoch_stats *st, const double *row)
     memcpy(st->weight_angle, row + 2 + MODEL_MAX_LAYERS, sizeof st->weight_angle);
     st->seconds = row[2 + 2 * MODEL_MAX_LAYERS];
     st->comm_seconds = row[3 + 2 * MODEL_MAX_LAYERS];
+    memcpy(st->norm_ratio, row + 4 + 2 * MODEL_MAX_LAYERS, sizeof st->norm_ratio);
 }
 
 ad_status resume_save(parallel *p, const char *path, const resume_run *r, int epoch)
