@@ -113,9 +113,10 @@ void report_table(FILE *f, const job_log *job)
     if (!acc)
         return;
     double *angle = acc + job->n_seeds;
-    fprintf(f, "\nafter %d epoch%s, %d seed%s (mean +- sd), %s set of %lld images:\n\n",
-            job->n_epochs, job->n_epochs == 1 ? "" : "s", job->n_seeds,
-            job->n_seeds == 1 ? "" : "s", job->eval_name, (long long)job->n_eval);
+    int one = job->n_seeds == 1; /* one seed: the values alone, no "+- 0.00" */
+    fprintf(f, "\nafter %d epoch%s, %d seed%s%s, %s set of %lld images:\n\n",
+            job->n_epochs, job->n_epochs == 1 ? "" : "s", job->n_seeds, one ? "" : "s",
+            one ? "" : " (mean +- sd)", job->eval_name, (long long)job->n_eval);
     fprintf(f, "%-7s %18s %20s %9s %9s %9s\n", "rule", "accuracy (%)", "angle l_top (deg)",
             "s/epoch", "lr", "decay");
     for (int r = 0; r < job->n_rules; r++) {
@@ -124,14 +125,19 @@ void report_table(FILE *f, const job_log *job)
         double acc_mean = mean_sd(acc, job->n_seeds, &acc_sd);
         double angle_mean = mean_sd(angle, job->n_seeds, &angle_sd);
         const run_log *run = run_at(job, r, 0);
-        char angle_text[32];
+        char angle_text[32], acc_text[32];
         if (isnan(angle_mean))
             snprintf(angle_text, sizeof angle_text, "%20s", "-");
+        else if (one)
+            snprintf(angle_text, sizeof angle_text, "%20.2f", angle_mean);
         else
             snprintf(angle_text, sizeof angle_text, "%11.2f +- %5.2f", angle_mean, angle_sd);
-        fprintf(f, "%-7s %9.2f +- %5.2f %s %9.2f %9.3g %9.3g\n", rule_name(run->rule),
-                acc_mean, acc_sd, angle_text, rule_epoch_seconds(job, r), run->lr,
-                run->weight_decay);
+        if (one)
+            snprintf(acc_text, sizeof acc_text, "%18.2f", acc_mean);
+        else
+            snprintf(acc_text, sizeof acc_text, "%9.2f +- %5.2f", acc_mean, acc_sd);
+        fprintf(f, "%-7s %s %s %9.2f %9.3g %9.3g\n", rule_name(run->rule), acc_text,
+                angle_text, rule_epoch_seconds(job, r), run->lr, run->weight_decay);
     }
     fprintf(f, "\nangle l_top: between the rule's and backprop's gradient at hidden layer "
                "%d,\non the first test images; '-': no gradient reaches it (frozen) or a "
@@ -297,93 +303,4 @@ void report_json(FILE *f, const job_log *job, const char *csv_path, const char *
     fputs("  ]\n}\n", f);
     fflush(f);
     free(acc);
-}
-
-/* One datablock per rule: epoch, accuracy (%), top angle, each the mean over seeds. */
-static void plot_data(FILE *g, const job_log *job)
-{
-    for (int r = 0; r < job->n_rules; r++) {
-        fprintf(g, "$%s << EOD\n", rule_name(run_at(job, r, 0)->rule));
-        for (int e = 0; e <= job->n_epochs; e++) {
-            double acc = 0.0, angle = 0.0;
-            for (int s = 0; s < job->n_seeds; s++) {
-                acc += run_at(job, r, s)->epochs[e].accuracy;
-                angle += run_at(job, r, s)->epochs[e].grad_angle[top(job)];
-            }
-            fprintf(g, "%d %.6g %.6g\n", e, 100.0 * acc / job->n_seeds,
-                    angle / job->n_seeds);
-        }
-        fputs("EOD\n", g);
-    }
-}
-
-/* A gnuplot single-quoted string: only the quote itself needs escaping ('' ). */
-static void plot_quoted(FILE *g, const char *s)
-{
-    fputc('\'', g);
-    for (; *s; s++) {
-        if (*s == '\'')
-            fputc('\'', g);
-        fputc(*s, g);
-    }
-    fputc('\'', g);
-}
-
-static void plot_panel(FILE *g, const job_log *job, int column)
-{
-    fputs("plot ", g);
-    for (int r = 0; r < job->n_rules; r++) {
-        const char *name = rule_name(run_at(job, r, 0)->rule);
-        fprintf(g, "%s$%s using 1:%d with linespoints lw 2 pt 7 ps 0.6 title '%s'",
-                r ? ", " : "", name, column, name);
-    }
-    fputc('\n', g);
-}
-
-static void plot_script(FILE *g, const job_log *job, const char *png_path)
-{
-    plot_data(g, job);
-    /* pngcairo antialiases; plain png (libgd) is the fallback some builds only have. */
-    fputs("if (strstrt(' '.GPVAL_TERMINALS.' ', ' pngcairo ') > 0) {\n"
-          "  set terminal pngcairo size 1200,480 font ',10'\n"
-          "} else {\n  set terminal png size 1200,480\n}\nset output ", g);
-    plot_quoted(g, png_path);
-    /* Whole epochs on the x axis; the key outside, where no curve can run under it. */
-    fprintf(g, "\nset multiplot layout 1,2 title 'adtape-train: mean over %d seed%s'\n"
-               "set grid\nset xlabel 'epoch'\nset key outside right top vertical\n"
-               "set xrange [0:%d]\nset xtics %d\n",
-            job->n_seeds, job->n_seeds == 1 ? "" : "s", job->n_epochs,
-            job->n_epochs > 10 ? (job->n_epochs + 9) / 10 : 1);
-    fprintf(g, "set ylabel '%s accuracy (%%)'\n", job->eval_name);
-    plot_panel(g, job, 2);
-    fprintf(g, "set yrange [0:*]\n"
-               "set ylabel 'angle to backprop gradient, hidden layer %d (deg)'\n",
-            top(job) + 1);
-    plot_panel(g, job, 3);
-    fputs("unset multiplot\nset output\n", g);
-}
-
-int report_plot(const job_log *job, const char *png_path, FILE *log)
-{
-    int found = system("command -v gnuplot >/dev/null 2>&1");
-    if (found != 0) {
-        fprintf(log, "gnuplot not found: no plot drawn; the numbers are in %s/epochs.csv\n",
-                job->out_dir);
-        return 1;
-    }
-    /* If gnuplot dies early, a write must fail with EPIPE, not kill the job. */
-    void (*old)(int) = signal(SIGPIPE, SIG_IGN);
-    FILE *g = popen("gnuplot 1>&2", "w"); /* keeps stdout clean for --json */
-    int status = -1;
-    if (g) {
-        plot_script(g, job, png_path);
-        status = pclose(g);
-    }
-    signal(SIGPIPE, old);
-    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(log, "gnuplot failed: no plot drawn; the numbers are in %s/epochs.csv\n",
-                job->out_dir);
-        return -1;
-    }
-    return 0;
 }

@@ -72,7 +72,8 @@ int report_csv(const job_log *job, const char *path);
 void report_json(FILE *f, const job_log *job, const char *csv_path,
                  const char *plot_path);
 
-/* Draws png_path with gnuplot: accuracy and top-hidden-layer angle per epoch, one
+/* Draws png_path with gnuplot (plot.c): accuracy per epoch on an axis fitted to the
+** final accuracies, and the angle to backprop's gradient at each hidden layer, one
 ** line per rule (mean over seeds). Returns 0 when drawn, 1 when gnuplot is not
 ** installed, -1 when gnuplot failed; messages go to log. */
 int report_plot(const job_log *job, const char *png_path, FILE *log);
