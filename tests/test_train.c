@@ -33,14 +33,15 @@ static void unload(void)
     ad_tensor_free(test_labels);
 }
 
-static void train_rule(rule_kind rule)
+static void train_rule_ex(rule_kind rule, int usf_scaled)
 {
     enum { TRAIN = 3000, BATCH = 32, EPOCHS = 2, STEPS = TRAIN / BATCH };
     model m;
     model_config cfg = {.rule = rule, .n_layers = 3, .widths = {784, 64, 64, 10}, .seed = 5,
                         .batch = BATCH,
                         .optim = {.kind = AD_OPT_MOMENTUM, .lr = 0.01, .momentum = 0.9,
-                                  .weight_decay = rule == RULE_KP ? 1e-4 : 0}};
+                                  .weight_decay = rule == RULE_KP ? 1e-4 : 0},
+                        .usf_scaled = usf_scaled};
     cr_assert_eq(model_init(&m, &cfg), AD_OK, "%s", ad_last_error());
     int64_t idx[TRAIN];
     for (int64_t i = 0; i < TRAIN; i++)
@@ -63,6 +64,8 @@ static void train_rule(rule_kind rule)
     cr_expect_lt(last, 0.7 * first, "%s: loss %.3f -> %.3f", rule_name(rule), first, last);
     model_free(&m);
 }
+
+static void train_rule(rule_kind rule) { train_rule_ex(rule, 0); }
 
 TestSuite(train, .init = load, .fini = unload, .timeout = 60);
 
@@ -143,7 +146,10 @@ static void expected_metrics(const model *m, int l, double *angle, double *ratio
         switch (m->cfg.rule) {
         case RULE_FA: case RULE_KP: f = ts_get(m->B[l], i); break;
         case RULE_BRSF: case RULE_FRSF: f = s * fabs(ts_get(m->B[l], i)); break;
-        default: f = s;
+        default: /* uSF; scaled: Xavier's std, sqrt(2 / (in + out)), for a dense W */
+            f = m->cfg.usf_scaled ? s * sqrt(2.0 / (double)(m->W[l]->shape[0] +
+                                                             m->W[l]->shape[1]))
+                                  : s;
         }
         dot += f * w, nf += f * f, nw += w * w;
     }
@@ -185,3 +191,31 @@ Test(train, weight_angle_and_norm_ratio_per_layer_follow_each_rules_feedback)
         model_free(&m);
     }
 }
+
+Test(train, scaled_usf_feedback_is_sign_w_times_xaviers_std_and_learns)
+{
+    model m;
+    model_config cfg = {.rule = RULE_USF, .usf_scaled = 1, .n_layers = 3,
+                        .widths = {20, 12, 8, 5}, .seed = 3, .batch = 4,
+                        .optim = {.kind = AD_OPT_DESCENT, .lr = 0.05}};
+    cr_assert_eq(model_init(&m, &cfg), AD_OK, "%s", ad_last_error());
+    double angle[MODEL_MAX_LAYERS], ratio[MODEL_MAX_LAYERS], plain[MODEL_MAX_LAYERS];
+    model_weight_metrics(&m, angle, ratio);
+    m.cfg.usf_scaled = 0;
+    model_weight_metrics(&m, NULL, plain);
+    m.cfg.usf_scaled = 1;
+    for (int l = 0; l < 3; l++) {
+        double a, r;
+        expected_metrics(&m, l, &a, &r);
+        cr_expect(fabs(angle[l] - a) < 1e-9 && fabs(ratio[l] - r) < 1e-12,
+                  "layer %d: angle %g (want %g), ratio %g (want %g)", l, angle[l], a,
+                  ratio[l], r);
+        /* Glorot-uniform W has E[w^2] = s^2, so |s sign(W)| / |W| is near 1 at init;
+        ** unscaled it is near 1 / s. */
+        cr_expect(ratio[l] > 0.6 && ratio[l] < 1.6, "layer %d: scaled ratio %g", l, ratio[l]);
+        cr_expect(plain[l] > 2 * ratio[l], "layer %d: unscaled %g", l, plain[l]);
+    }
+    model_free(&m);
+}
+
+Test(train, scaled_usf_learns) { train_rule_ex(RULE_USF, 1); }

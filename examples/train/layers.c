@@ -115,7 +115,9 @@ static ad_var linear(model *m, ad_tape *t, int l, ad_var h)
         switch (m->cfg.rule) {
         case RULE_FA: return ad_conv2d_bias_fa(t, h, w, b, B, NULL);
         case RULE_KP: return ad_conv2d_bias_kp(t, h, w, b, B, NULL);
-        case RULE_USF: return ad_conv2d_bias_usf(t, h, w, b, NULL);
+        case RULE_USF:
+            return m->cfg.usf_scaled ? ad_conv2d_bias_usf_scaled(t, h, w, b, NULL)
+                                     : ad_conv2d_bias_usf(t, h, w, b, NULL);
         case RULE_BRSF:
         case RULE_FRSF: return ad_conv2d_bias_sf(t, h, w, b, B, NULL);
         default: return ad_conv2d_bias(t, h, w, b, NULL);
@@ -124,7 +126,7 @@ static ad_var linear(model *m, ad_tape *t, int l, ad_var h)
     switch (m->cfg.rule) {
     case RULE_FA: z = ad_dense_fa(t, w, h, B); break;
     case RULE_KP: z = ad_dense_kp(t, w, h, B); break;
-    case RULE_USF: z = ad_dense_usf(t, w, h); break;
+    case RULE_USF: z = m->cfg.usf_scaled ? ad_dense_usf_scaled(t, w, h) : ad_dense_usf(t, w, h); break;
     case RULE_BRSF:
     case RULE_FRSF: z = ad_dense_sf(t, w, h, B); break;
     default: z = ad_matmul(t, h, w, 0, 1); break;

@@ -209,7 +209,8 @@ static double train_epoch(trainer *t, model *m, int64_t *idx, ad_rng *rng,
 static model_config make_config(const options *o, const run_log *run)
 {
     model_config cfg = {.arch = o->arch, .rule = run->rule, .n_layers = o->n_hidden + 1,
-                        .relu = o->relu, .seed = run->seed, .batch = o->batch / par.size};
+                        .relu = o->relu, .seed = run->seed, .batch = o->batch / par.size,
+                        .usf_scaled = o->usf_scaling};
     cfg.widths[0] = 784;
     for (int l = 0; l < o->n_hidden; l++)
         cfg.widths[l + 1] = o->hidden[l];
@@ -291,7 +292,7 @@ static ad_status plan_job(trainer *t)
                    .optimiser = options_optim_name(o->optim), .batch = o->batch,
                    .n_train = t->d.fit_x.shape[0], .n_eval = t->d.eval_x.shape[0],
                    .eval_name = o->holdout ? "val" : "test", .out_dir = o->out_dir,
-                   .ranks = par.size};
+                   .ranks = par.size, .usf_scaling = o->usf_scaling};
     for (int l = 0; l < j->n_hidden; l++)
         j->hidden[l] = shape.layers[l].out;
     size_t n_runs = (size_t)o->n_rules * (size_t)o->n_seeds;

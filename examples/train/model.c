@@ -238,7 +238,8 @@ static ad_status alignment_sweeps(model *m, const ad_tensor *images, const ad_te
 }
 
 /* Element i of the tensor layer l's dX goes through in place of W: B (FA, KP), sign(W)
-** (uSF) or |M| sign(W) (brSF, frSF), as the rules define them (sign(0) = 0). */
+** (uSF; scaled: times ad_usf_scale(W)) or |M| sign(W) (brSF, frSF), as the rules
+** define them (sign(0) = 0). */
 static double feedback_at(const model *m, int l, int64_t i)
 {
     double w = ((const float *)m->W[l]->data)[i];
@@ -248,7 +249,7 @@ static double feedback_at(const model *m, int l, int64_t i)
     case RULE_KP: return ((const float *)m->B[l]->data)[i];
     case RULE_BRSF:
     case RULE_FRSF: return sg * fabs(((const float *)m->B[l]->data)[i]);
-    default: return sg; /* RULE_USF */
+    default: return m->cfg.usf_scaled ? sg * ad_usf_scale(m->W[l]) : sg; /* RULE_USF */
     }
 }
 

@@ -61,6 +61,7 @@ typedef struct model_config {
     uint64_t seed;
     ad_optim_config optim;                 /* KP needs weight_decay > 0 to align */
     int64_t batch;
+    int usf_scaled;                        /* uSF: sign(W) times ad_usf_scale(W) */
 } model_config;
 
 /*

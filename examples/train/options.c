@@ -60,6 +60,9 @@ static void usage(void)
            "  --resume FILE      continue each run from its checkpoint (as --checkpoint\n"
            "                     names it) and go on saving there; a run without one\n"
            "                     starts from the beginning\n"
+           "  --usf-scaling      uSF sends the error through sign(W) times the standard\n"
+           "                     deviation of Xavier's initialisation for the layer\n"
+           "                     (BioTorch's 'scaling'), not sign(W) alone\n"
            "  --json             JSON summary on stdout; progress lines go to stderr\n"
            "  --help             this text\n",
            OPTIONS_MAX_SEEDS);
@@ -208,6 +211,7 @@ static void apply_option(options *o, int c, const char *a)
     case 'd': o->data_dir = a; break;
     case 'O': o->out_dir = a; break;
     case 'j': o->json = 1; break;
+    case 'U': o->usf_scaling = 1; break;
     case 'c': o->checkpoint = a; break;
     case 'R': o->checkpoint = a, o->resume = 1; break;
     }
@@ -223,6 +227,7 @@ void options_parse(int argc, char **argv, options *o)
         {"subset", 1, 0, 'n'},    {"holdout", 1, 0, 'v'},  {"data", 1, 0, 'd'},
         {"out", 1, 0, 'O'},       {"json", 0, 0, 'j'},     {"help", 0, 0, 'h'},
         {"checkpoint", 1, 0, 'c'}, {"resume", 1, 0, 'R'}, {"model", 1, 0, 'M'},
+        {"usf-scaling", 0, 0, 'U'},
         {0, 0, 0, 0}};
     set_defaults(o);
     for (int c; (c = getopt_long(argc, argv, "", longs, NULL)) != -1;) {

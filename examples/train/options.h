@@ -24,6 +24,7 @@ typedef struct options {
                                              ** NULL: the model's data set's default */
     const char *checkpoint;                  /* --checkpoint or --resume FILE; NULL: none */
     int resume;                              /* --resume: continue from the checkpoints */
+    int usf_scaling;                         /* --usf-scaling: BioTorch's scaled uSF */
 } options;
 
 /* Learning rates per rule when --lr is not given; defined in main.c, shown by --help. */

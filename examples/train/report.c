@@ -229,9 +229,10 @@ static void json_config(FILE *f, const job_log *job)
         fprintf(f, "%s%lld", l ? ", " : "", (long long)job->hidden[l]);
     fprintf(f, "], \"activation\": \"%s\", \"optimiser\": \"%s\", \"epochs\": %d, "
                "\"batch\": %lld, \"n_train\": %lld, \"eval_set\": \"%s\", \"n_eval\": %lld, "
-               "\"ranks\": %d},\n",
+               "\"ranks\": %d, \"usf_scaling\": %s},\n",
             job->activation, job->optimiser, job->n_epochs, (long long)job->batch,
-            (long long)job->n_train, job->eval_name, (long long)job->n_eval, job->ranks);
+            (long long)job->n_train, job->eval_name, (long long)job->n_eval, job->ranks,
+            job->usf_scaling ? "true" : "false");
 }
 
 static void json_run(FILE *f, const job_log *job, const run_log *run, int last)

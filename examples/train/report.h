@@ -42,6 +42,7 @@ typedef struct job_log {
     const char *eval_name;                   /* "test" or "val" (the holdout) */
     const char *out_dir;
     int ranks;                               /* MPI processes sharing each batch */
+    int usf_scaling;                         /* --usf-scaling */
 } job_log;
 
 /* What the progress bar shows; the caller computes the rates. */
