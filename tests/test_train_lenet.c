@@ -3,7 +3,8 @@
 ** BioTorch's LeNet has the layer shapes of its paper, every rule records and steps on
 ** it, the rules that train at the MLP's learning rates learn 1,500 Fashion-MNIST images
 ** a little in one epoch (chance is 10%), and the training tape's memory saving changes
-** no parameter bit of a conv net either.
+** no parameter bit of a conv net either. Weight decay reaches every parameter as
+** PyTorch's SGD weight_decay does: conv and dense weights, biases, KP's B.
 */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -204,4 +205,61 @@ Test(train_lenet, memory_saving_changes_no_bit_and_alignment_still_works)
     saving_is_invisible(RULE_BP);
     saving_is_invisible(RULE_FA);
     saving_is_invisible(RULE_DFA);
+}
+
+/* PyTorch's SGD weight_decay adds wd p to every parameter's gradient: with plain SGD,
+** one step of a twin with decay differs from one without by exactly lr wd p, for conv
+** and dense weights, biases and KP's B alike (B gets W's update and W's decay). The
+** biases start at 0, so they are compared after a first step without decay. */
+Test(train_lenet, weight_decay_reaches_conv_weights_biases_and_kps_b)
+{
+    const double lr = 0.05, wd = 0.01;
+    model m[2];
+    int64_t idx[2 * BATCH];
+    for (int64_t i = 0; i < 2 * BATCH; i++)
+        idx[i] = i;
+    for (int i = 0; i < 2; i++) {
+        model_config cfg = lenet_config(RULE_KP, lr);
+        cfg.optim.kind = AD_OPT_DESCENT;
+        cfg.optim.weight_decay = 0;
+        cr_assert_eq(model_init(&m[i], &cfg), AD_OK, "%s", ad_last_error());
+        double loss;
+        cr_assert_eq(model_step(&m[i], images, labels, idx, &loss), AD_OK, "%s",
+                     ad_last_error());
+    }
+    /* The same model and batch: a decay-free second step is the twin's, plus lr wd p. */
+    ad_optim_free(m[1].opt);
+    ad_optim_config with = ad_optim_defaults(AD_OPT_DESCENT);
+    with.lr = lr, with.weight_decay = wd;
+    cr_assert_eq(ad_optim_new(m[1].ps, &with, &m[1].opt), AD_OK, "%s", ad_last_error());
+    ad_tensor *before[3][MODEL_MAX_LAYERS];
+    for (int l = 0; l < m[0].cfg.n_layers; l++) {
+        before[0][l] = ts_clone(m[0].W[l]);
+        before[1][l] = ts_clone(m[0].b[l]);
+        before[2][l] = ts_clone(m[0].B[l]);
+    }
+    for (int i = 0; i < 2; i++) {
+        double loss;
+        cr_assert_eq(model_step(&m[i], images, labels, idx + BATCH, &loss), AD_OK, "%s",
+                     ad_last_error());
+    }
+    for (int l = 0; l < m[0].cfg.n_layers; l++) {
+        const ad_tensor *plain[3] = {m[0].W[l], m[0].b[l], m[0].B[l]};
+        const ad_tensor *decayed[3] = {m[1].W[l], m[1].b[l], m[1].B[l]};
+        static const char *const what[3] = {"W", "b", "B"};
+        for (int k = 0; k < 3; k++) {
+            double err = 0, norm = 0; /* |difference - lr wd p| relative to |lr wd p| */
+            for (int64_t i = 0; i < plain[k]->size; i++) {
+                double want = lr * wd * ts_get(before[k][l], i);
+                double d = ts_get(plain[k], i) - ts_get(decayed[k], i);
+                err += (d - want) * (d - want), norm += want * want;
+            }
+            cr_expect_gt(norm, 0, "layer %d %s is all zeros", l, what[k]);
+            cr_expect_lt(sqrt(err / norm), 0.01, "layer %d %s: step differs from lr wd p "
+                         "by %g of it", l, what[k], sqrt(err / norm));
+            ad_tensor_free(before[k][l]);
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        model_free(&m[i]);
 }
