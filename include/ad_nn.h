@@ -47,7 +47,11 @@ typedef enum ad_optim_kind {
     AD_OPT_MOMENTUM,    /* v = mu v + g; p -= lr v   (PyTorch SGD momentum) */
     AD_OPT_NESTEROV,    /* v = mu v + g; p -= lr (g + mu v) */
     AD_OPT_ADAM,        /* Kingma and Ba, with bias correction; decay added to g */
-    AD_OPT_ADAMW        /* Adam with decoupled decay: p -= lr wd p */
+    AD_OPT_ADAMW,       /* Adam with decoupled decay: p -= lr wd p */
+    AD_OPT_RMSPROP      /* torch.optim.RMSprop: v = alpha v + (1-alpha) g^2;
+                        ** p -= lr g / (sqrt(v) + eps), or through a momentum buffer
+                        ** b = mu b + g / (sqrt(v) + eps); p -= lr b when momentum > 0;
+                        ** centered: sqrt(v - a^2), a = alpha a + (1-alpha) g */
 } ad_optim_kind;
 
 /*
@@ -59,17 +63,21 @@ typedef enum ad_optim_kind {
 **     c.lr = 1e-3;
 **     ad_optim_new(ps, &c, &opt);
 ** Every field is validated whatever the kind: lr, weight_decay, clip_norm in
-** [0, inf); momentum, beta1, beta2 in [0, 1); eps in (0, inf) for Adam and AdamW (it
-** divides), [0, inf) otherwise. Non-finite values are refused.
+** [0, inf); momentum, beta1, beta2, alpha in [0, 1); eps in (0, inf) for Adam and
+** AdamW (it divides), [0, inf) otherwise (RMSprop's sqrt(v) + eps with eps 0 divides by
+** zero where a gradient has been 0 throughout, as PyTorch's does). Non-finite values
+** are refused; centered is true when not 0.
 */
 typedef struct ad_optim_config { /* ad_optim_defaults' values in brackets */
     ad_optim_kind kind;
     double lr;           /* learning rate [0.01] */
-    double momentum;     /* momentum and Nesterov [0.9] */
+    double momentum;     /* momentum, Nesterov, RMSprop's (0: none) [0.9; RMSprop 0] */
     double beta1, beta2; /* Adam's moment decays [0.9, 0.999] */
-    double eps;          /* Adam's denominator term [1e-8] */
+    double eps;          /* Adam's and RMSprop's denominator term [1e-8] */
     double weight_decay; /* L2 added to the gradient (AdamW: decoupled) [0] */
     double clip_norm;    /* clip the global gradient norm to this; 0: no clipping [0] */
+    double alpha;        /* RMSprop's smoothing constant [0.99] */
+    int centered;        /* RMSprop: normalise by the gradient's variance estimate [0] */
 } ad_optim_config;
 
 /* The defaults above for `kind` (every field set, whatever the kind reads; an unknown
@@ -100,7 +108,8 @@ AD_API ad_status ad_optim_set_lr(ad_optim *o, double lr);
 ** Reading and restoring optimiser state, as checkpoints do (ad_checkpoint.h). The
 ** state of parameter `index` is ad_optim_state_count buffers of the parameter's dtype
 ** and shape (momentum, Nesterov: the velocity; Adam, AdamW: the first moment, then the
-** second) and a step count: the updates that parameter has had, which Adam's bias
+** second; RMSprop: the square average, then the momentum buffer if momentum > 0, then
+** the gradient average if centered) and a step count: the updates that parameter has had, which Adam's bias
 ** correction reads.
 */
 
@@ -111,8 +120,8 @@ AD_API const ad_params *ad_optim_params(const ad_optim *o);
 ** Errors: AD_ERR_NULL. */
 AD_API ad_status ad_optim_get_config(const ad_optim *o, ad_optim_config *out);
 
-/* State buffers per parameter: 0 (descent), 1 (momentum, Nesterov), 2 (Adam, AdamW);
-** -1 for a NULL o. */
+/* State buffers per parameter: 0 (descent), 1 (momentum, Nesterov), 2 (Adam, AdamW),
+** 1 to 3 (RMSprop, as above); -1 for a NULL o. */
 AD_API int ad_optim_state_count(const ad_optim *o);
 
 /*
