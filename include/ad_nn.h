@@ -143,6 +143,33 @@ AD_API ad_status ad_optim_get_steps(const ad_optim *o, int index, int64_t *steps
 ** optimiser is unchanged on error. */
 AD_API ad_status ad_optim_set_steps(ad_optim *o, int index, int64_t steps);
 
+/*
+** A multi-step learning-rate schedule, as torch.optim.lr_scheduler.MultiStepLR: the
+** rate for epoch `epoch` (0-based) is base_lr multiplied by gamma once for each
+** milestone <= epoch, the products taken in turn as torch's chained steps take them (so
+** the value is torch's bit for bit). A pure function; the schedule's position is the
+** epoch, which the caller keeps (a checkpoint's step or metadata).
+** Example (fragment):
+**     static const int ms[] = {50, 75};
+**     ad_lr_multistep_config s = {.base_lr = 0.1, .milestones = ms, .n_milestones = 2,
+**                                 .gamma = 0.1};
+**     double lr;
+**     if (ad_lr_multistep(&s, 60, &lr) == AD_OK) // lr = 0.1 * 0.1
+**         ad_optim_set_lr(opt, lr);
+*/
+typedef struct ad_lr_multistep_config {
+    double base_lr;        /* in [0, inf) */
+    const int *milestones; /* n_milestones epochs, >= 0, strictly increasing; the
+                              caller's array, read during the call only */
+    int n_milestones;      /* >= 0 (0: the rate is base_lr throughout) */
+    double gamma;          /* the factor at each milestone, in (0, inf) */
+} ad_lr_multistep_config;
+
+/* The rate for epoch into *lr (out). Errors: AD_ERR_NULL (cfg or lr; milestones with
+** n_milestones > 0), AD_ERR_INVALID (a field outside its range above or epoch < 0,
+** named in the message); *lr is unchanged on error. */
+AD_API ad_status ad_lr_multistep(const ad_lr_multistep_config *cfg, int epoch, double *lr);
+
 /* The global L2 norm of every present gradient in gs (0 if none). */
 AD_API double ad_grads_global_norm(const ad_grads *gs);
 

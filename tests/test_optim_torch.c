@@ -6,6 +6,8 @@
 ** tests/interop/optim_reference.py under Debian's /usr/bin/python3 draws the inputs
 ** and computes every reference value; this file reads them. Without that interpreter
 ** or its torch the test fails saying what to install; it never skips.
+** Schedules: ad_lr_multistep against MultiStepLR's rate in every epoch, bit for bit
+** (BioTorch's milestones 50, 75 with gamma 0.1 over 100 epochs, and an odd case).
 */
 #define _POSIX_C_SOURCE 200809L /* posix_spawn, environ */
 #include <criterion/criterion.h>
@@ -198,7 +200,27 @@ static void compare_rmsprop_case(FILE *f, const inputs *in)
     }
 }
 
-Test(optim_torch, rmsprop_matches_pytorch_in_float64_and_float32, .timeout = 50)
+/* "multistep BASE GAMMA N M1 .. MN EPOCHS LR0 ..": every epoch's rate, exactly. */
+static void compare_multistep_case(FILE *f)
+{
+    int ms[16], epochs;
+    ad_lr_multistep_config c = {.milestones = ms};
+    expect_word(f, "multistep");
+    cr_assert_eq(fscanf(f, "%lf %lf %d", &c.base_lr, &c.gamma, &c.n_milestones), 3);
+    cr_assert(c.n_milestones >= 0 && c.n_milestones <= 16);
+    for (int i = 0; i < c.n_milestones; i++)
+        cr_assert_eq(fscanf(f, "%d", &ms[i]), 1);
+    cr_assert_eq(fscanf(f, "%d", &epochs), 1);
+    for (int e = 0; e < epochs; e++) {
+        double want, got = -1.0;
+        cr_assert_eq(fscanf(f, "%lf", &want), 1, "the rates end at epoch %d", e);
+        cr_assert_eq(ad_lr_multistep(&c, e, &got), AD_OK, "%s", ad_last_error());
+        cr_expect(got == want, "MultiStepLR(base %g, gamma %g): epoch %d has %.17g in "
+                  "adtape, %.17g in torch", c.base_lr, c.gamma, e, got, want);
+    }
+}
+
+Test(optim_torch, rmsprop_and_multistep_match_pytorch, .timeout = 50)
 {
     char dir[64], path[96];
     ts_tmpdir_make(dir, sizeof dir, "optim-torch");
@@ -210,6 +232,8 @@ Test(optim_torch, rmsprop_matches_pytorch_in_float64_and_float32, .timeout = 50)
     read_inputs(f, &in);
     for (int k = 0; k < 5; k++)
         compare_rmsprop_case(f, &in);
+    for (int k = 0; k < 2; k++)
+        compare_multistep_case(f);
     fclose(f);
     ad_tensor_free(in.p0);
     for (int k = 0; k < in.steps; k++)

@@ -1,5 +1,6 @@
 """PyTorch's values for tests/test_optim_torch.c: torch.optim.RMSprop's parameters and
-state after a few steps from fixed tensors, written without adtape.
+state after a few steps from fixed tensors, and torch.optim.lr_scheduler.MultiStepLR's
+rates, written without adtape.
 
 Run once per suite by Debian's /usr/bin/python3 (python3-torch); uses only the
 standard library's sys and torch, on the CPU.
@@ -20,7 +21,12 @@ then, per RMSprop case,
     the state torch keeps, in adtape's order: "tensor square_avg", then
     "tensor momentum_buffer" when MOMENTUM > 0, then "tensor grad_avg" when CENTERED
 
-float32 runs start from the float64 inputs rounded to float32. Values are written with
+float32 runs start from the float64 inputs rounded to float32. Then, per MultiStepLR
+case (the rate in force during each epoch, 0-based, of SGD stepped once per epoch),
+
+    multistep BASE_LR GAMMA N M1 ... MN EPOCHS LR0 LR1 ... LR(EPOCHS-1)
+
+Values are written with
 repr, which reads back to the same double. Exits 0 on success; prints the reason and
 exits 1 otherwise.
 """
@@ -42,6 +48,11 @@ RMSPROP_CASES = [
     ("centered", 0.01, 0.9, 1e-8, 0.0, 0.0, 1),
     ("weight_decay", 0.05, 0.99, 1e-8, 0.1, 0.0, 0),
     ("all", 0.02, 0.8, 1e-6, 0.01, 0.5, 1),
+]
+# base_lr, gamma, milestones, epochs: BioTorch's recipe, then an odd one
+MULTISTEP_CASES = [
+    (0.1, 0.1, [50, 75], 100),
+    (0.003, 0.7, [0, 1, 4, 9], 12),
 ]
 
 
@@ -69,6 +80,18 @@ def run_rmsprop(case, p0, grads, dtype):
     return tensors
 
 
+def multistep_rates(base_lr, gamma, milestones, epochs):
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=base_lr)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=gamma)
+    rates = []
+    for _ in range(epochs):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return rates
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: optim_reference.py OUT", file=sys.stderr)
@@ -91,6 +114,11 @@ def main():
                 out.write("dtype %s\n" % tag)
                 for name, t in run_rmsprop(case, p0, grads, dtype):
                     write_tensor(out, name, t)
+        for base_lr, gamma, milestones, epochs in MULTISTEP_CASES:
+            rates = multistep_rates(base_lr, gamma, milestones, epochs)
+            out.write("multistep %r %r %d %s %d %s\n" % (
+                base_lr, gamma, len(milestones), " ".join(str(m) for m in milestones),
+                epochs, " ".join(repr(float(r)) for r in rates)))
 
 
 if __name__ == "__main__":
