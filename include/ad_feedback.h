@@ -174,9 +174,10 @@ AD_API ad_var ad_dfa_conv_hidden(ad_tape *t, ad_dfa *dfa, ad_var x, ad_var b,
 ** the identity (the true gradient), and a reference sweep (use_reference) ignores the
 ** clamp. Input 0 is marked not_gradient, so ad_rule_check judges it structurally; it
 ** passes given bounds its cotangents stay inside (e.g. [-4, 4]), and fails LINEAR at
-** [-1, 1], since a clamping pullback is not linear in dy. The pullback reads dy alone. attrs NULL: AD_CLAMP_GRAD_ATTRS_DEFAULT, [-1, 1].
-** Bounds are compared in the tensor's dtype (float32 rounds them). Errors at record
-** time: AD_ERR_INVALID when lo > hi or a bound is NaN (infinite bounds are allowed).
+** [-1, 1], since a clamping pullback is not linear in dy. The pullback reads dy alone.
+** attrs NULL: AD_CLAMP_GRAD_ATTRS_DEFAULT, [-1, 1]. Bounds are compared in the tensor's
+** dtype (float32 rounds them). Errors at record time: AD_ERR_INVALID when lo > hi or a
+** bound is NaN (infinite bounds are allowed).
 */
 typedef struct ad_clamp_grad_attrs {
     double lo, hi;

@@ -109,8 +109,8 @@ AD_API ad_status ad_optim_set_lr(ad_optim *o, double lr);
 ** state of parameter `index` is ad_optim_state_count buffers of the parameter's dtype
 ** and shape (momentum, Nesterov: the velocity; Adam, AdamW: the first moment, then the
 ** second; RMSprop: the square average, then the momentum buffer if momentum > 0, then
-** the gradient average if centered) and a step count: the updates that parameter has had, which Adam's bias
-** correction reads.
+** the gradient average if centered) and a step count: the updates that parameter has
+** had, which Adam's bias correction reads.
 */
 
 /* The parameter set o was made for (NULL for a NULL o). */
@@ -169,6 +169,31 @@ typedef struct ad_lr_multistep_config {
 ** n_milestones > 0), AD_ERR_INVALID (a field outside its range above or epoch < 0,
 ** named in the message); *lr is unchanged on error. */
 AD_API ad_status ad_lr_multistep(const ad_lr_multistep_config *cfg, int epoch, double *lr);
+
+/*
+** Weight-norm constraint (BioTorch's constrain_weights): each weight is rescaled, after
+** every optimiser step, to the Frobenius norm it had at the start. The initial norms
+** are a float64 rank-1 tensor of n elements the caller owns, so a checkpoint carries
+** them as a buffer (ad_checkpoint_extras.buffers) and a resumed run rescales to the
+** same norms.
+** Example (fragment):
+**     ad_tensor *ws[] = {&W}, *norms;
+**     ad_tensor_new(AD_F64, 1, (int64_t[]){1}, &norms);
+**     ad_weight_norms_record(ws, 1, norms);          // once, after initialisation
+**     ad_constrain_weights(ws, 1, norms);            // after every ad_optim_step
+** Norms are computed in double whatever the dtype. ad_weight_norms_record writes
+** norms[i] = ||weights[i]|| and bumps norms' version; ad_constrain_weights multiplies
+** every element of weights[i] by norms[i] / ||weights[i]|| (rounded to the weight's
+** dtype) and bumps its version, leaving a weight whose norm is 0 or not finite as it
+** is (there is no direction to rescale). Errors: AD_ERR_NULL (weights, norms or a
+** weight), AD_ERR_INVALID (n < 0; a saved norm negative or not finite), AD_ERR_DTYPE (a
+** weight not float32 or float64, norms not float64), AD_ERR_SHAPE (norms not rank 1 of
+** n elements); a failed call changes nothing.
+*/
+AD_API ad_status ad_weight_norms_record(ad_tensor *const weights[], int n,
+                                        ad_tensor *norms);
+AD_API ad_status ad_constrain_weights(ad_tensor *const weights[], int n,
+                                      const ad_tensor *norms);
 
 /* The global L2 norm of every present gradient in gs (0 if none). */
 AD_API double ad_grads_global_norm(const ad_grads *gs);

@@ -91,8 +91,8 @@ Test(clamp_grad, forward_is_the_identity_and_dx_is_dy_clamped_to_minus_one_one)
         const ad_tensor *dx = rig_grad(&r, 0);
         for (int i = 0; i < N; i++) {
             double want = d ? G_CLAMPED[i] : (double)(float)G_CLAMPED[i];
-            cr_expect_eq(ts_get(dx, i), want, "%s dx[%d] = %.17g for dy %g", d ? "f64" : "f32",
-                         i, ts_get(dx, i), G[i]);
+            cr_expect_eq(ts_get(dx, i), want, "%s dx[%d] = %.17g for dy %g",
+                         d ? "f64" : "f32", i, ts_get(dx, i), G[i]);
         }
         rig_close(&r);
     }
@@ -188,8 +188,10 @@ Test(clamp_grad, rule_passes_the_check_inside_its_bounds_as_not_the_gradient)
 
 Test(clamp_grad, bad_bounds_fail_at_record_time_named)
 {
-    const ad_clamp_grad_attrs bad[] = {{.lo = 1.0, .hi = -1.0}, {.lo = NAN, .hi = 1.0},
-                                       {.lo = -1.0, .hi = NAN}, {.lo = INFINITY, .hi = 0.0}};
+    const ad_clamp_grad_attrs bad[] = {{.lo = 1.0, .hi = -1.0},
+                                       {.lo = NAN, .hi = 1.0},
+                                       {.lo = -1.0, .hi = NAN},
+                                       {.lo = INFINITY, .hi = 0.0}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         rig r;
         rig_open(&r, AD_F32);

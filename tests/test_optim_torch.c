@@ -74,7 +74,8 @@ static ad_tensor *read_tensor(FILE *f, const char *name, ad_dtype dtype)
     ad_tensor *t = ts_tensor(dtype, ndim, shape);
     for (int64_t i = 0; i < t->size; i++) {
         double v;
-        cr_assert_eq(fscanf(f, "%lf", &v), 1, "%s ends at element %lld", name, (long long)i);
+        cr_assert_eq(fscanf(f, "%lf", &v), 1, "%s ends at element %lld", name,
+                     (long long)i);
         ts_set(t, i, v);
     }
     return t;

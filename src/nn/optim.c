@@ -7,9 +7,10 @@
 **
 ** State is arrays by dense parameter index, outside any tape: one allocation per
 ** parameter holding the velocity (momentum, Nesterov), Adam's two moments or
-** RMSprop's one to three buffers back to back, in the parameter's own dtype, plus a per-parameter step count. It is made in
-** ad_optim_new for the parameters present then and grown in ad_optim_step only when
-** parameters were added since, so a steady-state step allocates nothing.
+** RMSprop's one to three buffers back to back, in the parameter's own dtype, plus a
+** per-parameter step count. It is made in ad_optim_new for the parameters present then
+** and grown in ad_optim_step only when parameters were added since, so a steady-state
+** step allocates nothing.
 */
 #include <math.h>
 #include <string.h>
@@ -291,8 +292,8 @@ static coef step_coef(const ad_optim *o, const ad_grads *gs)
 {
     const ad_optim_config *c = &o->cfg;
     coef k = {.kind = c->kind, .lr = c->lr, .mu = c->momentum, .b1 = c->beta1,
-              .b2 = c->beta2, .eps = c->eps, .alpha = c->alpha, .scale = 1.0, .wd = c->weight_decay,
-              .shrink = 1.0};
+              .b2 = c->beta2, .eps = c->eps, .alpha = c->alpha, .scale = 1.0,
+              .wd = c->weight_decay, .shrink = 1.0};
     /* clip_grad_norm_: factor clip / (norm + 1e-6), clamped to 1. A non-finite norm
     ** gives a NaN or zero factor and non-finite steps, as in PyTorch. */
     if (c->clip_norm > 0.0) {
