@@ -39,6 +39,10 @@ typedef struct job_log {
     const char *eval_name;                   /* "test" or "val" (the holdout) */
     const char *out_dir;
     int ranks;                               /* MPI processes sharing each batch */
+    const int *milestones;                   /* the schedule (n_milestones of them) */
+    int n_milestones;
+    double gamma;
+    int clamp_grad, constrain_weights;
 } job_log;
 
 /* What the progress bar shows; the caller computes the rates. */
