@@ -20,7 +20,9 @@
 **   <names[i]>                     parameter i of ps, in its dtype and shape
 **   <buffers[j].name>              buffer j, in its dtype and shape
 **   __optim__.<names[i]>.m / .v    the optimiser's state buffers (ad_optim_state: .m
-**                                  the velocity or first moment, .v the second moment)
+**                                  the velocity or first moment, .v the second moment;
+**                                  RMSprop's as torch names them: .square_avg, then
+**                                  .momentum_buffer and .grad_avg when kept)
 **   __metadata__ "format": "pt"    as safetensors.torch writes it
 **                "adtape.step"     the step count (decimal)
 **                "adtape.rng"      the generator's four state words (64 hex digits)
@@ -30,7 +32,8 @@
 **                                  of the locale), "adtape.optim.steps.<names[i]>"
 **                                  (parameter i's step count, decimal),
 **                                  "adtape.optim.<setting>" for momentum, beta1,
-**                                  beta2, eps, weight_decay and clip_norm (their bits,
+**                                  beta2, eps, weight_decay, clip_norm, alpha and
+**                                  centered (the bits of their value as a double,
 **                                  as lr's: a load refuses an optimiser whose setting
 **                                  differs; a file without these keys loads)
 **                plus the caller's own string pairs.

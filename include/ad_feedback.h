@@ -190,6 +190,27 @@ AD_API ad_status ad_op_dfa_conv_hidden(ad_ctx *cx, const ad_tensor *const in[],
 AD_API ad_var ad_dfa_conv_hidden(ad_tape *t, ad_dfa *dfa, ad_var x, ad_var b,
                                  const ad_conv2d_attrs *attrs);
 
+/*
+** Gradient clamping, as BioTorch's training option clamps each layer's input gradient:
+** the identity forward on a float tensor of any rank; the pullback writes dy clamped
+** elementwise to [lo, hi] (a NaN in dy stays NaN, as torch.clamp keeps it), so the
+** layer below receives a bounded signal. Place it on a layer's input. Its reference is
+** the identity (the true gradient), and a reference sweep (use_reference) ignores the
+** clamp. Input 0 is marked not_gradient, so ad_rule_check judges it structurally; it
+** passes given bounds its cotangents stay inside (e.g. [-4, 4]), and fails LINEAR at
+** [-1, 1], since a clamping pullback is not linear in dy. The pullback reads dy alone.
+** attrs NULL: AD_CLAMP_GRAD_ATTRS_DEFAULT, [-1, 1]. Bounds are compared in the tensor's
+** dtype (float32 rounds them). Errors at record time: AD_ERR_INVALID when lo > hi or a
+** bound is NaN (infinite bounds are allowed).
+*/
+typedef struct ad_clamp_grad_attrs {
+    double lo, hi;
+} ad_clamp_grad_attrs;
+#define AD_CLAMP_GRAD_ATTRS_DEFAULT ((ad_clamp_grad_attrs){.lo = -1.0, .hi = 1.0})
+
+AD_API ad_status ad_op_clamp_grad(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out);
+AD_API ad_var ad_clamp_grad(ad_tape *t, ad_var x, const ad_clamp_grad_attrs *attrs);
+
 /* The angle in degrees between two tensors of one size seen as flat vectors, or NaN
 ** when either is all zeros or the sizes differ. 90 for unrelated random signals. */
 AD_API double ad_angle_degrees(const ad_tensor *a, const ad_tensor *b);

@@ -47,7 +47,11 @@ typedef enum ad_optim_kind {
     AD_OPT_MOMENTUM,    /* v = mu v + g; p -= lr v   (PyTorch SGD momentum) */
     AD_OPT_NESTEROV,    /* v = mu v + g; p -= lr (g + mu v) */
     AD_OPT_ADAM,        /* Kingma and Ba, with bias correction; decay added to g */
-    AD_OPT_ADAMW        /* Adam with decoupled decay: p -= lr wd p */
+    AD_OPT_ADAMW,       /* Adam with decoupled decay: p -= lr wd p */
+    AD_OPT_RMSPROP      /* torch.optim.RMSprop: v = alpha v + (1-alpha) g^2;
+                        ** p -= lr g / (sqrt(v) + eps), or through a momentum buffer
+                        ** b = mu b + g / (sqrt(v) + eps); p -= lr b when momentum > 0;
+                        ** centered: sqrt(v - a^2), a = alpha a + (1-alpha) g */
 } ad_optim_kind;
 
 /*
@@ -59,17 +63,21 @@ typedef enum ad_optim_kind {
 **     c.lr = 1e-3;
 **     ad_optim_new(ps, &c, &opt);
 ** Every field is validated whatever the kind: lr, weight_decay, clip_norm in
-** [0, inf); momentum, beta1, beta2 in [0, 1); eps in (0, inf) for Adam and AdamW (it
-** divides), [0, inf) otherwise. Non-finite values are refused.
+** [0, inf); momentum, beta1, beta2, alpha in [0, 1); eps in (0, inf) for Adam and
+** AdamW (it divides), [0, inf) otherwise (RMSprop's sqrt(v) + eps with eps 0 divides by
+** zero where a gradient has been 0 throughout, as PyTorch's does). Non-finite values
+** are refused; centered is true when not 0.
 */
 typedef struct ad_optim_config { /* ad_optim_defaults' values in brackets */
     ad_optim_kind kind;
     double lr;           /* learning rate [0.01] */
-    double momentum;     /* momentum and Nesterov [0.9] */
+    double momentum;     /* momentum, Nesterov, RMSprop's (0: none) [0.9; RMSprop 0] */
     double beta1, beta2; /* Adam's moment decays [0.9, 0.999] */
-    double eps;          /* Adam's denominator term [1e-8] */
+    double eps;          /* Adam's and RMSprop's denominator term [1e-8] */
     double weight_decay; /* L2 added to the gradient (AdamW: decoupled) [0] */
     double clip_norm;    /* clip the global gradient norm to this; 0: no clipping [0] */
+    double alpha;        /* RMSprop's smoothing constant [0.99] */
+    int centered;        /* RMSprop: normalise by the gradient's variance estimate [0] */
 } ad_optim_config;
 
 /* The defaults above for `kind` (every field set, whatever the kind reads; an unknown
@@ -100,8 +108,9 @@ AD_API ad_status ad_optim_set_lr(ad_optim *o, double lr);
 ** Reading and restoring optimiser state, as checkpoints do (ad_checkpoint.h). The
 ** state of parameter `index` is ad_optim_state_count buffers of the parameter's dtype
 ** and shape (momentum, Nesterov: the velocity; Adam, AdamW: the first moment, then the
-** second) and a step count: the updates that parameter has had, which Adam's bias
-** correction reads.
+** second; RMSprop: the square average, then the momentum buffer if momentum > 0, then
+** the gradient average if centered) and a step count: the updates that parameter has
+** had, which Adam's bias correction reads.
 */
 
 /* The parameter set o was made for (NULL for a NULL o). */
@@ -111,8 +120,8 @@ AD_API const ad_params *ad_optim_params(const ad_optim *o);
 ** Errors: AD_ERR_NULL. */
 AD_API ad_status ad_optim_get_config(const ad_optim *o, ad_optim_config *out);
 
-/* State buffers per parameter: 0 (descent), 1 (momentum, Nesterov), 2 (Adam, AdamW);
-** -1 for a NULL o. */
+/* State buffers per parameter: 0 (descent), 1 (momentum, Nesterov), 2 (Adam, AdamW),
+** 1 to 3 (RMSprop, as above); -1 for a NULL o. */
 AD_API int ad_optim_state_count(const ad_optim *o);
 
 /*
@@ -133,6 +142,58 @@ AD_API ad_status ad_optim_get_steps(const ad_optim *o, int index, int64_t *steps
 ** out of range, steps < 0), AD_ERR_NOMEM (making state for new parameters); the
 ** optimiser is unchanged on error. */
 AD_API ad_status ad_optim_set_steps(ad_optim *o, int index, int64_t steps);
+
+/*
+** A multi-step learning-rate schedule, as torch.optim.lr_scheduler.MultiStepLR: the
+** rate for epoch `epoch` (0-based) is base_lr multiplied by gamma once for each
+** milestone <= epoch, the products taken in turn as torch's chained steps take them (so
+** the value is torch's bit for bit). A pure function; the schedule's position is the
+** epoch, which the caller keeps (a checkpoint's step or metadata).
+** Example (fragment):
+**     static const int ms[] = {50, 75};
+**     ad_lr_multistep_config s = {.base_lr = 0.1, .milestones = ms, .n_milestones = 2,
+**                                 .gamma = 0.1};
+**     double lr;
+**     if (ad_lr_multistep(&s, 60, &lr) == AD_OK) // lr = 0.1 * 0.1
+**         ad_optim_set_lr(opt, lr);
+*/
+typedef struct ad_lr_multistep_config {
+    double base_lr;        /* in [0, inf) */
+    const int *milestones; /* n_milestones epochs, >= 0, strictly increasing; the
+                              caller's array, read during the call only */
+    int n_milestones;      /* >= 0 (0: the rate is base_lr throughout) */
+    double gamma;          /* the factor at each milestone, in (0, inf) */
+} ad_lr_multistep_config;
+
+/* The rate for epoch into *lr (out). Errors: AD_ERR_NULL (cfg or lr; milestones with
+** n_milestones > 0), AD_ERR_INVALID (a field outside its range above or epoch < 0,
+** named in the message); *lr is unchanged on error. */
+AD_API ad_status ad_lr_multistep(const ad_lr_multistep_config *cfg, int epoch, double *lr);
+
+/*
+** Weight-norm constraint (BioTorch's constrain_weights): each weight is rescaled, after
+** every optimiser step, to the Frobenius norm it had at the start. The initial norms
+** are a float64 rank-1 tensor of n elements the caller owns, so a checkpoint carries
+** them as a buffer (ad_checkpoint_extras.buffers) and a resumed run rescales to the
+** same norms.
+** Example (fragment):
+**     ad_tensor *ws[] = {&W}, *norms;
+**     ad_tensor_new(AD_F64, 1, (int64_t[]){1}, &norms);
+**     ad_weight_norms_record(ws, 1, norms);          // once, after initialisation
+**     ad_constrain_weights(ws, 1, norms);            // after every ad_optim_step
+** Norms are computed in double whatever the dtype. ad_weight_norms_record writes
+** norms[i] = ||weights[i]|| and bumps norms' version; ad_constrain_weights multiplies
+** every element of weights[i] by norms[i] / ||weights[i]|| (rounded to the weight's
+** dtype) and bumps its version, leaving a weight whose norm is 0 or not finite as it
+** is (there is no direction to rescale). Errors: AD_ERR_NULL (weights, norms or a
+** weight), AD_ERR_INVALID (n < 0; a saved norm negative or not finite), AD_ERR_DTYPE (a
+** weight not float32 or float64, norms not float64), AD_ERR_SHAPE (norms not rank 1 of
+** n elements); a failed call changes nothing.
+*/
+AD_API ad_status ad_weight_norms_record(ad_tensor *const weights[], int n,
+                                        ad_tensor *norms);
+AD_API ad_status ad_constrain_weights(ad_tensor *const weights[], int n,
+                                      const ad_tensor *norms);
 
 /* The global L2 norm of every present gradient in gs (0 if none). */
 AD_API double ad_grads_global_norm(const ad_grads *gs);

@@ -330,7 +330,7 @@ Test(bad_input, builtin_primals_called_without_a_context_fail_cleanly)
                           ad_op_mean, ad_op_mse, ad_op_softmax_cross_entropy,
                           ad_op_dense_fa, ad_op_dense_usf,
                           ad_op_dense_sf, ad_op_dense_kp, ad_op_dfa_output, ad_op_dfa_hidden,
-                          ad_op_dfa_conv_hidden};
+                          ad_op_dfa_conv_hidden, ad_op_clamp_grad};
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         cr_expect(fns[i](NULL, in, &out) != AD_OK && !out, "primal %zu", i);
     ad_tensor_free(m);

@@ -133,9 +133,9 @@ Test(checkpoint_args, metadata_pairs_reach_the_callback_and_a_veto_changes_nothi
     cr_assert_eq(ad_checkpoint_load(p, b.ps, cf_net_names, &xb), AD_OK, "%s",
                  ad_last_error());
     cr_assert_str_eq(sn.run, "r17");
-    /* format, step, rng, kind, lr, the six other settings, four step counts, and the
+    /* format, step, rng, kind, lr, the eight other settings, four step counts, and the
     ** two of the caller */
-    cr_assert_eq(sn.count, 17, "%d pairs", sn.count);
+    cr_assert_eq(sn.count, 19, "%d pairs", sn.count);
     cf_snap_free(s);
     cf_net_close(&a);
     cf_net_close(&b);

@@ -181,12 +181,14 @@ Test(checkpoint_resume, settings_are_saved_and_a_file_without_them_loads)
                  ad_last_error());
     const char *keys[] = {"adtape.optim.momentum", "adtape.optim.beta1", "adtape.optim.beta2",
                           "adtape.optim.eps", "adtape.optim.weight_decay",
-                          "adtape.optim.clip_norm"};
+                          "adtape.optim.clip_norm", "adtape.optim.alpha",
+                          "adtape.optim.centered"};
     const char *want[] = {"3feccccccccccccd", "3feccccccccccccd", "3feff7ced916872b",
-                          "3e45798ee2308c3a", "0000000000000000", "0000000000000000"};
+                          "3e45798ee2308c3a", "0000000000000000", "0000000000000000",
+                          "3fefae147ae147ae", "0000000000000000"};
     ad_checkpoint_info *info = NULL;
     cr_assert_eq(ad_checkpoint_inspect(p, &info), AD_OK, "%s", ad_last_error());
-    for (int k = 0; k < 6; k++) {
+    for (int k = 0; k < 8; k++) {
         const char *got = NULL;
         for (int m = 0; m < info->n_meta; m++)
             if (!strcmp(info->meta[m].key, keys[k]))
@@ -195,12 +197,82 @@ Test(checkpoint_resume, settings_are_saved_and_a_file_without_them_loads)
                   got ? got : "missing", want[k]);
     }
     ad_checkpoint_info_free(info);
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < 8; k++)
         cf_rewrite_meta(p, keys[k], NULL);
     cr_assert_eq(ad_checkpoint_load(p, b.ps, cf_net_names, &xb), AD_OK, "%s",
                  ad_last_error());
     for (int i = 0; i < 4; i++)
         cf_assert_bits_equal(ad_params_at(b.ps, i), ad_params_at(a.ps, i), cf_net_names[i]);
+    cf_net_close(&a);
+    cf_net_close(&b);
+}
+
+/* Gives the net a fresh RMSprop with every buffer (momentum, centered). */
+static void set_rmsprop(cf_net *n, int centered)
+{
+    ad_optim_free(n->opt);
+    ad_optim_config c = ad_optim_defaults(AD_OPT_RMSPROP);
+    c.momentum = 0.5;
+    c.centered = centered;
+    cr_assert_eq(ad_optim_new(n->ps, &c, &n->opt), AD_OK);
+}
+
+/* RMSprop's square average, momentum buffer and gradient average travel under torch's
+** names, and the resumed run continues bit for bit. */
+Test(checkpoint_resume, rmsprop_state_round_trips_and_resumes_bit_identically)
+{
+    cf_net a, b;
+    cf_net_open(&a, 1);
+    cf_net_open(&b, 99);
+    set_rmsprop(&a, 1);
+    set_rmsprop(&b, 1);
+    const char *p = cf_path("rmsprop.safetensors");
+    cf_net_train(&a, 6);
+    ad_checkpoint_extras xa = cf_net_extras(&a);
+    cr_assert_eq(ad_checkpoint_save(p, a.ps, cf_net_names, &xa), AD_OK, "%s",
+                 ad_last_error());
+    ad_checkpoint_info *info = NULL;
+    cr_assert_eq(ad_checkpoint_inspect(p, &info), AD_OK, "%s", ad_last_error());
+    const char *want[3] = {"__optim__.fc1.weight.square_avg",
+                           "__optim__.fc1.weight.momentum_buffer",
+                           "__optim__.fc1.weight.grad_avg"};
+    for (int k = 0; k < 3; k++) {
+        bool found = false;
+        for (int i = 0; i < info->n_tensors; i++)
+            found = found || !strcmp(info->tensors[i].name, want[k]);
+        cr_expect(found, "the file lacks %s", want[k]);
+    }
+    ad_checkpoint_info_free(info);
+    cf_net_train(&a, 6);
+    ad_checkpoint_extras xb = cf_net_extras(&b);
+    cr_assert_eq(ad_checkpoint_load(p, b.ps, cf_net_names, &xb), AD_OK, "%s",
+                 ad_last_error());
+    b.step = xb.step;
+    cf_net_train(&b, 6);
+    assert_nets_equal(&a, &b);
+    cf_net_close(&a);
+    cf_net_close(&b);
+}
+
+/* A centered RMSprop's file does not resume an uncentered one: the setting is checked
+** (before the missing buffer would be), and nothing changes. */
+Test(checkpoint_resume, rmsprop_of_other_centered_is_metadata_error)
+{
+    cf_net a, b;
+    cf_net_open(&a, 1);
+    cf_net_open(&b, 2);
+    set_rmsprop(&a, 1);
+    set_rmsprop(&b, 0);
+    cf_net_train(&a, 2);
+    const char *p = cf_path("centered.safetensors");
+    ad_checkpoint_extras xa = cf_net_extras(&a), xb = cf_net_extras(&b);
+    cr_assert_eq(ad_checkpoint_save(p, a.ps, cf_net_names, &xa), AD_OK);
+    cf_snapshot *s = cf_snap(b.ps, b.opt, &b.rng);
+    cr_assert_eq(ad_checkpoint_load(p, b.ps, cf_net_names, &xb), AD_ERR_METADATA);
+    cr_expect(strstr(ad_last_error(), "centered = 1, but this one has centered = 0"), "%s",
+              ad_last_error());
+    cf_assert_unchanged(s, b.ps, b.opt, &b.rng, "after a failed resume");
+    cf_snap_free(s);
     cf_net_close(&a);
     cf_net_close(&b);
 }

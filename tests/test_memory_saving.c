@@ -47,6 +47,8 @@ CASE(usf, net_tail(t, s, ad_dense_usf(t, U(w3), A)))
 CASE(usf_scaled, net_tail(t, s, ad_dense_usf_scaled(t, U(w3), A)))
 CASE(sf, net_tail(t, s, ad_dense_sf(t, U(w3), A, U(fb))))
 CASE(kp, net_tail(t, s, ad_dense_kp(t, U(w3), A, U(fbp))))
+/* Scaled up so some of the cotangent it clamps lies outside [-1, 1]. */
+CASE(clamp_grad, ad_scale(t, net_tail(t, s, ad_clamp_grad(t, ad_tanh(t, A), NULL)), 50.0))
 /* Conv layers on views of the 2-D net: A (B x 16) as B images of 1 x 4 x 4 or of 16 x 1
 ** x 1, kernels reshaped from b (16: 4 x 1 x 2 x 2) and w3 (256: 16 x 16 x 1 x 1). */
 #define IMG(v, c, h) ad_reshape(t, (v), 4, TS_SHAPE(BATCH, (c), (h), (h)))
@@ -147,6 +149,7 @@ static const struct {
     {"dense_sf", c_sf, ad_op_dense_sf},       {"dense_kp", c_kp, ad_op_dense_kp},
     {"dfa_output", c_dfa, ad_op_dfa_output},  {"dfa_hidden", c_dfa, ad_op_dfa_hidden},
     {"dfa_conv_hidden", c_dfa_conv, ad_op_dfa_conv_hidden},
+    {"clamp_grad", c_clamp_grad, ad_op_clamp_grad},
     {"conv2d", c_conv, ad_op_conv2d},         {"conv2d_bias", c_conv_bias, ad_op_conv2d_bias},
     {"conv2d_fa", c_conv_fa, ad_op_conv2d_fa},
     {"conv2d_bias_fa", c_conv_bias_fa, ad_op_conv2d_bias_fa},

@@ -523,6 +523,8 @@ Test(optim, every_out_of_range_config_field_is_invalid_and_named)
         {{.kind = AD_OPT_ADAM, .eps = -1e-8}, "eps"},
         {{.kind = AD_OPT_ADAMW, .eps = 1e-8, .weight_decay = -0.01}, "weight_decay"},
         {{.clip_norm = -1.0}, "clip_norm"},
+        {{.kind = AD_OPT_RMSPROP, .alpha = 1.0}, "alpha"},
+        {{.kind = AD_OPT_RMSPROP, .alpha = -0.01}, "alpha"}, {{.alpha = NAN}, "alpha"},
         {{.kind = (ad_optim_kind)99}, "kind"}, {{.kind = (ad_optim_kind)-1}, "kind"},
     };
     ts_alloc_install();

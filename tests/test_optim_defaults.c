@@ -151,11 +151,13 @@ Test(optim_defaults, beta1_zero_is_honoured_by_adam)
 
 Test(optim_defaults, defaults_are_the_documented_values_for_every_kind)
 {
-    for (int k = AD_OPT_DESCENT; k <= AD_OPT_ADAMW; k++) {
+    for (int k = AD_OPT_DESCENT; k <= AD_OPT_RMSPROP; k++) {
         ad_optim_config c = ad_optim_defaults((ad_optim_kind)k);
         cr_expect_eq(c.kind, (ad_optim_kind)k);
         cr_expect_eq(c.lr, 0.01, "kind %d", k);
-        cr_expect_eq(c.momentum, 0.9, "kind %d", k);
+        cr_expect_eq(c.momentum, k == AD_OPT_RMSPROP ? 0.0 : 0.9, "kind %d", k);
+        cr_expect_eq(c.alpha, 0.99, "kind %d", k);
+        cr_expect_eq(c.centered, 0, "kind %d", k);
         cr_expect_eq(c.beta1, 0.9, "kind %d", k);
         cr_expect_eq(c.beta2, 0.999, "kind %d", k);
         cr_expect_eq(c.eps, 1e-8, "kind %d", k);

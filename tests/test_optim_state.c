@@ -74,8 +74,8 @@ Test(optim_state, views_have_the_parameters_shape_and_counts_follow_the_kind)
 {
     model m;
     model_open(&m);
-    static const int buffers[] = {0, 1, 1, 2, 2};
-    for (int kind = AD_OPT_DESCENT; kind <= AD_OPT_ADAMW; kind++) {
+    static const int buffers[] = {0, 1, 1, 2, 2, 1};
+    for (int kind = AD_OPT_DESCENT; kind <= AD_OPT_RMSPROP; kind++) {
         ad_optim *o;
         ad_optim_config c = ad_optim_defaults((ad_optim_kind)kind);
         cr_assert_eq(ad_optim_new(m.ps, &c, &o), AD_OK);
@@ -98,6 +98,37 @@ Test(optim_state, views_have_the_parameters_shape_and_counts_follow_the_kind)
     }
     cr_assert_eq(ad_optim_state_count(NULL), -1);
     cr_assert_null(ad_optim_params(NULL));
+    model_close(&m);
+}
+
+/* RMSprop keeps the square average, then the momentum buffer if momentum > 0, then the
+** gradient average if centered: three distinct zeroed buffers at most. */
+Test(optim_state, rmsprop_buffers_follow_momentum_and_centered)
+{
+    model m;
+    model_open(&m);
+    for (int mu = 0; mu < 2; mu++)
+        for (int centered = 0; centered < 2; centered++) {
+            ad_optim *o;
+            ad_optim_config c = ad_optim_defaults(AD_OPT_RMSPROP);
+            c.momentum = mu ? 0.5 : 0.0;
+            c.centered = centered;
+            cr_assert_eq(ad_optim_new(m.ps, &c, &o), AD_OK, "%s", ad_last_error());
+            int count = ad_optim_state_count(o);
+            cr_assert_eq(count, 1 + mu + centered);
+            void *seen[3] = {0};
+            for (int k = 0; k < count; k++) {
+                ad_tensor v;
+                cr_assert_eq(ad_optim_state(o, 0, k, &v), AD_OK);
+                cr_assert(v.size == OUT * IN);
+                for (int j = 0; j < k; j++)
+                    cr_assert_neq(seen[j], v.data, "buffers %d and %d overlap", j, k);
+                seen[k] = v.data;
+            }
+            ad_tensor v;
+            cr_expect_eq(ad_optim_state(o, 0, count, &v), AD_ERR_INVALID);
+            ad_optim_free(o);
+        }
     model_close(&m);
 }
 

@@ -215,9 +215,8 @@ static model_config make_config(const options *o, const run_log *run)
     for (int l = 0; l < o->n_hidden; l++)
         cfg.widths[l + 1] = o->hidden[l];
     cfg.widths[o->n_hidden + 1] = 10;
-    cfg.optim = ad_optim_defaults(o->optim); /* Adam's betas and eps */
+    options_recipe(o, &cfg);
     cfg.optim.lr = run->lr;
-    cfg.optim.momentum = o->momentum;
     cfg.optim.weight_decay = run->weight_decay;
     return cfg;
 }
@@ -261,6 +260,8 @@ static void train_run(trainer *t, run_log *run)
     for (int e = done + 1; e <= t->o->epochs; e++) {
         epoch_stats *st = &run->epochs[e];
         double t0 = now(), comm0 = parallel_comm_seconds(&par);
+        if ((rc = model_set_epoch(&m, e - 1)))
+            fail(rc);
         st->train_loss = train_epoch(t, &m, idx, &rng, run, e);
         st->seconds = now() - t0;
         st->comm_seconds = parallel_comm_seconds(&par) - comm0;
@@ -292,7 +293,9 @@ static ad_status plan_job(trainer *t)
                    .optimiser = options_optim_name(o->optim), .batch = o->batch,
                    .n_train = t->d.fit_x.shape[0], .n_eval = t->d.eval_x.shape[0],
                    .eval_name = o->holdout ? "val" : "test", .out_dir = o->out_dir,
-                   .ranks = par.size, .usf_scaling = o->usf_scaling};
+                   .ranks = par.size, .usf_scaling = o->usf_scaling, .milestones = o->milestones,
+                   .n_milestones = o->n_milestones, .gamma = o->gamma,
+                   .clamp_grad = o->clamp_grad, .constrain_weights = o->constrain_weights};
     for (int l = 0; l < j->n_hidden; l++)
         j->hidden[l] = shape.layers[l].out;
     size_t n_runs = (size_t)o->n_rules * (size_t)o->n_seeds;

@@ -103,6 +103,11 @@ ad_status model_init(model *m, const model_config *cfg)
     rc = rc ? rc : ad_optim_new(m->ps, &cfg->optim, &m->opt);
     rc = rc ? rc : ad_tape_new(&m->tape);
     rc = rc ? rc : ad_tape_new(&m->eval_tape);
+    if (rc == AD_OK && cfg->constrain_weights) {
+        const int64_t n = m->cfg.n_layers;
+        rc = ad_tensor_new(AD_F64, 1, &n, &m->norms);
+        rc = rc ? rc : ad_weight_norms_record(m->W, m->cfg.n_layers, m->norms);
+    }
     if (rc == AD_OK) {
         ad_tape_set_grad_enabled(m->eval_tape, 0);
         /* A training step reads nothing but the loss after its sweep. */
@@ -120,6 +125,7 @@ void model_free(model *m)
     }
     ad_tensor_free(m->x);
     ad_tensor_free(m->labels);
+    ad_tensor_free(m->norms);
     ad_optim_free(m->opt);
     ad_grads_free(m->gs);
     ad_grads_free(m->align_gs);
@@ -128,12 +134,17 @@ void model_free(model *m)
     ad_tape_free(m->eval_tape);
 }
 
-/* The logits for x, recording pre-activations; under DFA the logits mark e's source. */
+/* The logits for x, recording pre-activations; under DFA the logits mark e's source.
+** Clamping acts in sweeps alone, so the forward-only evaluation tape goes without. */
 static ad_var forward(model *m, ad_tape *t, const ad_tensor *x)
 {
     ad_var h = ad_use(t, x);
-    for (int l = 0; l < m->cfg.n_layers; l++)
+    bool clamp = m->cfg.clamp_grad && t != m->eval_tape;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        if (clamp && l > 0)
+            h = ad_clamp_grad(t, h, NULL);
         h = model_layer(m, t, l, h, &m->pre[l]);
+    }
     return m->cfg.rule == RULE_DFA ? ad_dfa_output(t, &m->dfa, h) : h;
 }
 
@@ -168,7 +179,21 @@ ad_status model_step(model *m, const ad_tensor *images, const ad_tensor *labels,
             return rc;
     }
     ad_status rc = m->gradient(m->gradient_ctx, m->tape, m->ps, batch_loss, m, m->gs, loss);
-    return rc ? rc : ad_optim_step(m->opt, m->gs);
+    rc = rc ? rc : ad_optim_step(m->opt, m->gs);
+    if (rc == AD_OK && m->norms)
+        rc = ad_constrain_weights(m->W, m->cfg.n_layers, m->norms);
+    return rc;
+}
+
+ad_status model_set_epoch(model *m, int e)
+{
+    if (m->cfg.n_milestones == 0)
+        return AD_OK;
+    ad_lr_multistep_config s = {.base_lr = m->cfg.optim.lr, .milestones = m->cfg.milestones,
+                                .n_milestones = m->cfg.n_milestones, .gamma = m->cfg.gamma};
+    double lr;
+    ad_status rc = ad_lr_multistep(&s, e, &lr);
+    return rc ? rc : ad_optim_set_lr(m->opt, lr);
 }
 
 /* A view of rows [r0, r0 + n) of a row-major tensor of any rank, without copying. */

@@ -14,7 +14,7 @@
 
 #include "ad.h"
 
-enum { MODEL_MAX_LAYERS = 6 };
+enum { MODEL_MAX_LAYERS = 6, MODEL_MAX_MILESTONES = 8 };
 
 typedef enum rule_kind {
     RULE_BP,     /* backprop */
@@ -62,6 +62,14 @@ typedef struct model_config {
     ad_optim_config optim;                 /* KP needs weight_decay > 0 to align */
     int64_t batch;
     int usf_scaled;                        /* uSF: sign(W) times ad_usf_scale(W) */
+    int milestones[MODEL_MAX_MILESTONES];  /* the rate's schedule (ad_lr_multistep from
+                                           ** optim.lr); none: optim.lr throughout */
+    int n_milestones;
+    double gamma;
+    int clamp_grad;                        /* ad_clamp_grad on every layer's input but
+                                           ** the first's (BioTorch's gradient clamping) */
+    int constrain_weights;                 /* every W back to its initial norm after each
+                                           ** step (BioTorch's constrain_weights) */
 } model_config;
 
 /*
@@ -91,6 +99,7 @@ typedef struct model {
     ad_dfa dfa;
     ad_rng rng;
     ad_var pre[MODEL_MAX_LAYERS];   /* hidden pre-activations of the last recording */
+    ad_tensor *norms;               /* constrain_weights: W's initial norms (F64) */
 } model;
 
 /* "fc<k>.<what>" or "conv<k>.<what>" ("weight", "bias", "feedback"), k counting the
@@ -112,9 +121,14 @@ int model_feedback_shape(const model *m, int l, int64_t shape[4]);
 ad_status model_init(model *m, const model_config *cfg);
 void model_free(model *m);
 
+/* Sets the learning rate for epoch e (0-based) from the schedule; with no milestones
+** it leaves the rate alone. */
+ad_status model_set_epoch(model *m, int e);
+
 /* One training step on rows idx[0..batch) of images/labels (copied into the batch):
-** gradient with the model's rule through m->gradient, optimiser step. *loss gets the
-** batch loss (under MPI: the mean over the ranks' shards). */
+** gradient with the model's rule through m->gradient, optimiser step, then the weight
+** constraint if asked. *loss gets the batch loss (under MPI: the mean over the ranks'
+** shards). */
 ad_status model_step(model *m, const ad_tensor *images, const ad_tensor *labels,
                      const int64_t *idx, double *loss);
 

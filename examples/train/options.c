@@ -15,7 +15,8 @@
 
 enum { ITEM_BYTES = 32 };
 
-static const char *const optim_names[] = {"sgd", "momentum", "nesterov", "adam", "adamw"};
+static const char *const optim_names[] = {"sgd",  "momentum", "nesterov",
+                                          "adam", "adamw",    "rmsprop"};
 
 const char *options_optim_name(ad_optim_kind k)
 {
@@ -42,9 +43,17 @@ static void usage(void)
     for (int r = 0; r < RULE_COUNT; r++)
         printf(" %s %g%s", rule_name((rule_kind)r), train_default_lr[r],
                r == RULE_COUNT - 1 ? "]\n" : r % 4 == 3 ? ",\n                    " : ",");
-    printf("  --optimiser O      sgd momentum nesterov adam adamw [momentum]\n"
-           "  --momentum X       for momentum and nesterov, in [0, 1) [0.9]\n"
+    printf("  --optimiser O      sgd momentum nesterov adam adamw rmsprop [momentum]\n"
+           "  --momentum X       for momentum, nesterov and rmsprop, in [0, 1)\n"
+           "                     [0.9; rmsprop 0]\n"
            "  --weight-decay X   [0; kp: 1e-4, which it needs to align]\n"
+           "  --milestones E,E   after E epochs, multiply the rate by --gamma (increasing;\n"
+           "                     MultiStepLR's milestones, BioTorch's 50,75) [none]\n"
+           "  --gamma X          the factor at each milestone, > 0 [0.1]\n"
+           "  --clamp-grad       clamp the gradient into every layer but the first to\n"
+           "                     [-1, 1] (BioTorch's gradient clamping)\n"
+           "  --constrain-weights  rescale every weight to its initial norm after each\n"
+           "                     step (BioTorch's constrain_weights)\n"
            "  --seed N           [1]\n"
            "  --seeds N,N,...    repeat every rule once per seed (up to %d)\n"
            "  --threads N        OpenBLAS threads [1]\n"
@@ -164,13 +173,43 @@ static ad_optim_kind parse_optim(const char *s)
     for (int k = 0; k < (int)(sizeof optim_names / sizeof *optim_names); k++)
         if (strcmp(s, optim_names[k]) == 0)
             return (ad_optim_kind)k; /* the names follow ad_optim_kind's order */
-    bad_value("optimiser", s, "sgd, momentum, nesterov, adam or adamw");
+    bad_value("optimiser", s, "sgd, momentum, nesterov, adam, adamw or rmsprop");
+}
+
+/* MultiStepLR's milestones, strictly increasing: epoch e of the run (1-based, as the
+** progress lines count) is ad_lr_multistep's epoch e - 1, so milestone 50 lowers the
+** rate from epoch 51, after 50 epochs, as in BioTorch. */
+static void parse_milestones(options *o, const char *s)
+{
+    const char *expected = "1 to 8 increasing epoch counts >= 0, separated by commas";
+    char items[MODEL_MAX_MILESTONES][ITEM_BYTES];
+    int n = split(s, items, MODEL_MAX_MILESTONES);
+    if (n < 0)
+        bad_value("milestones", s, expected);
+    for (int i = 0; i < n; i++) {
+        o->milestones[i] = (int)parse_int("milestones", items[i], 0, 100000, expected);
+        if (i > 0 && o->milestones[i] <= o->milestones[i - 1])
+            bad_value("milestones", s, expected);
+    }
+    o->n_milestones = n;
+}
+
+void options_recipe(const options *o, model_config *cfg)
+{
+    cfg->optim = ad_optim_defaults(o->optim); /* Adam's betas and eps, RMSprop's alpha */
+    if (!isnan(o->momentum))
+        cfg->optim.momentum = o->momentum;
+    memcpy(cfg->milestones, o->milestones, sizeof cfg->milestones);
+    cfg->n_milestones = o->n_milestones;
+    cfg->gamma = o->gamma;
+    cfg->clamp_grad = o->clamp_grad;
+    cfg->constrain_weights = o->constrain_weights;
 }
 
 static void set_defaults(options *o)
 {
     *o = (options){.n_hidden = 2, .hidden = {256, 256}, .epochs = 20, .batch = 64,
-                   .lr = NAN, .weight_decay = NAN, .momentum = 0.9,
+                   .lr = NAN, .weight_decay = NAN, .momentum = NAN, .gamma = 0.1,
                    .optim = AD_OPT_MOMENTUM, .seeds = {1}, .n_seeds = 1, .threads = 1,
                    .out_dir = "adtape-train-out"};
     parse_rules(o, "bp,fa,dfa");
@@ -214,6 +253,10 @@ static void apply_option(options *o, int c, const char *a)
     case 'U': o->usf_scaling = 1; break;
     case 'c': o->checkpoint = a; break;
     case 'R': o->checkpoint = a, o->resume = 1; break;
+    case 'L': parse_milestones(o, a); break;
+    case 'g': o->gamma = parse_real("gamma", a, 1e-300, 1e6, "a number > 0"); break;
+    case 'C': o->clamp_grad = 1; break;
+    case 'W': o->constrain_weights = 1; break;
     }
 }
 
@@ -228,7 +271,8 @@ void options_parse(int argc, char **argv, options *o)
         {"out", 1, 0, 'O'},       {"json", 0, 0, 'j'},     {"help", 0, 0, 'h'},
         {"checkpoint", 1, 0, 'c'}, {"resume", 1, 0, 'R'}, {"model", 1, 0, 'M'},
         {"usf-scaling", 0, 0, 'U'},
-        {0, 0, 0, 0}};
+        {"milestones", 1, 0, 'L'}, {"gamma", 1, 0, 'g'}, {"clamp-grad", 0, 0, 'C'},
+        {"constrain-weights", 0, 0, 'W'}, {0, 0, 0, 0}};
     set_defaults(o);
     for (int c; (c = getopt_long(argc, argv, "", longs, NULL)) != -1;) {
         if (c == 'h') {

@@ -16,7 +16,8 @@ typedef struct options {
     int64_t hidden[MODEL_MAX_LAYERS - 1];
     int n_hidden, relu, epochs, threads, json;
     int64_t batch, subset, holdout;          /* subset 0: every training image */
-    double lr, weight_decay, momentum;       /* lr, decay NaN: the rule's default */
+    double lr, weight_decay, momentum;       /* lr, decay NaN: the rule's default;
+                                             ** momentum NaN: the optimiser's */
     ad_optim_kind optim;
     uint64_t seeds[OPTIONS_MAX_SEEDS];
     int n_seeds;
@@ -25,6 +26,13 @@ typedef struct options {
     const char *checkpoint;                  /* --checkpoint or --resume FILE; NULL: none */
     int resume;                              /* --resume: continue from the checkpoints */
     int usf_scaling;                         /* --usf-scaling: BioTorch's scaled uSF */
+    int milestones[MODEL_MAX_MILESTONES];    /* --milestones: after so many epochs the
+                                             ** rate is multiplied by --gamma */
+    int n_milestones;
+    double gamma;
+    int clamp_grad;                          /* --clamp-grad: layer inputs' gradients
+                                             ** clamped to [-1, 1] */
+    int constrain_weights;                   /* --constrain-weights */
 } options;
 
 /* Learning rates per rule when --lr is not given; defined in main.c, shown by --help. */
@@ -34,5 +42,10 @@ void options_parse(int argc, char **argv, options *o);
 
 /* "sgd", "momentum", ... as --optimiser spells it. */
 const char *options_optim_name(ad_optim_kind k);
+
+/* The training recipe's part of a model's configuration: the optimiser (its kind's
+** defaults, then --momentum if given; lr and weight decay are per run), the schedule,
+** clamping and the weight constraint. */
+void options_recipe(const options *o, model_config *cfg);
 
 #endif /* TRAIN_OPTIONS_H */

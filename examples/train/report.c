@@ -229,9 +229,15 @@ static void json_config(FILE *f, const job_log *job)
         fprintf(f, "%s%lld", l ? ", " : "", (long long)job->hidden[l]);
     fprintf(f, "], \"activation\": \"%s\", \"optimiser\": \"%s\", \"epochs\": %d, "
                "\"batch\": %lld, \"n_train\": %lld, \"eval_set\": \"%s\", \"n_eval\": %lld, "
-               "\"ranks\": %d, \"usf_scaling\": %s},\n",
+               "\"ranks\": %d, \"milestones\": [",
             job->activation, job->optimiser, job->n_epochs, (long long)job->batch,
-            (long long)job->n_train, job->eval_name, (long long)job->n_eval, job->ranks,
+            (long long)job->n_train, job->eval_name, (long long)job->n_eval, job->ranks);
+    for (int i = 0; i < job->n_milestones; i++)
+        fprintf(f, "%s%d", i ? ", " : "", job->milestones[i]);
+    fputs("], \"gamma\": ", f);
+    json_num(f, job->gamma);
+    fprintf(f, ", \"clamp_grad\": %s, \"constrain_weights\": %s, \"usf_scaling\": %s},\n",
+            job->clamp_grad ? "true" : "false", job->constrain_weights ? "true" : "false",
             job->usf_scaling ? "true" : "false");
 }
 

@@ -43,6 +43,10 @@ typedef struct job_log {
     const char *out_dir;
     int ranks;                               /* MPI processes sharing each batch */
     int usf_scaling;                         /* --usf-scaling */
+    const int *milestones;                   /* the schedule (n_milestones of them) */
+    int n_milestones;
+    double gamma;
+    int clamp_grad, constrain_weights;
 } job_log;
 
 /* What the progress bar shows; the caller computes the rates. */

@@ -18,9 +18,10 @@
 
 #define HISTORY "trainer.history"
 #define PERMUTATION "trainer.permutation"
+#define WEIGHT_NORMS "trainer.weight_norms"
 
 /* Columns of a history row: loss, accuracy, the angles of every possible layer, times. */
-enum { COLS = 4 + 3 * MODEL_MAX_LAYERS, MAX_BUFFERS = 3 * MODEL_MAX_LAYERS + 2 };
+enum { COLS = 4 + 3 * MODEL_MAX_LAYERS, MAX_BUFFERS = 3 * MODEL_MAX_LAYERS + 3 };
 
 ad_status resume_path(char *out, size_t size, const char *file, const run_log *run)
 {
@@ -43,8 +44,8 @@ typedef struct state {
     int n;
     ad_checkpoint_rng rngs[2];
     ad_tensor *perm, *history;
-    char rule[16], seed[24];
-    ad_checkpoint_meta meta[2];
+    char rule[16], seed[24], recipe[160];
+    ad_checkpoint_meta meta[3];
 } state;
 
 static void add_buffer(state *s, const model *m, ad_tensor *t, int layer, const char *what)
@@ -55,6 +56,17 @@ static void add_buffer(state *s, const model *m, ad_tensor *t, int layer, const 
         snprintf(s->names[s->n], sizeof s->names[s->n], "%s", what);
     s->buf[s->n] = (ad_checkpoint_buffer){s->names[s->n], t};
     s->n++;
+}
+
+/* The schedule, clamping and constraint, which a resumed run must share: "milestones
+** 50,75 gamma 0x1.999999999999ap-4 clamp 1 constrain 1" (gamma exact, in hex). */
+static void recipe_text(char *out, size_t size, const model_config *c)
+{
+    int n = snprintf(out, size, "milestones");
+    for (int i = 0; i < c->n_milestones; i++)
+        n += snprintf(out + n, size - (size_t)n, "%c%d", i ? ',' : ' ', c->milestones[i]);
+    snprintf(out + n, size - (size_t)n, " gamma %a clamp %d constrain %d",
+             c->n_milestones ? c->gamma : 0.0, c->clamp_grad, c->constrain_weights);
 }
 
 /* Fills s for r with a history of `rows` rows; the tensors are made, not filled. */
@@ -77,12 +89,16 @@ static ad_status make_state(state *s, const resume_run *r, int64_t rows)
         return rc;
     add_buffer(s, NULL, s->perm, -1, PERMUTATION);
     add_buffer(s, NULL, s->history, -1, HISTORY);
+    if (m->norms)
+        add_buffer(s, NULL, m->norms, -1, WEIGHT_NORMS);
     s->rngs[0] = (ad_checkpoint_rng){"model", &m->rng};
     s->rngs[1] = (ad_checkpoint_rng){"data", r->data_rng};
     snprintf(s->rule, sizeof s->rule, "%s", rule_name(r->run->rule));
     snprintf(s->seed, sizeof s->seed, "%" PRIu64, r->run->seed);
     s->meta[0] = (ad_checkpoint_meta){"train.rule", s->rule};
     s->meta[1] = (ad_checkpoint_meta){"train.seed", s->seed};
+    s->meta[2] = (ad_checkpoint_meta){"train.recipe", s->recipe};
+    recipe_text(s->recipe, sizeof s->recipe, &m->cfg);
     return AD_OK;
 }
 
@@ -126,7 +142,7 @@ ad_status resume_save(parallel *p, const char *path, const resume_run *r, int ep
         for (int e = 0; e <= epoch; e++)
             row_out((double *)s.history->data + e * COLS, &r->run->epochs[e]);
         ad_checkpoint_extras x = {.optim = r->m->opt, .step = (uint64_t)epoch,
-                                  .meta = s.meta, .n_meta = 2, .buffers = s.buf,
+                                  .meta = s.meta, .n_meta = 3, .buffers = s.buf,
                                   .n_buffers = s.n, .rngs = s.rngs, .n_rngs = 2};
         rc = parallel_checkpoint_save(p, path, r->m->ps, &x);
     }
@@ -138,9 +154,10 @@ ad_status resume_save(parallel *p, const char *path, const resume_run *r, int ep
 static ad_status same_run(const char *key, const char *value, void *user)
 {
     const state *s = user;
-    const char *want = !strcmp(key, "train.rule")   ? s->rule
-                       : !strcmp(key, "train.seed") ? s->seed
-                                                    : NULL;
+    const char *want = !strcmp(key, "train.rule")     ? s->rule
+                       : !strcmp(key, "train.seed")   ? s->seed
+                       : !strcmp(key, "train.recipe") ? s->recipe
+                                                      : NULL;
     if (want && strcmp(value, want))
         return ad_fail(AD_ERR_METADATA, "adtape-train: the checkpoint is of %s %s, not %s",
                        key, value, want);

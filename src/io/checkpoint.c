@@ -336,8 +336,18 @@ const char *adi_ckpt_kind_name(ad_optim_kind kind)
     case AD_OPT_NESTEROV: return "nesterov";
     case AD_OPT_ADAM: return "adam";
     case AD_OPT_ADAMW: return "adamw";
+    case AD_OPT_RMSPROP: return "rmsprop";
     }
     return "?";
+}
+
+const char *adi_ckpt_state_suffix(const ad_optim_config *c, int k)
+{
+    static const char *const moments[2] = {".m", ".v"};
+    static const char *const rms[3] = {".square_avg", ".momentum_buffer", ".grad_avg"};
+    if (c->kind != AD_OPT_RMSPROP)
+        return moments[k];
+    return rms[k == 0 || c->momentum > 0.0 ? k : k + 1];
 }
 
 const char *adi_ckpt_dtype_tag(ad_dtype dtype)

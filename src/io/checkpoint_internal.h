@@ -23,10 +23,12 @@
 #define CKPT_KEY_LR "adtape.optim.lr"
 #define CKPT_KEY_SETTING "adtape.optim." /* followed by a setting other than lr */
 
-/* The optimiser's settings besides kind and lr, saved as IEEE-754 bits and compared on
-** load: a resume with another momentum or beta would continue a different run. */
+/* The optimiser's settings besides kind and lr, saved as the IEEE-754 bits of their
+** value as a double (centered, an int, too) and compared on load: a resume with
+** another momentum or beta would continue a different run. */
 #define CKPT_SETTINGS(X)                                                                \
-    X(momentum) X(beta1) X(beta2) X(eps) X(weight_decay) X(clip_norm)
+    X(momentum) X(beta1) X(beta2) X(eps) X(weight_decay) X(clip_norm) X(alpha)        \
+    X(centered)
 #define CKPT_KEY_STEPS "adtape.optim.steps." /* followed by the parameter's name */
 
 /* The reference implementation's limit (safetensors MAX_HEADER_SIZE). */
@@ -58,6 +60,12 @@ char *adi_ckpt_join(const char *a, const char *b, const char *c);
 
 /* "adam", "momentum", ...: the names stored under adtape.optim.kind. */
 const char *adi_ckpt_kind_name(ad_optim_kind kind);
+
+/* The suffix of state buffer k (0 <= k < ad_optim_state_count) of an optimiser
+** configured as c: ".m" and ".v" (momentum, Nesterov, Adam, AdamW); RMSprop's are
+** named as torch.optim.RMSprop's state: ".square_avg", ".momentum_buffer",
+** ".grad_avg". */
+const char *adi_ckpt_state_suffix(const ad_optim_config *c, int k);
 
 /* "F32" or "F64" for the file (of a parameter's dtype). */
 const char *adi_ckpt_dtype_tag(ad_dtype dtype);

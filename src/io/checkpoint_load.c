@@ -173,7 +173,7 @@ static ad_status plan_optim_meta(const char *what, load *l, ad_optim *o,
     ad_status rc = AD_OK;
 #define CHECK_SETTING(field)                                                            \
     if (rc == AD_OK)                                                                    \
-        rc = check_setting(what, &l->f, CKPT_KEY_SETTING #field, #field, c.field);
+        rc = check_setting(what, &l->f, CKPT_KEY_SETTING #field, #field, (double)c.field);
     CKPT_SETTINGS(CHECK_SETTING)
 #undef CHECK_SETTING
     if (rc)
@@ -198,7 +198,8 @@ static ad_status plan_optim_meta(const char *what, load *l, ad_optim *o,
 static ad_status plan_optim(const char *what, load *l, ad_optim *o,
                             const char *const names[], int n)
 {
-    static const char *const suffix[2] = {".m", ".v"};
+    ad_optim_config c;
+    ad_optim_get_config(o, &c);
     ad_status rc = plan_optim_meta(what, l, o, names, n);
     for (int i = 0; i < n && !rc; i++) {
         int64_t old;
@@ -206,7 +207,8 @@ static ad_status plan_optim(const char *what, load *l, ad_optim *o,
         rc = ad_optim_set_steps(o, i, old);
         for (int b = 0; b < ad_optim_state_count(o) && !rc; b++) {
             ad_tensor view;
-            char *name = adi_ckpt_join(CKPT_OPTIM_PREFIX, names[i], suffix[b]);
+            char *name = adi_ckpt_join(CKPT_OPTIM_PREFIX, names[i],
+                                       adi_ckpt_state_suffix(&c, b));
             rc = name ? ad_optim_state(o, i, b, &view)
                       : ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
             if (!rc)

@@ -82,13 +82,15 @@ static ad_status add_optim_meta(const char *what, plan *p, ad_optim *o,
     ad_optim_config c;
     char text[32];
     uint64_t bits;
+    double value;
     ad_optim_get_config(o, &c);
     memcpy(&bits, &c.lr, sizeof bits);
     put_text(p, CKPT_KEY_KIND, adi_ckpt_kind_name(c.kind));
     snprintf(text, sizeof text, "%016" PRIx64, bits);
     put_text(p, CKPT_KEY_LR, text);
 #define PUT_SETTING(field)                                                              \
-    memcpy(&bits, &c.field, sizeof bits);                                               \
+    value = (double)c.field;                                                            \
+    memcpy(&bits, &value, sizeof bits);                                                 \
     snprintf(text, sizeof text, "%016" PRIx64, bits);                                   \
     put_text(p, CKPT_KEY_SETTING #field, text);
     CKPT_SETTINGS(PUT_SETTING)
@@ -140,11 +142,13 @@ static ad_status add_metadata(const char *what, plan *p, const ad_checkpoint_ext
     return rc;
 }
 
-/* The optimiser's buffers, "__optim__.<name>.m" and ".v", after the parameters. */
+/* The optimiser's buffers, "__optim__.<name>.m" and ".v" (RMSprop's named as torch's),
+** after the parameters. */
 static ad_status add_optim_tensors(const char *what, plan *p, ad_optim *o,
                                    const char *const names[], int n)
 {
-    static const char *const suffix[2] = {".m", ".v"};
+    ad_optim_config c;
+    ad_optim_get_config(o, &c);
     int k = ad_optim_state_count(o);
     for (int i = 0; i < n && p->ok; i++)
         for (int b = 0; b < k; b++) {
@@ -152,7 +156,8 @@ static ad_status add_optim_tensors(const char *what, plan *p, ad_optim *o,
             ad_status rc = ad_optim_state(o, i, b, &view);
             if (rc)
                 return rc;
-            char *name = adi_ckpt_join(CKPT_OPTIM_PREFIX, names[i], suffix[b]);
+            char *name = adi_ckpt_join(CKPT_OPTIM_PREFIX, names[i],
+                                       adi_ckpt_state_suffix(&c, b));
             if (!name)
                 return ad_fail(AD_ERR_NOMEM, "%s: out of memory", what);
             add_tensor(p, name, &view);

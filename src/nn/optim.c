@@ -1,38 +1,28 @@
 /*
-** optim.c: optimisers (descent, momentum, Nesterov, Adam, AdamW) with global-norm
-** clipping and weight decay, following PyTorch's published update equations:
-** torch.nn.utils.clip_grad_norm_, torch.optim.SGD (dampening 0), torch.optim.Adam and
-** torch.optim.AdamW (amsgrad off, single-tensor form).
+** optim.c: optimisers (descent, momentum, Nesterov, Adam, AdamW, RMSprop) with
+** global-norm clipping and weight decay, following PyTorch's published update
+** equations: torch.nn.utils.clip_grad_norm_, torch.optim.SGD (dampening 0),
+** torch.optim.Adam and torch.optim.AdamW (amsgrad off), torch.optim.RMSprop, all in
+** their single-tensor form.
 **
 ** State is arrays by dense parameter index, outside any tape: one allocation per
-** parameter holding the velocity (momentum, Nesterov) or Adam's two moments back to
-** back, in the parameter's own dtype, plus a per-parameter step count. It is made in
-** ad_optim_new for the parameters present then and grown in ad_optim_step only when
-** parameters were added since, so a steady-state step allocates nothing.
+** parameter holding the velocity (momentum, Nesterov), Adam's two moments or
+** RMSprop's one to three buffers back to back, in the parameter's own dtype, plus a
+** per-parameter step count. It is made in ad_optim_new for the parameters present then
+** and grown in ad_optim_step only when parameters were added since, so a steady-state
+** step allocates nothing.
 */
 #include <math.h>
 #include <string.h>
 
-#include "../base/base.h"
-#include "ad_nn.h"
+#include "optim_internal.h"
 
-typedef struct slot {
-    void *m;       /* velocity, or Adam's first moment; NULL for descent */
-    void *v;       /* Adam's second moment (inside m's allocation); else NULL */
-    int64_t steps; /* updates this parameter has had (Adam's bias correction) */
-} slot;
-
-struct ad_optim {
-    const ad_params *ps; /* must outlive the optimiser */
-    ad_optim_config cfg; /* as given (validated); lr as last set */
-    slot *slots;         /* by parameter index, n of them */
-    int n;
-};
+typedef adi_optim_slot slot;
 
 /* Per-parameter coefficients of one update; Adam's depend on the parameter's count. */
 typedef struct coef {
     ad_optim_kind kind;
-    double lr, mu, b1, b2, eps;
+    double lr, mu, b1, b2, eps, alpha; /* alpha: RMSprop's smoothing */
     double scale;  /* clipping factor applied to the gradient, 1 when not clipping */
     double wd;     /* coupled decay added to the gradient (0 for AdamW) */
     double shrink; /* AdamW's decoupled decay factor 1 - lr wd (1 otherwise) */
@@ -84,48 +74,82 @@ typedef struct coef {
                 p[k] -= ss * m[k] / (SQRT(v[k]) / bc2s + eps);                           \
             }                                                                            \
             break;                                                                       \
+        case AD_OPT_RMSPROP: /* rmsprop_f32, rmsprop_f64 */                              \
+            break;                                                                       \
         }                                                                                \
     }
 
 DEFINE_UPDATE(float, update_f32, sqrtf)
 DEFINE_UPDATE(double, update_f64, sqrt)
 
-static int state_buffers(ad_optim_kind kind)
+/*
+** RMSprop over n elements, d = scale g + wd p, as torch.optim.RMSprop orders it:
+**   v = alpha v + (1-alpha) d^2
+**   centered: a = alpha a + (1-alpha) d; den = sqrt(v - a^2) + eps; else sqrt(v) + eps
+**   momentum: b = mu b + d / den; p -= lr b;  otherwise p -= lr d / den
+** a and b are NULL when not kept.
+*/
+#define DEFINE_RMSPROP(T, NAME, SQRT)                                                    \
+    static void NAME(const coef *c, T *restrict p, const T *restrict g, T *restrict v,  \
+                     T *restrict b, T *restrict a, int64_t n)                            \
+    {                                                                                    \
+        const T lr = (T)c->lr, sc = (T)c->scale, wd = (T)c->wd, mu = (T)c->mu;           \
+        const T al = (T)c->alpha, al1 = (T)(1.0 - c->alpha), eps = (T)c->eps;            \
+        for (int64_t k = 0; k < n; k++) {                                                \
+            T d = sc * g[k] + wd * p[k];                                                 \
+            v[k] = al * v[k] + al1 * d * d;                                              \
+            T den;                                                                       \
+            if (a) {                                                                     \
+                a[k] = al * a[k] + al1 * d;                                              \
+                den = SQRT(v[k] - a[k] * a[k]) + eps;                                    \
+            } else {                                                                     \
+                den = SQRT(v[k]) + eps;                                                   \
+            }                                                                            \
+            if (b) {                                                                     \
+                b[k] = mu * b[k] + d / den;                                              \
+                p[k] -= lr * b[k];                                                       \
+            } else {                                                                     \
+                p[k] -= lr * d / den;                                                    \
+            }                                                                            \
+        }                                                                                \
+    }
+
+DEFINE_RMSPROP(float, rmsprop_f32, sqrtf)
+DEFINE_RMSPROP(double, rmsprop_f64, sqrt)
+
+int adi_optim_buffers(const ad_optim_config *c)
 {
-    switch (kind) {
+    switch (c->kind) {
     case AD_OPT_DESCENT: return 0;
     case AD_OPT_MOMENTUM:
     case AD_OPT_NESTEROV: return 1;
     case AD_OPT_ADAM:
     case AD_OPT_ADAMW: return 2;
+    case AD_OPT_RMSPROP: return 1 + (c->momentum > 0.0) + (c->centered != 0);
     }
     return 0;
 }
 
 /* Zeroed state for parameter p; false when the allocation fails or overflows. */
-static bool slot_make(ad_optim_kind kind, const ad_tensor *p, slot *s)
+static bool slot_make(const ad_optim_config *c, const ad_tensor *p, slot *s)
 {
     size_t per, bytes;
-    int k = state_buffers(kind);
+    int k = adi_optim_buffers(c);
     *s = (slot){0};
     if (k == 0)
         return true;
     if (!adi_size_mul((size_t)p->size, ad_dtype_size(p->dtype), &per) ||
         !adi_size_mul(per, (size_t)k, &bytes))
         return false;
-    s->m = adi_calloc(1, bytes);
-    if (!s->m)
+    s->b[0] = adi_calloc(1, bytes);
+    if (!s->b[0])
         return false;
-    if (k == 2)
-        s->v = (char *)s->m + per;
+    for (int j = 1; j < k; j++)
+        s->b[j] = (char *)s->b[j - 1] + per;
     return true;
 }
 
-/*
-** Makes state for parameters added to the set since the last call; allocates nothing
-** when there are none. On failure the optimiser is as it was.
-*/
-static ad_status ensure_state(ad_optim *o, const char *what)
+ad_status adi_optim_ensure_state(ad_optim *o, const char *what)
 {
     int n = ad_params_count(o->ps);
     if (n <= o->n)
@@ -135,12 +159,12 @@ static ad_status ensure_state(ad_optim *o, const char *what)
     if (slots) {
         if (o->n > 0)
             memcpy(slots, o->slots, (size_t)o->n * sizeof *slots);
-        while (made < n && slot_make(o->cfg.kind, ad_params_at(o->ps, made), &slots[made]))
+        while (made < n && slot_make(&o->cfg, ad_params_at(o->ps, made), &slots[made]))
             made++;
     }
     if (!slots || made < n) {
         for (int i = o->n; slots && i < made; i++)
-            ad_free(slots[i].m);
+            ad_free(slots[i].b[0]);
         ad_free(slots);
         return ad_fail(AD_ERR_NOMEM, "%s: out of memory for the state of %d parameters",
                        what, n);
@@ -157,11 +181,13 @@ static ad_status bad_field(const char *field, double x, const char *range)
 }
 
 /* The values ad_nn.h documents, for every kind (fields a kind does not read are set
-** too, so changing .kind afterwards keeps sensible values). */
+** too, so changing .kind afterwards keeps sensible values). RMSprop's momentum is
+** torch.optim.RMSprop's 0, since for RMSprop it adds a buffer and changes the method. */
 ad_optim_config ad_optim_defaults(ad_optim_kind kind)
 {
-    return (ad_optim_config){.kind = kind, .lr = 0.01, .momentum = 0.9, .beta1 = 0.9,
-                             .beta2 = 0.999, .eps = 1e-8};
+    return (ad_optim_config){.kind = kind, .lr = 0.01,
+                             .momentum = kind == AD_OPT_RMSPROP ? 0.0 : 0.9, .beta1 = 0.9,
+                             .beta2 = 0.999, .eps = 1e-8, .alpha = 0.99};
 }
 
 /* Checks every field whatever the kind (torch.optim validates every argument too), as
@@ -170,7 +196,7 @@ ad_optim_config ad_optim_defaults(ad_optim_kind kind)
 static ad_status validate_config(const ad_optim_config *c)
 {
     bool adam = c->kind == AD_OPT_ADAM || c->kind == AD_OPT_ADAMW;
-    if ((unsigned)c->kind > (unsigned)AD_OPT_ADAMW)
+    if ((unsigned)c->kind > (unsigned)AD_OPT_RMSPROP)
         return ad_fail(AD_ERR_INVALID, "ad_optim_new: kind %d is not an ad_optim_kind",
                        (int)c->kind);
     if (!(c->lr >= 0.0 && isfinite(c->lr)))
@@ -187,6 +213,8 @@ static ad_status validate_config(const ad_optim_config *c)
         return bad_field("weight_decay", c->weight_decay, "[0, inf)");
     if (!(c->clip_norm >= 0.0 && isfinite(c->clip_norm)))
         return bad_field("clip_norm", c->clip_norm, "[0, inf)");
+    if (!(c->alpha >= 0.0 && c->alpha < 1.0))
+        return bad_field("alpha", c->alpha, "[0, 1)");
     return AD_OK;
 }
 
@@ -203,7 +231,7 @@ ad_status ad_optim_new(const ad_params *ps, const ad_optim_config *cfg, ad_optim
         return ad_fail(AD_ERR_NOMEM, "ad_optim_new: out of memory");
     o->ps = ps;
     o->cfg = *cfg;
-    rc = ensure_state(o, "ad_optim_new");
+    rc = adi_optim_ensure_state(o, "ad_optim_new");
     if (rc) {
         ad_optim_free(o);
         return rc;
@@ -217,7 +245,7 @@ void ad_optim_free(ad_optim *o)
     if (!o)
         return;
     for (int i = 0; i < o->n; i++)
-        ad_free(o->slots[i].m);
+        ad_free(o->slots[i].b[0]);
     ad_free(o->slots);
     ad_free(o);
 }
@@ -264,8 +292,8 @@ static coef step_coef(const ad_optim *o, const ad_grads *gs)
 {
     const ad_optim_config *c = &o->cfg;
     coef k = {.kind = c->kind, .lr = c->lr, .mu = c->momentum, .b1 = c->beta1,
-              .b2 = c->beta2, .eps = c->eps, .scale = 1.0, .wd = c->weight_decay,
-              .shrink = 1.0};
+              .b2 = c->beta2, .eps = c->eps, .alpha = c->alpha, .scale = 1.0,
+              .wd = c->weight_decay, .shrink = 1.0};
     /* clip_grad_norm_: factor clip / (norm + 1e-6), clamped to 1. A non-finite norm
     ** gives a NaN or zero factor and non-finite steps, as in PyTorch. */
     if (c->clip_norm > 0.0) {
@@ -287,7 +315,7 @@ ad_status ad_optim_step(ad_optim *o, const ad_grads *gs)
     if (ad_grads_params(gs) != o->ps)
         return ad_fail(AD_ERR_INVALID, "ad_optim_step: the gradient set was made for "
                        "another parameter set");
-    ad_status rc = ensure_state(o, "ad_optim_step");
+    ad_status rc = adi_optim_ensure_state(o, "ad_optim_step");
     if (rc)
         return rc;
     coef k = step_coef(o, gs);
@@ -304,87 +332,19 @@ ad_status ad_optim_step(ad_optim *o, const ad_grads *gs)
             k.step_size = o->cfg.lr / (1.0 - pow(o->cfg.beta1, t));
             k.bc2_sqrt = sqrt(1.0 - pow(o->cfg.beta2, t));
         }
-        if (p->dtype == AD_F32)
-            update_f32(&k, p->data, g->data, s->m, s->v, p->size);
-        else
-            update_f64(&k, p->data, g->data, s->m, s->v, p->size);
+        if (o->cfg.kind == AD_OPT_RMSPROP) {
+            void *b = o->cfg.momentum > 0.0 ? s->b[1] : NULL;
+            void *a = o->cfg.centered ? s->b[b ? 2 : 1] : NULL;
+            if (p->dtype == AD_F32)
+                rmsprop_f32(&k, p->data, g->data, s->b[0], b, a, p->size);
+            else
+                rmsprop_f64(&k, p->data, g->data, s->b[0], b, a, p->size);
+        } else if (p->dtype == AD_F32) {
+            update_f32(&k, p->data, g->data, s->b[0], s->b[1], p->size);
+        } else {
+            update_f64(&k, p->data, g->data, s->b[0], s->b[1], p->size);
+        }
         ad_tensor_touch(p);
     }
-    return AD_OK;
-}
-
-const ad_params *ad_optim_params(const ad_optim *o)
-{
-    return o ? o->ps : NULL;
-}
-
-ad_status ad_optim_get_config(const ad_optim *o, ad_optim_config *out)
-{
-    if (!o || !out)
-        return ad_fail(AD_ERR_NULL, "ad_optim_get_config: %s is NULL",
-                       o ? "out" : "optimiser");
-    *out = o->cfg;
-    return AD_OK;
-}
-
-int ad_optim_state_count(const ad_optim *o)
-{
-    return o ? state_buffers(o->cfg.kind) : -1;
-}
-
-/* Checks index against the parameter set (not o->n: parameters added since the last
-** step are valid and get their state on demand). */
-static ad_status check_index(const ad_optim *o, int index, const char *what)
-{
-    if (!o)
-        return ad_fail(AD_ERR_NULL, "%s: optimiser is NULL", what);
-    if (index < 0 || index >= ad_params_count(o->ps))
-        return ad_fail(AD_ERR_INVALID, "%s: parameter index %d is outside 0..%d", what,
-                       index, ad_params_count(o->ps) - 1);
-    return AD_OK;
-}
-
-ad_status ad_optim_state(ad_optim *o, int index, int k, ad_tensor *view)
-{
-    ad_status rc = check_index(o, index, "ad_optim_state");
-    if (rc)
-        return rc;
-    if (!view)
-        return ad_fail(AD_ERR_NULL, "ad_optim_state: view is NULL");
-    if (k < 0 || k >= state_buffers(o->cfg.kind))
-        return ad_fail(AD_ERR_INVALID, "ad_optim_state: buffer %d is outside 0..%d", k,
-                       state_buffers(o->cfg.kind) - 1);
-    rc = ensure_state(o, "ad_optim_state");
-    if (rc)
-        return rc;
-    const ad_tensor *p = ad_params_at(o->ps, index);
-    void *data = k == 0 ? o->slots[index].m : o->slots[index].v;
-    adi_tensor_describe_into(view, p->dtype, p->ndim, p->shape, p->size, data);
-    return AD_OK;
-}
-
-ad_status ad_optim_get_steps(const ad_optim *o, int index, int64_t *steps)
-{
-    ad_status rc = check_index(o, index, "ad_optim_get_steps");
-    if (rc)
-        return rc;
-    if (!steps)
-        return ad_fail(AD_ERR_NULL, "ad_optim_get_steps: steps is NULL");
-    *steps = index < o->n ? o->slots[index].steps : 0;
-    return AD_OK;
-}
-
-ad_status ad_optim_set_steps(ad_optim *o, int index, int64_t steps)
-{
-    ad_status rc = check_index(o, index, "ad_optim_set_steps");
-    if (rc)
-        return rc;
-    if (steps < 0)
-        return ad_fail(AD_ERR_INVALID, "ad_optim_set_steps: steps = %lld is negative",
-                       (long long)steps);
-    rc = ensure_state(o, "ad_optim_set_steps");
-    if (rc)
-        return rc;
-    o->slots[index].steps = steps;
     return AD_OK;
 }

@@ -15,6 +15,7 @@
 ** checks, and a two-layer DFA network with an MSE loss. DFA into conv layers shares
 ** the last wrapper case with dense KP.
 */
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -189,7 +190,7 @@ static const ad_primal_fn fns[] = {
     ad_op_conv2d_sf, ad_op_conv2d_bias_sf, ad_op_conv2d_kp, ad_op_conv2d_bias_kp,
     ad_op_dense_usf_scaled, ad_op_conv2d_usf_scaled, ad_op_conv2d_bias_usf_scaled,
     ad_op_reshape, ad_op_flatten,
-    ad_op_max_pool2d, ad_op_avg_pool2d, ad_op_global_avg_pool2d,
+    ad_op_max_pool2d, ad_op_avg_pool2d, ad_op_global_avg_pool2d, ad_op_clamp_grad,
     user_mixed, user_ignores, user_bad,
 };
 enum { N_FNS = sizeof fns / sizeof fns[0] };
@@ -337,6 +338,7 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
     static ad_dfa_conv_attrs dc;
     static ad_reshape_attrs rs;
     static ad_pool2d_attrs pl;
+    static ad_clamp_grad_attrs cg;
     static uint64_t junk[3];
     unsigned b = next(w);
     *attrs = NULL, *size = 0;
@@ -364,6 +366,12 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
     } else if ((fn == ad_op_max_pool2d || fn == ad_op_avg_pool2d) && b % 4) {
         pl = fuzzed_pool_attrs(w);
         *attrs = &pl, *size = sizeof pl;
+    } else if (fn == ad_op_clamp_grad && b % 4) {
+        /* quarters in [-4, 4], so lo > hi and lo == hi come up; now and then a NaN */
+        unsigned c = next(w);
+        cg = (ad_clamp_grad_attrs){(int)(c % 33) / 4.0 - 4.0,
+                                   (c & 0x100) ? NAN : (int)((c >> 9) % 33) / 4.0 - 4.0};
+        *attrs = &cg, *size = sizeof cg;
     }
 }
 
