@@ -15,7 +15,7 @@
 */
 #include <limits.h>
 
-#include "ops_internal.h"
+#include "conv_internal.h"
 
 #define FOLD_COLUMNS 1024
 
@@ -169,8 +169,12 @@ ad_status adi_conv_forward(const char *op, ad_ctx *cx, const ad_tensor *x,
         return rc;
     int64_t P = p.g.ho * p.g.wo;
     void *cols, *blk = NULL;
-    if ((*out)->size == 0 || (rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw,
-                                           p.nb * P, &cols)))
+    if ((*out)->size == 0)
+        return AD_OK;
+    if (adi_conv_path(x->dtype, p.co, p.groups, &p.g) == ADI_CONV_DIRECT)
+        return adi_conv_direct_forward(cx, &p.g, p.co, x->data, w->data,
+                                       b ? b->data : NULL, (*out)->data);
+    if ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)))
         return rc;
     if (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &blk)))
         return rc;
@@ -284,11 +288,20 @@ ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
             memset(din[s]->data, 0, (size_t)din[s]->size * ad_dtype_size(din[s]->dtype));
     if ((!din[0] && !din[1]) || dy->size == 0 || p.kg == 0) /* kg 0: dX, dW are empty */
         return AD_OK;
+    /* The direct path takes dW (after the blocks' scratch, so that a failure leaves
+    ** dW as it was); the im2col blocks take the rest. */
+    bool direct = din[1] && adi_conv_path(x->dtype, p.co, p.groups, &p.g) == ADI_CONV_DIRECT;
+    ad_tensor *rest[2] = {din[0], direct ? NULL : din[1]};
     int64_t P = p.g.ho * p.g.wo;
-    void *cols, *dyt = NULL;
-    if ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)) ||
-        (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &dyt))))
+    void *cols = NULL, *dyt = NULL;
+    if ((rest[0] || rest[1]) &&
+        ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)) ||
+         (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &dyt)))))
         return rc;
+    if (direct && (rc = adi_conv_direct_dw(cx, &p.g, p.co, x->data, dy->data, din[1]->data)))
+        return rc;
+    if (!rest[0] && !rest[1])
+        return AD_OK;
     for (int64_t n0 = 0; n0 < p.g.n; n0 += p.nb) {
         int64_t nb = p.g.n - n0 < p.nb ? p.g.n - n0 : p.nb;
         const void *dyb = (const char *)dy->data + (size_t)(n0 * p.co * P) * ad_dtype_size(dy->dtype);
@@ -296,7 +309,7 @@ ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
             adi_conv_gather_block(dy->dtype, p.co, P, n0, nb, dy->data, dyt);
             dyb = dyt;
         }
-        backward_block(&p, x, fb, din, dyb, cols, n0, nb);
+        backward_block(&p, x, fb, rest, dyb, cols, n0, nb);
     }
     return AD_OK;
 }
