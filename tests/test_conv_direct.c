@@ -1,9 +1,10 @@
 /*
-** test_conv_direct.c: conv2d's direct path (src/ops/conv_direct.c) against the forced
-** im2col path and against a naive loop written here, in float32: forward values (with
-** and without bias) and all gradients through the tape, over shapes at its limits
-** (padding 0, 1 and 2, non-square kernels, widths that are not a multiple of 8, batch
-** 1, one input channel, 1 and 16 output channels, exactly 160 taps); dW under beta 0
+** test_conv_direct.c: conv2d's direct path (src/ops/conv_direct.c) and its GEMMs on x
+** for kernels over the whole image, against the forced im2col path and against a
+** naive loop written here, in float32: forward values (with and without bias) and all
+** gradients through the tape, over shapes at its limits (padding 0, 1 and 2,
+** non-square kernels, widths that are not a multiple of 8, batch 1, one input channel,
+** 1 and 16 output channels, exactly 160 taps); dW under beta 0
 ** and beta 1 (a weight used twice); the same bits at 1 and 2 threads; and which
 ** geometries take which path. The paths sum in different orders, so they agree to
 ** float32 rounding, not bitwise.
@@ -19,18 +20,22 @@
 typedef struct dcase {
     int64_t n, c, h, w, co, kh, kw;
     int ph, pw;
+    int path; /* the path AUTO takes: 0 for ADI_CONV_DIRECT */
 } dcase;
 
 static const dcase cases[] = {
-    {2, 1, 32, 32, 6, 5, 5, 0, 0},   /* LeNet's first layer, smaller batch */
-    {3, 6, 14, 14, 16, 5, 5, 0, 0},  /* LeNet's second layer */
-    {2, 3, 9, 7, 4, 3, 5, 1, 2},     /* non-square kernel, width 7, padding 1 and 2 */
-    {1, 2, 6, 13, 1, 3, 3, 2, 2},    /* batch 1, one output channel, width 13 */
-    {2, 1, 5, 29, 16, 2, 3, 1, 0},   /* one input channel, 16 outputs, width 29 */
-    {2, 10, 8, 11, 5, 4, 4, 1, 1},   /* exactly 160 taps */
-    {2, 4, 7, 7, 9, 1, 1, 0, 0},     /* 1x1 kernel, 9 outputs */
-    {1, 1, 2, 2, 3, 3, 3, 2, 2},     /* padding larger than the image */
-    {5, 2, 3, 17, 12, 3, 2, 0, 1},   /* short images, 12 outputs */
+    {2, 1, 32, 32, 6, 5, 5, 0, 0, 0},   /* LeNet's first layer, smaller batch */
+    {3, 6, 14, 14, 16, 5, 5, 0, 0, 0},  /* LeNet's second layer */
+    {2, 3, 9, 7, 4, 3, 5, 1, 2, 0},     /* non-square kernel, width 7, padding 1 and 2 */
+    {1, 2, 6, 13, 1, 3, 3, 2, 2, 0},    /* batch 1, one output channel, width 13 */
+    {2, 1, 5, 29, 16, 2, 3, 1, 0, 0},   /* one input channel, 16 outputs, width 29 */
+    {2, 10, 8, 11, 5, 4, 4, 1, 1, 0},   /* exactly 160 taps */
+    {2, 4, 7, 7, 9, 1, 1, 0, 0, 0},     /* 1x1 kernel, 9 outputs */
+    {1, 1, 2, 2, 3, 3, 3, 2, 2, 0},     /* padding larger than the image */
+    {5, 2, 3, 17, 12, 3, 2, 0, 1, 0},   /* short images, 12 outputs */
+    /* Kernels over the whole image: GEMMs on x as it is (LeNet's third layer) */
+    {3, 16, 5, 5, 20, 5, 5, 0, 0, ADI_CONV_DENSE},
+    {2, 3, 4, 2, 7, 4, 2, 0, 0, ADI_CONV_DENSE},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -167,7 +172,7 @@ static void compare_case(int ci, bool bias, bool twice)
                      .n = k->n, .c = k->c, .h = k->h, .w = k->w, .kh = k->kh, .kw = k->kw,
                      .ho = ho_of(k), .wo = wo_of(k), .sh = 1, .sw = 1, .ph = k->ph,
                      .pw = k->pw, .dh = 1, .dw = 1}),
-                 ADI_CONV_DIRECT, "case %d does not take the direct path", ci);
+                 k->path ? k->path : ADI_CONV_DIRECT, "case %d takes another path", ci);
     dout d = run(k, &io, ADI_CONV_DIRECT, bias, twice);
     dout m = run(k, &io, ADI_CONV_IM2COL, bias, twice);
     /* Sums of up to 160 * 2 * 29 * 5 products of [-1, 1) values, in float. */
@@ -215,7 +220,7 @@ Test(conv_direct, dw_adds_under_beta_1_when_a_weight_is_used_twice)
 Test(conv_direct, results_are_the_same_bits_at_one_and_two_threads)
 {
     /* Large enough that the op splits over two threads. */
-    const dcase big[] = {{16, 6, 14, 14, 16, 5, 5, 0, 0}, {9, 1, 32, 32, 6, 5, 5, 2, 1}};
+    const dcase big[] = {{16, 6, 14, 14, 16, 5, 5, 0, 0, 0}, {9, 1, 32, 32, 6, 5, 5, 2, 1, 0}};
     for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
         uint64_t rng = 7;
         dio io = make_io(&big[i], &rng);
@@ -259,6 +264,12 @@ Test(conv_direct, only_small_float32_stride_1_layers_take_the_direct_path)
     cr_expect_eq(adi_conv_path(AD_F32, 16, 1, &s), ADI_CONV_IM2COL, "175 taps");
     s.c = 10, s.kh = 4, s.kw = 4, s.ho = s.wo = 11; /* 160 taps */
     cr_expect_eq(adi_conv_path(AD_F32, 16, 1, &s), ADI_CONV_DIRECT, "160 taps");
+    s = g;
+    s.h = s.w = 5, s.ho = s.wo = 1;
+    cr_expect_eq(adi_conv_path(AD_F64, 120, 1, &s), ADI_CONV_DENSE, "whole image");
+    cr_expect_eq(adi_conv_path(AD_F32, 120, 2, &s), ADI_CONV_IM2COL, "whole, groups 2");
+    s.ph = 1, s.h = s.w = 3;
+    cr_expect_eq(adi_conv_path(AD_F32, 120, 1, &s), ADI_CONV_IM2COL, "whole, padded");
     adi_conv_set_path(ADI_CONV_IM2COL);
     cr_expect_eq(adi_conv_path(AD_F32, 16, 1, &g), ADI_CONV_IM2COL, "forced im2col");
     adi_conv_set_path(ADI_CONV_DIRECT);
@@ -269,7 +280,7 @@ Test(conv_direct, only_small_float32_stride_1_layers_take_the_direct_path)
 Test(conv_direct, layers_outside_the_limits_still_match_the_naive_loop_when_forced)
 {
     /* Cout 17 under the DIRECT switch: im2col does it, as in AUTO. */
-    const dcase k = {2, 2, 6, 6, 17, 3, 3, 1, 1};
+    const dcase k = {2, 2, 6, 6, 17, 3, 3, 1, 1, 0};
     uint64_t rng = 3;
     dio io = make_io(&k, &rng);
     dout d = run(&k, &io, ADI_CONV_DIRECT, true, false);

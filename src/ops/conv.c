@@ -159,6 +159,27 @@ static void forward_block(const conv_plan *p, const ad_tensor *w, const ad_tenso
                  (char *)blk + (size_t)(g * p->cog * ld) * es, ld);
 }
 
+/*
+** A kernel over the whole unpadded image (ADI_CONV_DENSE: a 1 x 1 output, LeNet's third
+** layer): im2col(x) would be x' (K x N), copied one element at a time, so the GEMMs
+** take x as it is: y (N x Cout) = b 1' (or 0) + x W'.
+*/
+static void dense_forward(const conv_plan *p, const ad_tensor *x, const ad_tensor *w,
+                          const ad_tensor *b, ad_tensor *y)
+{
+    int64_t n = p->g.n, co = p->co;
+    if (b)
+        AD_DISPATCH_FLOAT(x->dtype, T, {
+            const T *bs = b->data;
+            T *ys = y->data;
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t o = 0; o < co; o++)
+                    ys[i * co + o] = bs[o];
+        });
+    adi_gemm(x->dtype, false, true, n, co, p->kg, 1.0, x->data, p->kg, w->data, p->kg,
+             b ? 1.0 : 0.0, y->data, co);
+}
+
 ad_status adi_conv_forward(const char *op, ad_ctx *cx, const ad_tensor *x,
                            const ad_tensor *w, const ad_tensor *b, ad_tensor **out)
 {
@@ -171,9 +192,14 @@ ad_status adi_conv_forward(const char *op, ad_ctx *cx, const ad_tensor *x,
     void *cols, *blk = NULL;
     if ((*out)->size == 0)
         return AD_OK;
-    if (adi_conv_path(x->dtype, p.co, p.groups, &p.g) == ADI_CONV_DIRECT)
+    int path = adi_conv_path(x->dtype, p.co, p.groups, &p.g);
+    if (path == ADI_CONV_DIRECT)
         return adi_conv_direct_forward(cx, &p.g, p.co, x->data, w->data,
                                        b ? b->data : NULL, (*out)->data);
+    if (path == ADI_CONV_DENSE) {
+        dense_forward(&p, x, w, b, *out);
+        return AD_OK;
+    }
     if ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)))
         return rc;
     if (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &blk)))
@@ -288,6 +314,16 @@ ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
             memset(din[s]->data, 0, (size_t)din[s]->size * ad_dtype_size(din[s]->dtype));
     if ((!din[0] && !din[1]) || dy->size == 0 || p.kg == 0) /* kg 0: dX, dW are empty */
         return AD_OK;
+    if (adi_conv_path(x->dtype, p.co, p.groups, &p.g) == ADI_CONV_DENSE) {
+        /* dW += dY' x, dX += dY F, with dY as N x Cout (see dense_forward) */
+        if (din[1])
+            adi_gemm(x->dtype, true, false, p.co, p.kg, p.g.n, 1.0, dy->data, p.co, x->data,
+                     p.kg, 1.0, din[1]->data, p.kg);
+        if (din[0])
+            adi_gemm(x->dtype, false, false, p.g.n, p.kg, p.co, 1.0, dy->data, p.co,
+                     fb->data, p.kg, 1.0, din[0]->data, p.kg);
+        return AD_OK;
+    }
     /* The direct path takes dW (after the blocks' scratch, so that a failure leaves
     ** dW as it was); the im2col blocks take the rest. */
     bool direct = din[1] && adi_conv_path(x->dtype, p.co, p.groups, &p.g) == ADI_CONV_DIRECT;

@@ -45,6 +45,11 @@ void adi_conv_set_path(int path)
 
 int adi_conv_path(ad_dtype dt, int64_t co, int64_t groups, const adi_conv_geometry *g)
 {
+    if (atomic_load(&path_switch) == ADI_CONV_IM2COL)
+        return ADI_CONV_IM2COL;
+    if (groups == 1 && g->ho == 1 && g->wo == 1 && g->kh == g->h && g->kw == g->w &&
+        g->ph == 0 && g->pw == 0 && g->c >= 1 && g->n <= INT32_MAX)
+        return ADI_CONV_DENSE; /* the GEMMs' extents: n, co and c kh kw (checked) */
     bool fits = dt == AD_F32 && groups == 1 && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
                 g->dw == 1 && co >= 1 && co <= MAX_CO && g->c >= 1 && g->h >= 1 &&
                 g->w >= 1 && g->c * g->kh * g->kw <= MAX_TAPS;
@@ -53,8 +58,7 @@ int adi_conv_path(ad_dtype dt, int64_t co, int64_t groups, const adi_conv_geomet
     int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw + 2 * VL;
     fits = fits && g->h <= INT32_MAX && g->w <= INT32_MAX && hp <= INT32_MAX &&
            wp <= INT32_MAX && hp * wp <= INT32_MAX / g->c;
-    return fits && atomic_load(&path_switch) != ADI_CONV_IM2COL ? ADI_CONV_DIRECT
-                                                                 : ADI_CONV_IM2COL;
+    return fits ? ADI_CONV_DIRECT : ADI_CONV_IM2COL;
 }
 
 static ad_status scratch(ad_ctx *cx, ad_dtype dt, int64_t rows, int64_t cols, void **out)

@@ -7,13 +7,16 @@
 
 #include "ops_internal.h"
 
-/* Which path conv2d takes: AUTO lets the geometry decide; the other two force a path
-** where it applies (DIRECT still falls back to im2col outside the direct path's limits).
-** Process-wide, for tests that compare the paths; AUTO unless a test sets it. */
-enum { ADI_CONV_AUTO, ADI_CONV_IM2COL, ADI_CONV_DIRECT };
+/* Which path conv2d takes: AUTO lets the geometry decide; IM2COL forces im2col + GEMM
+** everywhere; DIRECT is AUTO (where the direct path's limits exclude a layer, it takes
+** another path). Process-wide, for tests that compare the paths; AUTO unless a test
+** sets it. DENSE is not a setting but a path: a kernel that covers the whole unpadded
+** image (a 1 x 1 output, groups 1), whose im2col would be a transpose of x, runs as
+** plain GEMMs on x (conv.c). */
+enum { ADI_CONV_AUTO, ADI_CONV_IM2COL, ADI_CONV_DIRECT, ADI_CONV_DENSE };
 void adi_conv_set_path(int path);
 
-/* The path (ADI_CONV_IM2COL or ADI_CONV_DIRECT) a float conv of dtype dt with co output
+/* The path (ADI_CONV_IM2COL, _DIRECT or _DENSE) a float conv of dtype dt with co output
 ** channels in `groups` groups over geometry g takes under the current switch. */
 int adi_conv_path(ad_dtype dt, int64_t co, int64_t groups, const adi_conv_geometry *g);
 
