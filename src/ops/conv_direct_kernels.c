@@ -20,7 +20,7 @@ typedef float v8f __attribute__((vector_size(32)));
 ** Columns past wo are computed from the copy's zeros and not stored.
 */
 __attribute__((target_clones("avx2", "default")))
-void adi_dc_forward_col(const adi_dc_job *j, const float *xp, float *yn)
+static void forward_col(const adi_dc_job *j, const float *xp, float *yn)
 {
     const int64_t K = j->K, wp = j->wp, ho = j->g->ho, wo = j->g->wo, ch = j->ch;
     const int32_t *off = j->off;
@@ -66,7 +66,7 @@ static const float *at_position(const adi_dc_job *j, const float *xp, int64_t p)
 ** in registers, over all taps: a tap costs two weight loads and CP broadcasts.
 */
 __attribute__((target_clones("avx2", "default")))
-void adi_dc_forward_cv(const adi_dc_job *j, const float *xp, float *yn)
+static void forward_cv(const adi_dc_job *j, const float *xp, float *yn)
 {
     const int64_t K = j->K, P = j->g->ho * j->g->wo;
     const int32_t *off = j->off;
@@ -121,7 +121,7 @@ void adi_dc_forward_cv(const adi_dc_job *j, const float *xp, float *yn)
 ** channels past co add nothing.
 */
 __attribute__((target_clones("avx2", "default")))
-void adi_dc_dw_col(const adi_dc_job *j, const float *xp, const float *dyp, int64_t nimg,
+static void dw_col(const adi_dc_job *j, const float *xp, const float *dyp, int64_t nimg,
                    float *part)
 {
     const int64_t ho = j->g->ho, wp = j->wp, rw = j->rw, ch = j->ch, plane = ho * rw;
@@ -162,7 +162,7 @@ void adi_dc_dw_col(const adi_dc_job *j, const float *xp, const float *dyp, int64
 ** nothing is added across lanes.
 */
 __attribute__((target_clones("avx2", "default")))
-void adi_dc_dw_cv(const adi_dc_job *j, const float *xp, const float *dyp, float *part)
+static void dw_cv(const adi_dc_job *j, const float *xp, const float *dyp, float *part)
 {
     const int64_t ho = j->g->ho, wo = j->g->wo, wp = j->wp;
     for (int64_t t0 = 0; t0 < j->kp; t0 += CP) {
@@ -191,4 +191,28 @@ void adi_dc_dw_cv(const adi_dc_job *j, const float *xp, const float *dyp, float 
             for (int k = 0; k < CP; k++)
                 part[o * j->kp + t0 + k] += l[k][o];
     }
+}
+
+/* The entry points: clang 14 links a target_clones function only from its own file
+** (a caller elsewhere would need the attribute on its declaration too), so the clones
+** are static and these plain functions call them. */
+void adi_dc_forward_col(const adi_dc_job *j, const float *xp, float *yn)
+{
+    forward_col(j, xp, yn);
+}
+
+void adi_dc_forward_cv(const adi_dc_job *j, const float *xp, float *yn)
+{
+    forward_cv(j, xp, yn);
+}
+
+void adi_dc_dw_col(const adi_dc_job *j, const float *xp, const float *dyp, int64_t nimg,
+                   float *part)
+{
+    dw_col(j, xp, dyp, nimg, part);
+}
+
+void adi_dc_dw_cv(const adi_dc_job *j, const float *xp, const float *dyp, float *part)
+{
+    dw_cv(j, xp, dyp, part);
 }
