@@ -12,6 +12,17 @@
 ** images are small (LeNet's later layers), so images are batched until a block has
 ** FOLD_COLUMNS columns; a block of several images costs a transpose between NCHW and
 ** the channel-major block (cheap next to the GEMM), a block of one image needs none.
+**
+** Two exceptions, chosen from the geometry (adi_conv_path, conv_direct.c):
+** - direct: float32, groups 1, stride 1, dilation 1, at most 16 output channels and
+**   160 taps (LeNet's first two layers). GEMMs with so few rows run far below
+**   OpenBLAS's peak, so the forward and dW run as register-tiled loops over a padded
+**   copy of each image (conv_direct.c, conv_direct_kernels.c); dX keeps im2col. The
+**   sums are in another order than the GEMM's: equal to float32 rounding, and the same
+**   bits at any thread count.
+** - dense: a kernel over the whole unpadded image (a 1 x 1 output, LeNet's third
+**   layer) is a linear layer on x as it is; im2col would be a transpose of x done one
+**   element at a time.
 */
 #include <limits.h>
 
