@@ -2,7 +2,7 @@
 ** test_conv.c: conv2d and conv2d_bias: float64 finite-difference checks of both rules
 ** (ad_rule_check: writes, beta = 1 adds, linearity, slots alone, bounds, values) over
 ** small shapes with strides, padding, dilation, non-square kernels, odd sizes, batch
-** 1, one channel and two groups; forward values and all three gradients through the
+** 1, one channel, two groups and kernels over the whole image; forward values and all three gradients through the
 ** tape against a naive 7-deep loop written here, in f64 and f32, on shapes that take
 ** both the one-image and the batched GEMM path; every error with its code and a
 ** message naming the op; and no heap allocation per step after the first.
@@ -27,7 +27,7 @@ static ad_conv2d_attrs attrs(int sh, int sw, int ph, int pw, int dh, int dw, int
 /* Small shapes for finite differences (x at most a few hundred elements). */
 static const conv_case *fd_cases(int *count)
 {
-    static conv_case c[9];
+    static conv_case c[11];
     c[0] = (conv_case){2, 3, 5, 5, 4, 3, 3, AD_CONV2D_ATTRS_DEFAULT};
     c[1] = (conv_case){2, 2, 7, 6, 3, 3, 2, attrs(2, 3, 1, 0, 1, 1, 1)};  /* stride, pad */
     c[2] = (conv_case){1, 1, 7, 7, 2, 2, 3, attrs(1, 1, 2, 1, 2, 2, 1)};  /* dilation */
@@ -38,7 +38,10 @@ static const conv_case *fd_cases(int *count)
     c[7] = (conv_case){1, 1, 2, 2, 1, 3, 3, attrs(1, 1, 1, 1, 1, 1, 1)};  /* pad > image */
     /* More than 16 output channels: the pullback builds its own columns (conv.c) */
     c[8] = (conv_case){2, 2, 4, 5, 18, 2, 3, attrs(1, 2, 1, 1, 1, 1, 2)};
-    *count = 9;
+    /* Kernels over the whole image (1x1 output): plain GEMMs on x, no im2col (conv.c) */
+    c[9] = (conv_case){2, 3, 3, 3, 4, 3, 3, AD_CONV2D_ATTRS_DEFAULT};
+    c[10] = (conv_case){3, 2, 2, 3, 5, 2, 3, attrs(2, 3, 0, 0, 1, 1, 1)}; /* and stride */
+    *count = 11;
     return c;
 }
 

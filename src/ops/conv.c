@@ -12,10 +12,21 @@
 ** images are small (LeNet's later layers), so images are batched until a block has
 ** FOLD_COLUMNS columns; a block of several images costs a transpose between NCHW and
 ** the channel-major block (cheap next to the GEMM), a block of one image needs none.
+**
+** Two exceptions, chosen from the geometry (adi_conv_path, conv_direct.c):
+** - direct: float32, groups 1, stride 1, dilation 1, at most 16 output channels and
+**   160 taps (LeNet's first two layers). GEMMs with so few rows run far below
+**   OpenBLAS's peak, so the forward and dW run as register-tiled loops over a padded
+**   copy of each image (conv_direct.c, conv_direct_kernels.c); dX keeps im2col. The
+**   sums are in another order than the GEMM's: equal to float32 rounding, and the same
+**   bits at any thread count.
+** - dense: a kernel over the whole unpadded image (a 1 x 1 output, LeNet's third
+**   layer) is a linear layer on x as it is; im2col would be a transpose of x done one
+**   element at a time.
 */
 #include <limits.h>
 
-#include "ops_internal.h"
+#include "conv_internal.h"
 
 #define FOLD_COLUMNS 1024
 
@@ -159,6 +170,27 @@ static void forward_block(const conv_plan *p, const ad_tensor *w, const ad_tenso
                  (char *)blk + (size_t)(g * p->cog * ld) * es, ld);
 }
 
+/*
+** A kernel over the whole unpadded image (ADI_CONV_DENSE: a 1 x 1 output, LeNet's third
+** layer): im2col(x) would be x' (K x N), copied one element at a time, so the GEMMs
+** take x as it is: y (N x Cout) = b 1' (or 0) + x W'.
+*/
+static void dense_forward(const conv_plan *p, const ad_tensor *x, const ad_tensor *w,
+                          const ad_tensor *b, ad_tensor *y)
+{
+    int64_t n = p->g.n, co = p->co;
+    if (b)
+        AD_DISPATCH_FLOAT(x->dtype, T, {
+            const T *bs = b->data;
+            T *ys = y->data;
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t o = 0; o < co; o++)
+                    ys[i * co + o] = bs[o];
+        });
+    adi_gemm(x->dtype, false, true, n, co, p->kg, 1.0, x->data, p->kg, w->data, p->kg,
+             b ? 1.0 : 0.0, y->data, co);
+}
+
 ad_status adi_conv_forward(const char *op, ad_ctx *cx, const ad_tensor *x,
                            const ad_tensor *w, const ad_tensor *b, ad_tensor **out)
 {
@@ -169,8 +201,17 @@ ad_status adi_conv_forward(const char *op, ad_ctx *cx, const ad_tensor *x,
         return rc;
     int64_t P = p.g.ho * p.g.wo;
     void *cols, *blk = NULL;
-    if ((*out)->size == 0 || (rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw,
-                                           p.nb * P, &cols)))
+    if ((*out)->size == 0)
+        return AD_OK;
+    int path = adi_conv_path(x->dtype, p.co, p.groups, &p.g);
+    if (path == ADI_CONV_DIRECT)
+        return adi_conv_direct_forward(cx, &p.g, p.co, x->data, w->data,
+                                       b ? b->data : NULL, (*out)->data);
+    if (path == ADI_CONV_DENSE) {
+        dense_forward(&p, x, w, b, *out);
+        return AD_OK;
+    }
+    if ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)))
         return rc;
     if (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &blk)))
         return rc;
@@ -284,11 +325,30 @@ ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
             memset(din[s]->data, 0, (size_t)din[s]->size * ad_dtype_size(din[s]->dtype));
     if ((!din[0] && !din[1]) || dy->size == 0 || p.kg == 0) /* kg 0: dX, dW are empty */
         return AD_OK;
+    if (adi_conv_path(x->dtype, p.co, p.groups, &p.g) == ADI_CONV_DENSE) {
+        /* dW += dY' x, dX += dY F, with dY as N x Cout (see dense_forward) */
+        if (din[1])
+            adi_gemm(x->dtype, true, false, p.co, p.kg, p.g.n, 1.0, dy->data, p.co, x->data,
+                     p.kg, 1.0, din[1]->data, p.kg);
+        if (din[0])
+            adi_gemm(x->dtype, false, false, p.g.n, p.kg, p.co, 1.0, dy->data, p.co,
+                     fb->data, p.kg, 1.0, din[0]->data, p.kg);
+        return AD_OK;
+    }
+    /* The direct path takes dW (after the blocks' scratch, so that a failure leaves
+    ** dW as it was); the im2col blocks take the rest. */
+    bool direct = din[1] && adi_conv_path(x->dtype, p.co, p.groups, &p.g) == ADI_CONV_DIRECT;
+    ad_tensor *rest[2] = {din[0], direct ? NULL : din[1]};
     int64_t P = p.g.ho * p.g.wo;
-    void *cols, *dyt = NULL;
-    if ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)) ||
-        (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &dyt))))
+    void *cols = NULL, *dyt = NULL;
+    if ((rest[0] || rest[1]) &&
+        ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)) ||
+         (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &dyt)))))
         return rc;
+    if (direct && (rc = adi_conv_direct_dw(cx, &p.g, p.co, x->data, dy->data, din[1]->data)))
+        return rc;
+    if (!rest[0] && !rest[1])
+        return AD_OK;
     for (int64_t n0 = 0; n0 < p.g.n; n0 += p.nb) {
         int64_t nb = p.g.n - n0 < p.nb ? p.g.n - n0 : p.nb;
         const void *dyb = (const char *)dy->data + (size_t)(n0 * p.co * P) * ad_dtype_size(dy->dtype);
@@ -296,7 +356,7 @@ ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
             adi_conv_gather_block(dy->dtype, p.co, P, n0, nb, dy->data, dyt);
             dyb = dyt;
         }
-        backward_block(&p, x, fb, din, dyb, cols, n0, nb);
+        backward_block(&p, x, fb, rest, dyb, cols, n0, nb);
     }
     return AD_OK;
 }
