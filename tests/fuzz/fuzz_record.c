@@ -190,6 +190,7 @@ static const ad_primal_fn fns[] = {
     ad_op_dense_usf_scaled, ad_op_conv2d_usf_scaled, ad_op_conv2d_bias_usf_scaled,
     ad_op_reshape, ad_op_flatten,
     ad_op_max_pool2d, ad_op_avg_pool2d, ad_op_global_avg_pool2d,
+    ad_op_exp, ad_op_log, ad_op_softplus, ad_op_leaky_relu, ad_op_stop_gradient,
     user_mixed, user_ignores, user_bad,
 };
 enum { N_FNS = sizeof fns / sizeof fns[0] };
@@ -300,7 +301,20 @@ static void op_wrapper(world *w, unsigned op)
     }
     case 20: r = ad_max_pool2d(t, x, (op & 32) ? NULL : &pool); break;
     case 21: r = ad_avg_pool2d(t, x, &pool); break;
-    case 22: r = ad_global_avg_pool2d(t, x); break;
+    case 22: /* one byte more picks among the later ops */
+        switch (next(w) % 6) {
+        case 0: r = ad_global_avg_pool2d(t, x); break;
+        case 1: r = ad_exp(t, x); break;
+        case 2: r = ad_log(t, x); break;
+        case 3: r = ad_softplus(t, x); break;
+        case 4: {
+            ad_leaky_relu_attrs lr = {((int)next(w) - 128) / 64.0};
+            r = ad_leaky_relu(t, x, (op & 32) ? NULL : &lr);
+            break;
+        }
+        default: r = ad_stop_gradient(t, x); break;
+        }
+        break;
     default: /* op's bit 6 shares the last case, so the seeds' programs keep their meaning */
         if (op & 64) {
             ad_conv2d_attrs conv = fuzzed_conv_attrs(w);
@@ -337,6 +351,7 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
     static ad_dfa_conv_attrs dc;
     static ad_reshape_attrs rs;
     static ad_pool2d_attrs pl;
+    static ad_leaky_relu_attrs lr;
     static uint64_t junk[3];
     unsigned b = next(w);
     *attrs = NULL, *size = 0;
@@ -364,6 +379,8 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
     } else if ((fn == ad_op_max_pool2d || fn == ad_op_avg_pool2d) && b % 4) {
         pl = fuzzed_pool_attrs(w);
         *attrs = &pl, *size = sizeof pl;
+    } else if (fn == ad_op_leaky_relu && b % 4) {
+        lr = (ad_leaky_relu_attrs){((int)next(w) - 128) / 64.0}, *attrs = &lr, *size = sizeof lr;
     }
 }
 
