@@ -58,6 +58,29 @@ AD_API ad_status ad_op_stop_gradient(ad_ctx *cx, const ad_tensor *const in[],
                                      ad_tensor **out);
 AD_API ad_var ad_stop_gradient(ad_tape *t, ad_var x);
 
+/*
+** Binary cross-entropy from logits x and float targets z of x's shape (any rank, each
+** target any value in [0, 1]), as torch.nn.BCEWithLogitsLoss: per element
+**   l = max(x, 0) - x z + log1p(e^-|x|),
+** finite for any finite x (x = +-1000 included), then reduced as ad_reduction says
+** over every element: none keeps l (x's shape), mean gives sum l / N (rank 0; NaN for
+** N = 0, like PyTorch), sum sum l. Reads x, z and dy, never y:
+** dx = c (sigmoid(x) - z) with c = dy (none: elementwise), dy / N (mean) or dy (sum).
+** The targets are not differentiated. ad_bce_with_logits is the mean; the _ex form
+** takes the reduction; ad_op_bce_with_logits's attributes are optional (default mean).
+** Errors: AD_ERR_SHAPE (z not of x's shape, both named), AD_ERR_INVALID (a reduction
+** other than the three), AD_ERR_DTYPE (targets of another dtype).
+*/
+typedef struct ad_bce_attrs {
+    ad_reduction reduction;
+} ad_bce_attrs;
+#define AD_BCE_ATTRS_DEFAULT ((ad_bce_attrs){.reduction = AD_REDUCTION_MEAN})
+AD_API ad_status ad_op_bce_with_logits(ad_ctx *cx, const ad_tensor *const in[],
+                                       ad_tensor **out);
+AD_API ad_var ad_bce_with_logits(ad_tape *t, ad_var logits, ad_var targets);
+AD_API ad_var ad_bce_with_logits_ex(ad_tape *t, ad_var logits, ad_var targets,
+                                    ad_reduction reduction);
+
 #ifdef __cplusplus
 }
 #endif

@@ -47,6 +47,9 @@ CASE(sce, ad_scale(t, ad_softmax_cross_entropy(t, HEAD, U(labels)), 2.0))
 CASE(sce_none, ad_sum(t, ad_softmax_cross_entropy_ex(t, HEAD, U(labels), AD_REDUCTION_NONE)))
 CASE(sce_sum, ad_scale(t, ad_softmax_cross_entropy_ex(t, HEAD, U(labels), AD_REDUCTION_SUM),
                        0.5))
+CASE(bce, ad_scale(t, ad_bce_with_logits(t, HEAD, ad_sigmoid(t, U(target))), 2.0))
+CASE(bce_none, ad_sum(t, ad_bce_with_logits_ex(t, HEAD, ad_sigmoid(t, U(target)),
+                                               AD_REDUCTION_NONE)))
 CASE(fa, net_tail(t, s, ad_dense_fa(t, U(w3), A, U(fb))))
 CASE(usf, net_tail(t, s, ad_dense_usf(t, U(w3), A)))
 CASE(usf_scaled, net_tail(t, s, ad_dense_usf_scaled(t, U(w3), A)))
@@ -151,6 +154,8 @@ static const struct {
     {"mse", c_mse, ad_op_mse},                {"sce", c_sce, ad_op_softmax_cross_entropy},
     {"sce none", c_sce_none, ad_op_softmax_cross_entropy},
     {"sce sum", c_sce_sum, ad_op_softmax_cross_entropy},
+    {"bce", c_bce, ad_op_bce_with_logits},
+    {"bce none", c_bce_none, ad_op_bce_with_logits},
     {"dense_fa", c_fa, ad_op_dense_fa},       {"dense_usf", c_usf, ad_op_dense_usf},
     {"dense_usf_scaled", c_usf_scaled, ad_op_dense_usf_scaled},
     {"dense_sf", c_sf, ad_op_dense_sf},       {"dense_kp", c_kp, ad_op_dense_kp},

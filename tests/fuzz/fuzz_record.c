@@ -191,6 +191,7 @@ static const ad_primal_fn fns[] = {
     ad_op_reshape, ad_op_flatten,
     ad_op_max_pool2d, ad_op_avg_pool2d, ad_op_global_avg_pool2d,
     ad_op_exp, ad_op_log, ad_op_softplus, ad_op_leaky_relu, ad_op_stop_gradient,
+    ad_op_bce_with_logits,
     user_mixed, user_ignores, user_bad,
 };
 enum { N_FNS = sizeof fns / sizeof fns[0] };
