@@ -7,6 +7,7 @@
 **   ad_tape.h    recording calls on a tape
 **   ad_grad.h    parameter sets, gradients, ad_gradient, descent
 **   ad_ops.h     built-in ops
+**   ad_ops_extra.h  more built-in ops (exp, log, softplus, leaky relu, ...)
 **   ad_check.h   finite-difference checking of rules
 **   ad_nn.h      generator, initialisers, optimisers
 **   ad_feedback.h  feedback-learning layers (FA, sign symmetry, KP, DFA), angles
@@ -27,6 +28,7 @@
 #include "ad_tape.h"
 #include "ad_grad.h"
 #include "ad_ops.h"
+#include "ad_ops_extra.h"
 #include "ad_check.h"
 #include "ad_nn.h"
 #include "ad_feedback.h"

@@ -9,7 +9,7 @@ extern const adi_rule_family adi_family_matmul, adi_family_elementwise,
     adi_family_activations, adi_family_bias_act, adi_family_reductions, adi_family_losses,
     adi_family_feedback, adi_family_dfa, adi_family_dfa_conv, adi_family_conv,
     adi_family_conv_feedback, adi_family_shape, adi_family_max_pool, adi_family_avg_pool,
-    adi_family_usf_scaled, adi_family_clamp_grad;
+    adi_family_usf_scaled, adi_family_clamp_grad, adi_family_unary, adi_family_bce;
 
 const adi_rule_family *const adi_builtin_families[] = {
     &adi_family_matmul,     &adi_family_elementwise, &adi_family_activations,
@@ -17,7 +17,7 @@ const adi_rule_family *const adi_builtin_families[] = {
     &adi_family_feedback,   &adi_family_dfa,         &adi_family_dfa_conv,
     &adi_family_conv,       &adi_family_conv_feedback, &adi_family_shape,
     &adi_family_max_pool,   &adi_family_avg_pool,    &adi_family_usf_scaled,
-    &adi_family_clamp_grad,
+    &adi_family_clamp_grad,  &adi_family_unary,      &adi_family_bce,
 };
 
 const int adi_builtin_family_count =

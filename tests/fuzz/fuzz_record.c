@@ -191,6 +191,8 @@ static const ad_primal_fn fns[] = {
     ad_op_dense_usf_scaled, ad_op_conv2d_usf_scaled, ad_op_conv2d_bias_usf_scaled,
     ad_op_reshape, ad_op_flatten,
     ad_op_max_pool2d, ad_op_avg_pool2d, ad_op_global_avg_pool2d, ad_op_clamp_grad,
+    ad_op_exp, ad_op_log, ad_op_softplus, ad_op_leaky_relu, ad_op_stop_gradient,
+    ad_op_bce_with_logits,
     user_mixed, user_ignores, user_bad,
 };
 enum { N_FNS = sizeof fns / sizeof fns[0] };
@@ -301,7 +303,20 @@ static void op_wrapper(world *w, unsigned op)
     }
     case 20: r = ad_max_pool2d(t, x, (op & 32) ? NULL : &pool); break;
     case 21: r = ad_avg_pool2d(t, x, &pool); break;
-    case 22: r = ad_global_avg_pool2d(t, x); break;
+    case 22: /* one byte more picks among the later ops */
+        switch (next(w) % 6) {
+        case 0: r = ad_global_avg_pool2d(t, x); break;
+        case 1: r = ad_exp(t, x); break;
+        case 2: r = ad_log(t, x); break;
+        case 3: r = ad_softplus(t, x); break;
+        case 4: {
+            ad_leaky_relu_attrs lr = {((int)next(w) - 128) / 64.0};
+            r = ad_leaky_relu(t, x, (op & 32) ? NULL : &lr);
+            break;
+        }
+        default: r = ad_stop_gradient(t, x); break;
+        }
+        break;
     default: /* op's bit 6 shares the last case, so the seeds' programs keep their meaning */
         if (op & 64) {
             ad_conv2d_attrs conv = fuzzed_conv_attrs(w);
@@ -339,6 +354,7 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
     static ad_reshape_attrs rs;
     static ad_pool2d_attrs pl;
     static ad_clamp_grad_attrs cg;
+    static ad_leaky_relu_attrs lr;
     static uint64_t junk[3];
     unsigned b = next(w);
     *attrs = NULL, *size = 0;
@@ -372,6 +388,8 @@ static void attrs_for(world *w, ad_primal_fn fn, const void **attrs, size_t *siz
         cg = (ad_clamp_grad_attrs){(int)(c % 33) / 4.0 - 4.0,
                                    (c & 0x100) ? NAN : (int)((c >> 9) % 33) / 4.0 - 4.0};
         *attrs = &cg, *size = sizeof cg;
+    } else if (fn == ad_op_leaky_relu && b % 4) {
+        lr = (ad_leaky_relu_attrs){((int)next(w) - 128) / 64.0}, *attrs = &lr, *size = sizeof lr;
     }
 }
 
