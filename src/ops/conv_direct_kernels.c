@@ -10,8 +10,10 @@
 
 /* clang 14 emits a target_clones function's resolver as a global, exported symbol even
 ** for a static function (scripts/check-exports found forward_col and the rest in the
-** clang build's libadtape.so), so clang builds compile the portable kernels only. */
-#if defined(__clang__)
+** clang build's libadtape.so), so clang builds compile the portable kernels only; and
+** an ifunc resolver runs before ThreadSanitizer's runtime is up and crashes every
+** process of a -fsanitize=thread build (scripts/tsan), so those go without too. */
+#if defined(__clang__) || defined(__SANITIZE_THREAD__)
 #define DC_CLONES
 #else
 #define DC_CLONES __attribute__((target_clones("avx2", "default")))
