@@ -219,3 +219,26 @@ Test(train, scaled_usf_feedback_is_sign_w_times_xaviers_std_and_learns)
 }
 
 Test(train, scaled_usf_learns) { train_rule_ex(RULE_USF, 1); }
+
+/* --bias-init: every layer's bias starts at the value; the weights and feedback drawn
+** from the seed are the same as with biases 0 (the fill draws nothing). */
+Test(train, bias_init_fills_every_bias_and_draws_nothing)
+{
+    model zero, one;
+    model_config cfg = {.rule = RULE_FA, .n_layers = 3, .widths = {20, 12, 8, 5}, .seed = 3,
+                        .batch = 4, .optim = {.kind = AD_OPT_DESCENT, .lr = 0.05}};
+    cr_assert_eq(model_init(&zero, &cfg), AD_OK, "%s", ad_last_error());
+    cfg.bias_init = 1.0;
+    cr_assert_eq(model_init(&one, &cfg), AD_OK, "%s", ad_last_error());
+    for (int l = 0; l < 3; l++) {
+        const float *b0 = zero.b[l]->data, *b1 = one.b[l]->data;
+        for (int64_t i = 0; i < one.b[l]->shape[0]; i++)
+            cr_expect(b0[i] == 0.0f && b1[i] == 1.0f, "layer %d bias %lld: %g, %g", l,
+                      (long long)i, b0[i], b1[i]);
+        size_t wn = (size_t)(one.W[l]->shape[0] * one.W[l]->shape[1]) * sizeof(float);
+        cr_expect(memcmp(zero.W[l]->data, one.W[l]->data, wn) == 0, "layer %d W", l);
+        cr_expect(memcmp(zero.B[l]->data, one.B[l]->data, wn) == 0, "layer %d B", l);
+    }
+    model_free(&zero);
+    model_free(&one);
+}

@@ -210,7 +210,7 @@ static model_config make_config(const options *o, const run_log *run)
 {
     model_config cfg = {.arch = o->arch, .rule = run->rule, .n_layers = o->n_hidden + 1,
                         .relu = o->relu, .seed = run->seed, .batch = o->batch / par.size,
-                        .usf_scaled = o->usf_scaling};
+                        .usf_scaled = o->usf_scaling, .bias_init = o->bias_init};
     cfg.widths[0] = 784;
     for (int l = 0; l < o->n_hidden; l++)
         cfg.widths[l + 1] = o->hidden[l];
@@ -293,7 +293,7 @@ static ad_status plan_job(trainer *t)
                    .optimiser = options_optim_name(o->optim), .batch = o->batch,
                    .n_train = t->d.fit_x.shape[0], .n_eval = t->d.eval_x.shape[0],
                    .eval_name = o->holdout ? "val" : "test", .out_dir = o->out_dir,
-                   .ranks = par.size, .usf_scaling = o->usf_scaling, .milestones = o->milestones,
+                   .ranks = par.size, .usf_scaling = o->usf_scaling, .bias_init = o->bias_init, .milestones = o->milestones,
                    .n_milestones = o->n_milestones, .gamma = o->gamma,
                    .clamp_grad = o->clamp_grad, .constrain_weights = o->constrain_weights};
     for (int l = 0; l < j->n_hidden; l++)

@@ -83,6 +83,7 @@ static ad_status make_layer(model *m, int l)
     ad_status rc = ad_tensor_new(AD_F32, s->conv ? 4 : 2, w, &m->W[l]);
     rc = rc ? rc : ad_tensor_new(AD_F32, 1, &w[0], &m->b[l]);
     rc = rc ? rc : ad_init_glorot_uniform(m->W[l], &m->rng);
+    rc = rc ? rc : ad_tensor_fill(m->b[l], m->cfg.bias_init);
     return rc ? rc : make_feedback(m, l);
 }
 

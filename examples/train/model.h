@@ -62,6 +62,7 @@ typedef struct model_config {
     ad_optim_config optim;                 /* KP needs weight_decay > 0 to align */
     int64_t batch;
     int usf_scaled;                        /* uSF: sign(W) times ad_usf_scale(W) */
+    double bias_init;                      /* every bias's initial value */
     int milestones[MODEL_MAX_MILESTONES];  /* the rate's schedule (ad_lr_multistep from
                                            ** optim.lr); none: optim.lr throughout */
     int n_milestones;

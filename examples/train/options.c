@@ -72,6 +72,8 @@ static void usage(void)
            "  --usf-scaling      uSF sends the error through sign(W) times the standard\n"
            "                     deviation of Xavier's initialisation for the layer\n"
            "                     (BioTorch's 'scaling'), not sign(W) alone\n"
+           "  --bias-init X      every bias starts at X (BioTorch's feedback layers\n"
+           "                     start theirs at 1) [0]\n"
            "  --json             JSON summary on stdout; progress lines go to stderr\n"
            "  --help             this text\n",
            OPTIONS_MAX_SEEDS);
@@ -251,6 +253,7 @@ static void apply_option(options *o, int c, const char *a)
     case 'O': o->out_dir = a; break;
     case 'j': o->json = 1; break;
     case 'U': o->usf_scaling = 1; break;
+    case 'B': o->bias_init = parse_real("bias-init", a, -1e6, 1e6, "a number"); break;
     case 'c': o->checkpoint = a; break;
     case 'R': o->checkpoint = a, o->resume = 1; break;
     case 'L': parse_milestones(o, a); break;
@@ -270,7 +273,7 @@ void options_parse(int argc, char **argv, options *o)
         {"subset", 1, 0, 'n'},    {"holdout", 1, 0, 'v'},  {"data", 1, 0, 'd'},
         {"out", 1, 0, 'O'},       {"json", 0, 0, 'j'},     {"help", 0, 0, 'h'},
         {"checkpoint", 1, 0, 'c'}, {"resume", 1, 0, 'R'}, {"model", 1, 0, 'M'},
-        {"usf-scaling", 0, 0, 'U'},
+        {"usf-scaling", 0, 0, 'U'}, {"bias-init", 1, 0, 'B'},
         {"milestones", 1, 0, 'L'}, {"gamma", 1, 0, 'g'}, {"clamp-grad", 0, 0, 'C'},
         {"constrain-weights", 0, 0, 'W'}, {0, 0, 0, 0}};
     set_defaults(o);

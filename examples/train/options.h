@@ -26,6 +26,7 @@ typedef struct options {
     const char *checkpoint;                  /* --checkpoint or --resume FILE; NULL: none */
     int resume;                              /* --resume: continue from the checkpoints */
     int usf_scaling;                         /* --usf-scaling: BioTorch's scaled uSF */
+    double bias_init;                        /* --bias-init: every bias's initial value */
     int milestones[MODEL_MAX_MILESTONES];    /* --milestones: after so many epochs the
                                              ** rate is multiplied by --gamma */
     int n_milestones;

@@ -236,9 +236,12 @@ static void json_config(FILE *f, const job_log *job)
         fprintf(f, "%s%d", i ? ", " : "", job->milestones[i]);
     fputs("], \"gamma\": ", f);
     json_num(f, job->gamma);
-    fprintf(f, ", \"clamp_grad\": %s, \"constrain_weights\": %s, \"usf_scaling\": %s},\n",
+    fprintf(f, ", \"clamp_grad\": %s, \"constrain_weights\": %s, \"usf_scaling\": %s",
             job->clamp_grad ? "true" : "false", job->constrain_weights ? "true" : "false",
             job->usf_scaling ? "true" : "false");
+    fputs(", \"bias_init\": ", f);
+    json_num(f, job->bias_init);
+    fputs("},\n", f);
 }
 
 static void json_run(FILE *f, const job_log *job, const run_log *run, int last)

@@ -43,6 +43,7 @@ typedef struct job_log {
     const char *out_dir;
     int ranks;                               /* MPI processes sharing each batch */
     int usf_scaling;                         /* --usf-scaling */
+    double bias_init;                        /* --bias-init */
     const int *milestones;                   /* the schedule (n_milestones of them) */
     int n_milestones;
     double gamma;
