@@ -38,10 +38,14 @@ static void usage(void)
            "  --activation A     tanh or relu [tanh]\n"
            "  --epochs N         [20]\n"
            "  --batch N          [64]\n"
-           "  --lr X             learning rate [per rule:\n                    ",
+           "  --lr X             learning rate [per rule, mlp:\n                    ",
            MODEL_MAX_LAYERS - 1);
     for (int r = 0; r < RULE_COUNT; r++)
         printf(" %s %g%s", rule_name((rule_kind)r), train_default_lr[r],
+               r == RULE_COUNT - 1 ? ";\n                     lenet, cnn:\n                    "
+               : r % 4 == 3 ? ",\n                    " : ",");
+    for (int r = 0; r < RULE_COUNT; r++)
+        printf(" %s %g%s", rule_name((rule_kind)r), train_default_lr_conv[r],
                r == RULE_COUNT - 1 ? "]\n" : r % 4 == 3 ? ",\n                    " : ",");
     printf("  --optimiser O      sgd momentum nesterov adam adamw rmsprop [momentum]\n"
            "  --momentum X       for momentum, nesterov and rmsprop, in [0, 1)\n"

@@ -36,8 +36,9 @@ typedef struct options {
     int constrain_weights;                   /* --constrain-weights */
 } options;
 
-/* Learning rates per rule when --lr is not given; defined in main.c, shown by --help. */
-extern const double train_default_lr[RULE_COUNT];
+/* Learning rates per rule when --lr is not given, for mlp and for the conv models
+** (lenet, cnn); defined in main.c, shown by --help. */
+extern const double train_default_lr[RULE_COUNT], train_default_lr_conv[RULE_COUNT];
 
 void options_parse(int argc, char **argv, options *o);
 
