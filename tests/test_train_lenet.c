@@ -263,3 +263,46 @@ Test(train_lenet, weight_decay_reaches_conv_weights_biases_and_kps_b)
     for (int i = 0; i < 2; i++)
         model_free(&m[i]);
 }
+
+/* augment_pad: a step trains on the gathered batch cropped and flipped by
+** ad_random_crop_flip from the caller's generator, after the draws of the images of
+** other ranks before this one's (augment_skip[0]) and before those after it ([1]):
+** the same images and the same generator position as drawing for the whole global
+** batch, computed here independently. */
+Test(train_lenet, augmentation_crops_and_flips_the_batch_from_the_callers_generator)
+{
+    model m;
+    model_config cfg = lenet_config(RULE_FA, 0.0); /* lr 0: the step changes nothing */
+    cfg.augment_pad = 4;
+    cr_assert_eq(model_init(&m, &cfg), AD_OK, "%s", ad_last_error());
+    ad_rng rng, want_rng;
+    ad_rng_seed(&rng, 77);
+    ad_rng_seed(&want_rng, 77);
+    m.augment = &rng;
+    m.augment_skip[0] = 2;
+    m.augment_skip[1] = 1;
+    int64_t idx[BATCH];
+    for (int i = 0; i < BATCH; i++)
+        idx[i] = 3 * i + 1;
+    double loss;
+    cr_assert_eq(model_step(&m, images, labels, idx, &loss), AD_OK, "%s", ad_last_error());
+    ad_tensor *raw, *want;
+    cr_assert_eq(ad_tensor_new(AD_F32, 4, TS_SHAPE(BATCH, 1, 32, 32), &raw), AD_OK);
+    cr_assert_eq(ad_tensor_new(AD_F32, 4, TS_SHAPE(BATCH, 1, 32, 32), &want), AD_OK);
+    for (int i = 0; i < BATCH; i++)
+        memcpy((float *)raw->data + i * 1024, (const float *)images->data + idx[i] * 1024,
+               1024 * sizeof(float));
+    for (int i = 0; i < 3 * 2; i++)
+        (void)ad_rng_u64(&want_rng);
+    cr_assert_eq(ad_random_crop_flip(raw, want, 4, &want_rng), AD_OK);
+    for (int i = 0; i < 3 * 1; i++)
+        (void)ad_rng_u64(&want_rng);
+    cr_expect(memcmp(m.x->data, want->data, BATCH * 1024 * sizeof(float)) == 0,
+              "the step's batch is not the crop and flip of the gathered images");
+    cr_expect(memcmp(m.x->data, raw->data, BATCH * 1024 * sizeof(float)) != 0,
+              "nothing was augmented");
+    cr_expect_eq(ad_rng_u64(&rng), ad_rng_u64(&want_rng), "generators out of step");
+    ad_tensor_free(raw);
+    ad_tensor_free(want);
+    model_free(&m);
+}

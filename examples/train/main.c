@@ -29,23 +29,6 @@
 
 enum { PATH_BYTES = 4096 };
 
-/* Learning rates per rule when --lr is not given, chosen on held-out training data by
-** scripts/select-lr (train on 50,000 images for 8 epochs, best of 0.003, 0.01 and 0.03
-** on the other 10,000; momentum 0.9, batch 64, seed 1). */
-const double train_default_lr[RULE_COUNT] = {
-    [RULE_BP] = 0.01,   [RULE_FA] = 0.01,   [RULE_DFA] = 0.01, [RULE_USF] = 0.003,
-    [RULE_BRSF] = 0.01, [RULE_FRSF] = 0.01, [RULE_KP] = 0.01,  [RULE_FROZEN] = 0.03,
-};
-
-/* For lenet and cnn: scripts/reproduce's choice on LeNet (10 epochs on 50,000 images,
-** held-out accuracy on the other 10,000, momentum 0.9, weight decay 1e-3; see
-** docs/results/lenet-fashion-mnist.md). FA and DFA lose stability above these (DFA's
-** loss grows even at 1e-4 with biases 0); uSF's rate is its scaled form's. */
-const double train_default_lr_conv[RULE_COUNT] = {
-    [RULE_BP] = 0.003,  [RULE_FA] = 0.0003, [RULE_DFA] = 0.0001, [RULE_USF] = 0.01,
-    [RULE_BRSF] = 0.01, [RULE_FRSF] = 0.01, [RULE_KP] = 0.003,   [RULE_FROZEN] = 0.03,
-};
-
 /* KP's B only converges to W when both decay (Akrout et al., 2019); others need none. */
 static double default_decay(rule_kind r)
 {
@@ -249,6 +232,12 @@ static void train_run(trainer *t, run_log *run)
     ** every rule sees the batches in the same order. */
     ad_rng rng;
     ad_rng_seed(&rng, run->seed ^ 0x53485546464c45ULL);
+    /* Augmentation draws from the same generator (so checkpoints carry it), for the
+    ** whole global batch on every rank, so the shuffles stay the same everywhere. */
+    int64_t local = t->o->batch / par.size;
+    m.augment = &rng;
+    m.augment_skip[0] = par.rank * local;
+    m.augment_skip[1] = t->o->batch - (par.rank + 1) * local;
     resume_run saved = {&m, &rng, idx, n, run, t->o->epochs};
     char path[PATH_BYTES] = "";
     int done = -1;
@@ -304,7 +293,8 @@ static ad_status plan_job(trainer *t)
                    .eval_name = o->holdout ? "val" : "test", .out_dir = o->out_dir,
                    .ranks = par.size, .usf_scaling = o->usf_scaling, .bias_init = o->bias_init, .milestones = o->milestones,
                    .n_milestones = o->n_milestones, .gamma = o->gamma,
-                   .clamp_grad = o->clamp_grad, .constrain_weights = o->constrain_weights};
+                   .clamp_grad = o->clamp_grad, .constrain_weights = o->constrain_weights,
+                   .augment = options_augments(o)};
     for (int l = 0; l < j->n_hidden; l++)
         j->hidden[l] = shape.layers[l].out;
     size_t n_runs = (size_t)o->n_rules * (size_t)o->n_seeds;
@@ -326,24 +316,6 @@ static ad_status plan_job(trainer *t)
     }
     t->steps_total = (int64_t)n_runs * o->epochs * (j->n_train / o->batch);
     return AD_OK;
-}
-
-static void say_plan(const trainer *t)
-{
-    const options *o = t->o;
-    fprintf(t->log, "adtape-train: %lld training images, %s set of %lld; %s ",
-            (long long)t->job.n_train, t->job.eval_name, (long long)t->job.n_eval,
-            t->job.model);
-    fprintf(t->log, "%s", o->arch == ARCH_MLP ? "784" : o->arch == ARCH_LENET ? "1x32x32"
-                                                                             : "3x32x32");
-    for (int l = 0; l < t->job.n_hidden; l++)
-        fprintf(t->log, "-%lld", (long long)t->job.hidden[l]);
-    fprintf(t->log, "-10 %s, %s, batch %lld, %d epoch%s, ", t->job.activation,
-            t->job.optimiser, (long long)o->batch, o->epochs, o->epochs == 1 ? "" : "s");
-    if (par.size > 1)
-        fprintf(t->log, "%d ranks (shards of %lld) x ", par.size,
-                (long long)(o->batch / par.size));
-    fprintf(t->log, "%d thread%s\n", o->threads, o->threads == 1 ? "" : "s");
 }
 
 /* CSV, plot, then the table or the JSON (which names the plot). Returns the status. */
@@ -414,7 +386,7 @@ int main(int argc, char **argv)
     ad_status rc = parallel_agree(&par, plan_job(&t));
     if (rc)
         fail(rc);
-    say_plan(&t);
+    report_plan(t.log, &t.job, t.o->threads);
     for (int i = 0; i < o.n_rules * o.n_seeds; i++)
         train_run(&t, &t.job.runs[i]);
     int status = par.rank == 0 ? finish(&t) : 0;

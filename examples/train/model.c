@@ -97,6 +97,8 @@ ad_status model_init(model *m, const model_config *cfg)
         rc = make_layer(m, l);
     rc = rc ? rc : ad_tensor_new(AD_F32, m->input_rank, m->input, &m->x);
     rc = rc ? rc : ad_tensor_new(AD_I32, 1, m->input, &m->labels);
+    if (rc == AD_OK && cfg->augment_pad > 0)
+        rc = ad_tensor_new(AD_F32, m->input_rank, m->input, &m->x_raw);
     rc = rc ? rc : add_params(m);
     rc = rc ? rc : ad_grads_new(m->ps, &m->gs);
     rc = rc ? rc : ad_grads_new(m->ps, &m->align_gs);
@@ -125,6 +127,7 @@ void model_free(model *m)
         ad_tensor_free(m->B[l]);
     }
     ad_tensor_free(m->x);
+    ad_tensor_free(m->x_raw);
     ad_tensor_free(m->labels);
     ad_tensor_free(m->norms);
     ad_optim_free(m->opt);
@@ -149,18 +152,30 @@ static ad_var forward(model *m, ad_tape *t, const ad_tensor *x)
     return m->cfg.rule == RULE_DFA ? ad_dfa_output(t, &m->dfa, h) : h;
 }
 
-/* Copies rows idx[0..batch) into the batch tensors and bumps their versions. */
-static void gather(model *m, const ad_tensor *images, const ad_tensor *labels,
+/* Copies rows idx[0..batch) into x and the labels and bumps their versions. */
+static void gather(model *m, ad_tensor *x, const ad_tensor *images, const ad_tensor *labels,
                    const int64_t *idx)
 {
     int64_t d = images->size / images->shape[0]; /* a row: 784 floats or C x H x W */
     for (int64_t r = 0; r < m->cfg.batch; r++) {
-        memcpy((float *)m->x->data + r * d, (const float *)images->data + idx[r] * d,
+        memcpy((float *)x->data + r * d, (const float *)images->data + idx[r] * d,
                (size_t)d * sizeof(float));
         ((int32_t *)m->labels->data)[r] = ((const int32_t *)labels->data)[idx[r]];
     }
-    ad_tensor_touch(m->x);
+    ad_tensor_touch(x);
     ad_tensor_touch(m->labels);
+}
+
+/* The batch in x_raw, cropped and flipped into x. ad_random_crop_flip draws three words
+** per image: the other ranks' images of the global batch are drawn for and skipped. */
+static ad_status augment(model *m)
+{
+    for (int64_t i = 0; i < 3 * m->augment_skip[0]; i++)
+        (void)ad_rng_u64(m->augment);
+    ad_status rc = ad_random_crop_flip(m->x_raw, m->x, m->cfg.augment_pad, m->augment);
+    for (int64_t i = 0; rc == AD_OK && i < 3 * m->augment_skip[1]; i++)
+        (void)ad_rng_u64(m->augment);
+    return rc;
 }
 
 /* The loss of the current batch: what m->gradient records on a fresh tape. */
@@ -173,7 +188,13 @@ static ad_var batch_loss(ad_tape *t, void *user)
 ad_status model_step(model *m, const ad_tensor *images, const ad_tensor *labels,
                      const int64_t *idx, double *loss)
 {
-    gather(m, images, labels, idx);
+    bool augmenting = m->cfg.augment_pad > 0 && m->augment;
+    gather(m, augmenting ? m->x_raw : m->x, images, labels, idx);
+    if (augmenting) {
+        ad_status rc = augment(m);
+        if (rc)
+            return rc;
+    }
     for (int l = 0; m->cfg.rule == RULE_BRSF && l < m->cfg.n_layers; l++) {
         ad_status rc = ad_sf_draw_magnitudes(m->B[l], &m->rng); /* batchwise random */
         if (rc)

@@ -71,6 +71,9 @@ typedef struct model_config {
                                            ** the first's (BioTorch's gradient clamping) */
     int constrain_weights;                 /* every W back to its initial norm after each
                                            ** step (BioTorch's constrain_weights) */
+    int augment_pad;                       /* > 0: model_step crops each training image
+                                           ** from it padded by this much, and flips it
+                                           ** (ad_random_crop_flip from model.augment) */
 } model_config;
 
 /*
@@ -101,6 +104,12 @@ typedef struct model {
     ad_rng rng;
     ad_var pre[MODEL_MAX_LAYERS];   /* hidden pre-activations of the last recording */
     ad_tensor *norms;               /* constrain_weights: W's initial norms (F64) */
+    ad_tensor *x_raw;               /* augment_pad: the batch before its crop and flip */
+    ad_rng *augment;                /* augment_pad: the caller's generator (NULL: none);
+                                    ** each step draws for augment_skip[0] images
+                                    ** before this process's and augment_skip[1] after,
+                                    ** so that MPI ranks stay in step */
+    int64_t augment_skip[2];
 } model;
 
 /* "fc<k>.<what>" or "conv<k>.<what>" ("weight", "bias", "feedback"), k counting the

@@ -13,6 +13,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Learning rates per rule when --lr is not given, chosen on held-out training data by
+** scripts/select-lr (train on 50,000 images for 8 epochs, best of 0.003, 0.01 and 0.03
+** on the other 10,000; momentum 0.9, batch 64, seed 1). */
+const double train_default_lr[RULE_COUNT] = {
+    [RULE_BP] = 0.01,   [RULE_FA] = 0.01,   [RULE_DFA] = 0.01, [RULE_USF] = 0.003,
+    [RULE_BRSF] = 0.01, [RULE_FRSF] = 0.01, [RULE_KP] = 0.01,  [RULE_FROZEN] = 0.03,
+};
+
+/* For lenet and cnn: scripts/reproduce's choice on LeNet (10 epochs on 50,000 images,
+** held-out accuracy on the other 10,000, momentum 0.9, weight decay 1e-3; see
+** docs/results/lenet-fashion-mnist.md). FA and DFA lose stability above these (DFA's
+** loss grows even at 1e-4 with biases 0); uSF's rate is its scaled form's. */
+const double train_default_lr_conv[RULE_COUNT] = {
+    [RULE_BP] = 0.003,  [RULE_FA] = 0.0003, [RULE_DFA] = 0.0001, [RULE_USF] = 0.01,
+    [RULE_BRSF] = 0.01, [RULE_FRSF] = 0.01, [RULE_KP] = 0.003,   [RULE_FROZEN] = 0.03,
+};
+
 enum { ITEM_BYTES = 32 };
 
 static const char *const optim_names[] = {"sgd",  "momentum", "nesterov",
@@ -76,6 +93,9 @@ static void usage(void)
            "  --usf-scaling      uSF sends the error through sign(W) times the standard\n"
            "                     deviation of Xavier's initialisation for the layer\n"
            "                     (BioTorch's 'scaling'), not sign(W) alone\n"
+           "  --augment          train on random 32x32 crops of each image padded by 4,\n"
+           "                     flipped left-right half the time, drawn from the\n"
+           "                     run's seeded generator [on for cnn]; --no-augment\n"
            "  --bias-init X      every bias starts at X (BioTorch's feedback layers\n"
            "                     start theirs at 1) [0]\n"
            "  --json             JSON summary on stdout; progress lines go to stderr\n"
@@ -210,6 +230,12 @@ void options_recipe(const options *o, model_config *cfg)
     cfg->gamma = o->gamma;
     cfg->clamp_grad = o->clamp_grad;
     cfg->constrain_weights = o->constrain_weights;
+    cfg->augment_pad = options_augments(o) ? 4 : 0;
+}
+
+int options_augments(const options *o)
+{
+    return o->augment < 0 ? o->arch == ARCH_CNN : o->augment;
 }
 
 static void set_defaults(options *o)
@@ -217,7 +243,7 @@ static void set_defaults(options *o)
     *o = (options){.n_hidden = 2, .hidden = {256, 256}, .epochs = 20, .batch = 64,
                    .lr = NAN, .weight_decay = NAN, .momentum = NAN, .gamma = 0.1,
                    .optim = AD_OPT_MOMENTUM, .seeds = {1}, .n_seeds = 1, .threads = 1,
-                   .out_dir = "adtape-train-out"};
+                   .out_dir = "adtape-train-out", .augment = -1};
     parse_rules(o, "bp,fa,dfa");
 }
 
@@ -257,6 +283,8 @@ static void apply_option(options *o, int c, const char *a)
     case 'O': o->out_dir = a; break;
     case 'j': o->json = 1; break;
     case 'U': o->usf_scaling = 1; break;
+    case 'A': o->augment = 1; break;
+    case 'N': o->augment = 0; break;
     case 'B': o->bias_init = parse_real("bias-init", a, -1e6, 1e6, "a number"); break;
     case 'c': o->checkpoint = a; break;
     case 'R': o->checkpoint = a, o->resume = 1; break;
@@ -278,6 +306,7 @@ void options_parse(int argc, char **argv, options *o)
         {"out", 1, 0, 'O'},       {"json", 0, 0, 'j'},     {"help", 0, 0, 'h'},
         {"checkpoint", 1, 0, 'c'}, {"resume", 1, 0, 'R'}, {"model", 1, 0, 'M'},
         {"usf-scaling", 0, 0, 'U'}, {"bias-init", 1, 0, 'B'},
+        {"augment", 0, 0, 'A'},   {"no-augment", 0, 0, 'N'},
         {"milestones", 1, 0, 'L'}, {"gamma", 1, 0, 'g'}, {"clamp-grad", 0, 0, 'C'},
         {"constrain-weights", 0, 0, 'W'}, {0, 0, 0, 0}};
     set_defaults(o);

@@ -27,6 +27,9 @@ typedef struct options {
     int resume;                              /* --resume: continue from the checkpoints */
     int usf_scaling;                         /* --usf-scaling: BioTorch's scaled uSF */
     double bias_init;                        /* --bias-init: every bias's initial value */
+    int augment;                             /* --augment 1, --no-augment 0; -1: on for
+                                             ** cnn (BioTorch's CIFAR-10 training), off
+                                             ** for mlp and lenet */
     int milestones[MODEL_MAX_MILESTONES];    /* --milestones: after so many epochs the
                                              ** rate is multiplied by --gamma */
     int n_milestones;
@@ -41,6 +44,10 @@ typedef struct options {
 extern const double train_default_lr[RULE_COUNT], train_default_lr_conv[RULE_COUNT];
 
 void options_parse(int argc, char **argv, options *o);
+
+/* Whether training crops and flips its images (--augment, --no-augment, the model's
+** default). */
+int options_augments(const options *o);
 
 /* "sgd", "momentum", ... as --optimiser spells it. */
 const char *options_optim_name(ad_optim_kind k);

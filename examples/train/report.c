@@ -9,6 +9,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 
 /* The layer every one-number summary uses: the top hidden layer is the one whose
@@ -241,7 +242,7 @@ static void json_config(FILE *f, const job_log *job)
             job->usf_scaling ? "true" : "false");
     fputs(", \"bias_init\": ", f);
     json_num(f, job->bias_init);
-    fputs("},\n", f);
+    fprintf(f, ", \"augment\": %s},\n", job->augment ? "true" : "false");
 }
 
 static void json_run(FILE *f, const job_log *job, const run_log *run, int last)
@@ -313,4 +314,23 @@ void report_json(FILE *f, const job_log *job, const char *csv_path, const char *
     fputs("  ]\n}\n", f);
     fflush(f);
     free(acc);
+}
+
+void report_plan(FILE *f, const job_log *job, int threads)
+{
+    const char *input = strcmp(job->model, "mlp") == 0     ? "784"
+                        : strcmp(job->model, "lenet") == 0 ? "1x32x32"
+                                                           : "3x32x32";
+    fprintf(f, "adtape-train: %lld training images, %s set of %lld; %s %s",
+            (long long)job->n_train, job->eval_name, (long long)job->n_eval, job->model,
+            input);
+    for (int l = 0; l < job->n_hidden; l++)
+        fprintf(f, "-%lld", (long long)job->hidden[l]);
+    fprintf(f, "-10 %s, %s, batch %lld, %d epoch%s, %s", job->activation, job->optimiser,
+            (long long)job->batch, job->n_epochs, job->n_epochs == 1 ? "" : "s",
+            job->augment ? "random crops and flips, " : "");
+    if (job->ranks > 1)
+        fprintf(f, "%d ranks (shards of %lld) x ", job->ranks,
+                (long long)(job->batch / job->ranks));
+    fprintf(f, "%d thread%s\n", threads, threads == 1 ? "" : "s");
 }

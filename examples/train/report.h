@@ -44,6 +44,7 @@ typedef struct job_log {
     int ranks;                               /* MPI processes sharing each batch */
     int usf_scaling;                         /* --usf-scaling */
     double bias_init;                        /* --bias-init */
+    int augment;                             /* training crops and flips */
     const int *milestones;                   /* the schedule (n_milestones of them) */
     int n_milestones;
     double gamma;
@@ -59,6 +60,9 @@ typedef struct progress {
     double images_per_s;
     double eta_s;                            /* whole job, training time only */
 } progress;
+
+/* The job's one-line summary before training: data, model, recipe, ranks, threads. */
+void report_plan(FILE *f, const job_log *job, int threads);
 
 /* Redraws the one-line bar on f with '\r'; report_clear_bar wipes it before a line. */
 void report_bar(FILE *f, const progress *p);
