@@ -2,8 +2,8 @@
 ** conv.c: 2-D convolution, NCHW (weights Cout x Cin/groups x kh x kw, as PyTorch), by
 ** im2col on OpenBLAS. Forward: per block of images, cols = im2col(x) and, per group,
 ** Y_g = W_g cols_g. Backward, from the same blocks: dW_g += dY_g cols_g',
-** dcols_g = W_g' dY_g and dX = col2im(dcols); db sums dY. Data movement is in
-** conv_im2col.c.
+** dcols_g = W_g' dY_g and dX = col2im(dcols); db sums dY. The blocks and their
+** threads are in conv_blocks.c, data movement in conv_im2col.c.
 **
 ** Why im2col: the GEMM does the arithmetic at OpenBLAS's speed, for any stride,
 ** padding, dilation and group count, with no kernel of ours per shape; the price is a
@@ -30,11 +30,7 @@
 
 #define FOLD_COLUMNS 1024
 
-typedef struct conv_plan {
-    adi_conv_geometry g;
-    int64_t co, groups, cog, kg; /* Cout, groups, Cout and Cin*kh*kw per group */
-    int64_t nb;                  /* images per block */
-} conv_plan;
+typedef adi_conv_plan conv_plan;
 
 /* a * b for nonnegative extents; false when it exceeds int64_t. */
 static bool mul_ok(int64_t a, int64_t b, int64_t *out)
@@ -135,41 +131,6 @@ static ad_status conv_plan_make(const char *op, const ad_ctx *cx, const ad_tenso
     return AD_OK;
 }
 
-/* Scratch of rows x cols elements of dt (the arena checks the product). */
-static ad_status scratch(ad_ctx *cx, ad_dtype dt, int64_t rows, int64_t cols, void **out)
-{
-    ad_tensor *t;
-    ad_status rc = ad_scratch(cx, dt, 2, (int64_t[]){rows, cols}, &t);
-    if (!rc)
-        *out = t->data;
-    return rc;
-}
-
-/* One block's output: blk (Cout x ld) = b 1' (or 0) + W_g cols_g per group. */
-static void forward_block(const conv_plan *p, const ad_tensor *w, const ad_tensor *b,
-                          const void *cols, void *blk, int64_t ld)
-{
-    ad_dtype dt = w->dtype;
-    size_t es = ad_dtype_size(dt);
-    if (b)
-        AD_DISPATCH_FLOAT(dt, T, {
-            const T *bs = b->data;
-            T *ys = blk;
-            for (int64_t o = 0; o < p->co; o++)
-                for (int64_t q = 0; q < ld; q++)
-                    ys[o * ld + q] = bs[o];
-        });
-    else if (p->kg == 0) /* no input channels: y = 0 (and w's data may be NULL) */
-        memset(blk, 0, (size_t)(p->co * ld) * es);
-    if (p->kg == 0)
-        return;
-    for (int64_t g = 0; g < p->groups; g++)
-        adi_gemm(dt, false, false, p->cog, ld, p->kg, 1.0,
-                 (const char *)w->data + (size_t)(g * p->cog * p->kg) * es, p->kg,
-                 (const char *)cols + (size_t)(g * p->kg * ld) * es, ld, b ? 1.0 : 0.0,
-                 (char *)blk + (size_t)(g * p->cog * ld) * es, ld);
-}
-
 /*
 ** A kernel over the whole unpadded image (ADI_CONV_DENSE: a 1 x 1 output, LeNet's third
 ** layer): im2col(x) would be x' (K x N), copied one element at a time, so the GEMMs
@@ -199,8 +160,6 @@ ad_status adi_conv_forward(const char *op, ad_ctx *cx, const ad_tensor *x,
     if (rc || (rc = ad_out(cx, x->dtype, 4,
                            (int64_t[]){p.g.n, p.co, p.g.ho, p.g.wo}, out)))
         return rc;
-    int64_t P = p.g.ho * p.g.wo;
-    void *cols, *blk = NULL;
     if ((*out)->size == 0)
         return AD_OK;
     int path = adi_conv_path(x->dtype, p.co, p.groups, &p.g);
@@ -211,22 +170,7 @@ ad_status adi_conv_forward(const char *op, ad_ctx *cx, const ad_tensor *x,
         dense_forward(&p, x, w, b, *out);
         return AD_OK;
     }
-    if ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)))
-        return rc;
-    if (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &blk)))
-        return rc;
-    for (int64_t n0 = 0; n0 < p.g.n; n0 += p.nb) {
-        int64_t nb = p.g.n - n0 < p.nb ? p.g.n - n0 : p.nb, ld = nb * P;
-        adi_conv_im2col(x->dtype, &p.g, x->data, n0, nb, cols, ld);
-        if (nb == 1) {
-            char *yn = (char *)(*out)->data + (size_t)(n0 * p.co * P) * ad_dtype_size(x->dtype);
-            forward_block(&p, w, b, cols, yn, ld);
-        } else {
-            forward_block(&p, w, b, cols, blk, ld);
-            adi_conv_scatter_block(x->dtype, p.co, P, n0, nb, blk, (*out)->data);
-        }
-    }
-    return AD_OK;
+    return adi_conv_blocks_forward(cx, &p, x, w, b, *out);
 }
 
 ad_status ad_op_conv2d(ad_ctx *cx, const ad_tensor *const in[], ad_tensor **out)
@@ -279,34 +223,6 @@ static ad_status bias_grad(ad_ctx *cx, const conv_plan *p, const ad_tensor *dy,
     return AD_OK;
 }
 
-/* One block: dW_g += dY_g cols_g' (cols = im2col(x)); dcols_g = F_g' dY_g, then
-** dX += col2im(dcols), F being w (backprop) or a feedback tensor of w's shape (FA).
-** dyb is the block's dY (Cout x ld). */
-static void backward_block(const conv_plan *p, const ad_tensor *x, const ad_tensor *fb,
-                           ad_tensor *const din[], const void *dyb, void *cols,
-                           int64_t n0, int64_t nb)
-{
-    ad_dtype dt = x->dtype;
-    size_t es = ad_dtype_size(dt);
-    int64_t ld = nb * p->g.ho * p->g.wo, cog = p->cog, kg = p->kg;
-    if (din[1]) {
-        adi_conv_im2col(dt, &p->g, x->data, n0, nb, cols, ld);
-        for (int64_t g = 0; g < p->groups; g++)
-            adi_gemm(dt, false, true, cog, kg, ld, 1.0,
-                     (const char *)dyb + (size_t)(g * cog * ld) * es, ld,
-                     (const char *)cols + (size_t)(g * kg * ld) * es, ld, 1.0,
-                     (char *)din[1]->data + (size_t)(g * cog * kg) * es, kg);
-    }
-    if (din[0]) {
-        for (int64_t g = 0; g < p->groups; g++)
-            adi_gemm(dt, true, false, kg, ld, cog, 1.0,
-                     (const char *)fb->data + (size_t)(g * cog * kg) * es, kg,
-                     (const char *)dyb + (size_t)(g * cog * ld) * es, ld, 0.0,
-                     (char *)cols + (size_t)(g * kg * ld) * es, ld);
-        adi_conv_col2im_add(dt, &p->g, cols, ld, n0, nb, din[0]->data);
-    }
-}
-
 /*
 ** y = conv(x, w) (+ b):  dX = col2im(F' dY)  (reads fb: w, or FA's B; not x);
 **                        dW = dY im2col(x)'  (reads x, not w);  db = sum_{n,p,q} dY.
@@ -338,26 +254,15 @@ ad_status adi_conv_pullback(const char *op, ad_ctx *cx, const ad_tensor *dy,
     /* The direct path takes dW (after the blocks' scratch, so that a failure leaves
     ** dW as it was); the im2col blocks take the rest. */
     bool direct = din[1] && adi_conv_path(x->dtype, p.co, p.groups, &p.g) == ADI_CONV_DIRECT;
-    ad_tensor *rest[2] = {din[0], direct ? NULL : din[1]};
-    int64_t P = p.g.ho * p.g.wo;
-    void *cols = NULL, *dyt = NULL;
-    if ((rest[0] || rest[1]) &&
-        ((rc = scratch(cx, x->dtype, p.g.c * p.g.kh * p.g.kw, p.nb * P, &cols)) ||
-         (p.nb > 1 && (rc = scratch(cx, x->dtype, p.co, p.nb * P, &dyt)))))
+    ad_tensor *dw_rest = direct ? NULL : din[1];
+    adi_conv_blocks blocks;
+    if ((din[0] || dw_rest) &&
+        (rc = adi_conv_blocks_backward_prepare(cx, &p, x, fb, dy, din[0], dw_rest, &blocks)))
         return rc;
     if (direct && (rc = adi_conv_direct_dw(cx, &p.g, p.co, x->data, dy->data, din[1]->data)))
         return rc;
-    if (!rest[0] && !rest[1])
-        return AD_OK;
-    for (int64_t n0 = 0; n0 < p.g.n; n0 += p.nb) {
-        int64_t nb = p.g.n - n0 < p.nb ? p.g.n - n0 : p.nb;
-        const void *dyb = (const char *)dy->data + (size_t)(n0 * p.co * P) * ad_dtype_size(dy->dtype);
-        if (nb > 1) {
-            adi_conv_gather_block(dy->dtype, p.co, P, n0, nb, dy->data, dyt);
-            dyb = dyt;
-        }
-        backward_block(&p, x, fb, rest, dyb, cols, n0, nb);
-    }
+    if (din[0] || dw_rest)
+        adi_conv_blocks_backward(&blocks);
     return AD_OK;
 }
 

@@ -29,4 +29,40 @@ ad_status adi_conv_direct_forward(ad_ctx *cx, const adi_conv_geometry *g, int64_
 ad_status adi_conv_direct_dw(ad_ctx *cx, const adi_conv_geometry *g, int64_t co,
                              const float *x, const float *dy, float *dw);
 
+/* A conv's plan (conv.c): the geometry, Cout, the groups, Cout and Cin*kh*kw per group,
+** and the images per im2col block (a block has about FOLD_COLUMNS columns). */
+typedef struct adi_conv_plan {
+    adi_conv_geometry g;
+    int64_t co, groups, cog, kg;
+    int64_t nb;
+} adi_conv_plan;
+
+/* rows x cols elements of dt from cx's arena. */
+ad_status adi_conv_scratch(ad_ctx *cx, ad_dtype dt, int64_t rows, int64_t cols, void **out);
+
+/* The im2col path (conv_blocks.c), its blocks shared over adtape's threads: y = conv(x, w)
+** (+ b). Its only error is AD_ERR_NOMEM, before y is written. */
+ad_status adi_conv_blocks_forward(ad_ctx *cx, const adi_conv_plan *p, const ad_tensor *x,
+                                  const ad_tensor *w, const ad_tensor *b, ad_tensor *y);
+
+/* The backward in two steps, so that a caller can take all scratch before it writes
+** any gradient: prepare takes it (AD_ERR_NOMEM is its only error); run adds
+** col2im(F' dY) to dx and dY im2col(x)' to dw, each skipped when NULL. */
+typedef struct adi_conv_blocks {
+    const adi_conv_plan *p;
+    const ad_tensor *x, *w, *b; /* forward: w, b; backward: w is F (w, or FA's B) */
+    const void *dy;
+    void *y;
+    ad_tensor *dx, *dw;
+    char *cols, *blk; /* per part: cols_bytes, blk_bytes apart */
+    size_t cols_bytes, blk_bytes;
+    char *partial;    /* per group of blocks: dW's partial sum, co x kg */
+    int64_t n_blocks, n_groups, parts;
+} adi_conv_blocks;
+ad_status adi_conv_blocks_backward_prepare(ad_ctx *cx, const adi_conv_plan *p,
+                                           const ad_tensor *x, const ad_tensor *fb,
+                                           const ad_tensor *dy, ad_tensor *dx,
+                                           ad_tensor *dw, adi_conv_blocks *j);
+void adi_conv_blocks_backward(const adi_conv_blocks *j);
+
 #endif /* AD_CONV_INTERNAL_H */
