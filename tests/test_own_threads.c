@@ -4,8 +4,12 @@
 ** 1, 2 and 3 threads, also while two tapes in two threads use them at once (one region
 ** at a time holds the pool; the other runs alone). The shapes are chosen so every one
 ** of those loops is split (each part at least the library's grain of 32768 elements).
+** conv2d's im2col blocks are shared over OpenBLAS's thread count (conv_blocks.c), so a
+** conv layer alone is also run at 1, 2 and 3 OpenBLAS threads (the whole network's
+** single-block GEMMs are OpenBLAS's, whose bits depend on its count).
 ** ThreadSanitizer runs this suite (scripts/tsan).
 */
+#include <cblas.h>
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -138,6 +142,59 @@ Test(own_threads, one_two_and_three_threads_give_bitwise_the_same_training)
     cr_expect_eq(ad_get_num_threads(), 16, "capped at 16");
     ad_set_num_threads(1);
     free(one.values);
+}
+
+/* One conv layer on the im2col path with 3 blocks of 3, 3 and 2 images: y, dX and dW at
+** the given OpenBLAS count, concatenated into out (8*24*22*22 + 8*6*24*24 + 24*6*3*3). */
+enum { Y_N = 8 * 24 * 22 * 22, X_N = 8 * 6 * 24 * 24, W_N = 24 * 6 * 3 * 3 };
+
+static void conv_at(int blas_threads, float *out)
+{
+    openblas_set_num_threads(blas_threads);
+    uint64_t rng = 11;
+    ad_tensor *x = ts_tensor(AD_F32, 4, TS_SHAPE(8, 6, 24, 24));
+    ad_tensor *w = ts_tensor(AD_F32, 4, TS_SHAPE(24, 6, 3, 3));
+    ad_tensor *r = ts_tensor(AD_F32, 4, TS_SHAPE(8, 24, 22, 22));
+    ts_fill_uniform(x, &rng, -1, 1), ts_fill_uniform(w, &rng, -1, 1);
+    ts_fill_uniform(r, &rng, -1, 1);
+    ad_params *ps;
+    ad_grads *gs;
+    ad_tape *t;
+    cr_assert_eq(ad_params_new(&ps), AD_OK);
+    cr_assert_eq(ad_params_add(ps, x, NULL), AD_OK);
+    cr_assert_eq(ad_params_add(ps, w, NULL), AD_OK);
+    cr_assert_eq(ad_grads_new(ps, &gs), AD_OK);
+    cr_assert_eq(ad_tape_new(&t), AD_OK);
+    ad_var y = ad_conv2d(t, ad_use(t, x), ad_use(t, w), NULL);
+    ad_var loss = ad_sum(t, ad_mul(t, y, ad_use(t, r)));
+    cr_assert_eq(ad_backward(t, loss, ps, gs), AD_OK, "%s", ad_last_error());
+    memcpy(out, ad_value(t, y)->data, Y_N * sizeof(float));
+    memcpy(out + Y_N, ad_grads_at(gs, 0)->data, X_N * sizeof(float));
+    memcpy(out + Y_N + X_N, ad_grads_at(gs, 1)->data, W_N * sizeof(float));
+    cr_expect_eq(openblas_get_num_threads(), blas_threads, "conv2d put the count back");
+    ad_tape_free(t), ad_grads_free(gs), ad_params_free(ps);
+    ad_tensor_free(x), ad_tensor_free(w), ad_tensor_free(r);
+}
+
+/* The blocks are shared over OpenBLAS's count (1, 2, 3 parts), dW summed in the same
+** groups, so y, dX and dW are the same bits. */
+Test(own_threads, conv_blocks_over_one_two_and_three_blas_threads_give_the_same_bits)
+{
+    int was = openblas_get_num_threads();
+    float *one = malloc((Y_N + X_N + W_N) * sizeof(float));
+    float *other = malloc((Y_N + X_N + W_N) * sizeof(float));
+    cr_assert(one && other);
+    conv_at(1, one);
+    for (int threads = 2; threads <= 3; threads++) {
+        conv_at(threads, other);
+        cr_expect(memcmp(one, other, Y_N * sizeof(float)) == 0, "y differs at %d", threads);
+        cr_expect(memcmp(one + Y_N, other + Y_N, X_N * sizeof(float)) == 0,
+                  "dX differs at %d", threads);
+        cr_expect(memcmp(one + Y_N + X_N, other + Y_N + X_N, W_N * sizeof(float)) == 0,
+                  "dW differs at %d", threads);
+    }
+    openblas_set_num_threads(was);
+    free(one), free(other);
 }
 
 static void *train_thread(void *arg)

@@ -123,13 +123,11 @@ static int ensure_workers(int want)
     return n_workers + 1 < want ? n_workers + 1 : want;
 }
 
-void adi_parallel_for(int64_t n, int64_t grain, adi_part_fn fn, void *ctx)
+/* fn over [0, n) in `threads` parts (fewer when workers cannot be started). */
+static void run_region(int64_t n, int threads, adi_part_fn fn, void *ctx)
 {
-    int threads = ad_get_num_threads();
-    if (grain < 1)
-        grain = 1;
-    if (n / grain < threads)
-        threads = (int)(n / grain);
+    if (threads > MAX_THREADS)
+        threads = MAX_THREADS;
     if (threads < 2 || pthread_mutex_trylock(&region) != 0) {
         fn(ctx, 0, n);
         return;
@@ -150,4 +148,19 @@ void adi_parallel_for(int64_t n, int64_t grain, adi_part_fn fn, void *ctx)
         pthread_cond_wait(&done, &lock);
     pthread_mutex_unlock(&lock);
     pthread_mutex_unlock(&region);
+}
+
+void adi_parallel_for(int64_t n, int64_t grain, adi_part_fn fn, void *ctx)
+{
+    int threads = ad_get_num_threads();
+    if (grain < 1)
+        grain = 1;
+    if (n / grain < threads)
+        threads = (int)(n / grain);
+    run_region(n, threads, fn, ctx);
+}
+
+void adi_parallel_parts(int parts, adi_part_fn fn, void *ctx)
+{
+    run_region(parts, parts, fn, ctx);
 }

@@ -14,4 +14,9 @@
 typedef void (*adi_part_fn)(void *ctx, int64_t lo, int64_t hi);
 void adi_parallel_for(int64_t n, int64_t grain, adi_part_fn fn, void *ctx);
 
+/* fn(ctx, k, k + 1) for every k in [0, parts), on up to `parts` threads whatever
+** ad_set_num_threads says: for a caller that takes over the threads OpenBLAS would
+** have used (conv_blocks.c). Serial as above when the pool is busy. */
+void adi_parallel_parts(int parts, adi_part_fn fn, void *ctx);
+
 #endif /* AD_PARALLEL_H */

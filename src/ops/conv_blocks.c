@@ -4,10 +4,11 @@
 ** A block is FOLD_COLUMNS or so columns of im2col(x): a few images. Its GEMMs are
 ** small (W6's first layer: 32 x 1568 x 75), and OpenBLAS gains nothing by splitting
 ** one of them over two threads (W6 ran at the same speed at one and two threads), so
-** with T threads the blocks are shared out in T parts, each with its own column
-** buffer and block, and OpenBLAS runs one thread inside the region. Its count is put
-** back after: a GEMM another thread of the caller's starts meanwhile runs on one
-** thread too (slower, never wrong).
+** with T threads (OpenBLAS's count, or adtape's own if larger) the blocks are shared
+** out in T parts on adtape's pool, each with its own column buffer and block, and
+** OpenBLAS runs one thread inside the region. Its count is put back after: a GEMM
+** another thread of the caller's starts meanwhile runs on one thread too (slower,
+** never wrong; a GEMM's bits depend on OpenBLAS's count, as they do anywhere).
 **
 ** Same bits at any thread count: a forward block writes only its own images, col2im
 ** of a block only its own images' dX, and dW is summed in a number of groups of
@@ -15,6 +16,7 @@
 ** partial sum, added to dW in group order at the end; a part takes whole groups.
 */
 #include <cblas.h>
+#include <pthread.h>
 
 #include "../base/parallel.h"
 #include "conv_internal.h"
@@ -86,24 +88,64 @@ static void forward_parts(void *arg, int64_t lo, int64_t hi)
     }
 }
 
-/* How many parts share the blocks: one per thread, no more than there are items. */
-static int64_t parts_for(int64_t items)
+/*
+** OpenBLAS's count is process-wide, so the regions of tapes in several threads share
+** one "single-threaded" section: the first in saves the count and sets 1, the last out
+** puts it back. Inside, the count the blocks share out is the saved one.
+*/
+static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
+static int blas_depth, blas_saved;
+
+static int blas_enter(void)
 {
-    int64_t t = ad_get_num_threads();
-    return t < items ? t : items;
+    pthread_mutex_lock(&blas_lock);
+    if (blas_depth++ == 0) {
+        blas_saved = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+    }
+    int threads = blas_saved;
+    pthread_mutex_unlock(&blas_lock);
+    return threads;
 }
 
-/* Runs fn over j->parts parts, OpenBLAS on one thread inside when there are several. */
-static void run_parts(adi_conv_blocks *j, adi_part_fn fn)
+static void blas_leave(void)
 {
-    if (j->parts < 2) {
-        fn(j, 0, j->parts);
+    pthread_mutex_lock(&blas_lock);
+    if (--blas_depth == 0)
+        openblas_set_num_threads(blas_saved);
+    pthread_mutex_unlock(&blas_lock);
+}
+
+/* Runs fn over the parts: with several blocks, on as many threads as OpenBLAS had (or
+** adtape's own, if more; never more parts than items), OpenBLAS on one thread inside,
+** so that a block's GEMMs are the same calls at any count; a single block as it is,
+** its GEMMs threaded by OpenBLAS. */
+static void run_parts(adi_conv_blocks *j, int64_t items, adi_part_fn fn)
+{
+    if (j->n_blocks < 2) {
+        j->parts = 1;
+        fn(j, 0, 1);
         return;
     }
-    int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    adi_parallel_for(j->parts, 1, fn, j);
-    openblas_set_num_threads(blas_threads);
+    int64_t threads = blas_enter(), own = ad_get_num_threads();
+    threads = own > threads ? own : threads;
+    j->parts = threads < items ? threads : items;
+    if (j->parts > j->max_parts)
+        j->parts = j->max_parts;
+    adi_parallel_parts((int)j->parts, fn, j);
+    blas_leave();
+}
+
+/* The most parts a region can have: scratch is taken for that many before it runs. */
+static int64_t max_parts(int64_t items)
+{
+    int64_t t = openblas_get_num_threads(), own = ad_get_num_threads();
+    pthread_mutex_lock(&blas_lock);
+    if (blas_depth > 0)
+        t = blas_saved;
+    pthread_mutex_unlock(&blas_lock);
+    t = own > t ? own : t;
+    return t < items ? t : items;
 }
 
 /* Scratch of `parts` column buffers (and blocks, when blocks hold several images). */
@@ -114,9 +156,9 @@ static ad_status part_scratch(ad_ctx *cx, adi_conv_blocks *j, int64_t block_rows
     int64_t P = p->g.ho * p->g.wo, rows = p->g.c * p->g.kh * p->g.kw;
     size_t es = ad_dtype_size(dt);
     void *cols = NULL, *blk = NULL;
-    ad_status rc = adi_conv_scratch(cx, dt, j->parts * rows, p->nb * P, &cols);
+    ad_status rc = adi_conv_scratch(cx, dt, j->max_parts * rows, p->nb * P, &cols);
     if (!rc && p->nb > 1)
-        rc = adi_conv_scratch(cx, dt, j->parts * block_rows, p->nb * P, &blk);
+        rc = adi_conv_scratch(cx, dt, j->max_parts * block_rows, p->nb * P, &blk);
     j->cols = cols, j->cols_bytes = (size_t)(rows * p->nb * P) * es;
     j->blk = blk, j->blk_bytes = (size_t)(block_rows * p->nb * P) * es;
     return rc;
@@ -127,11 +169,11 @@ ad_status adi_conv_blocks_forward(ad_ctx *cx, const adi_conv_plan *p, const ad_t
 {
     adi_conv_blocks j = {.p = p, .x = x, .w = w, .b = b, .y = y->data,
                     .n_blocks = (p->g.n + p->nb - 1) / p->nb};
-    j.parts = parts_for(j.n_blocks);
+    j.max_parts = max_parts(j.n_blocks);
     ad_status rc = part_scratch(cx, &j, p->co);
     if (rc)
         return rc;
-    run_parts(&j, forward_parts);
+    run_parts(&j, j.n_blocks, forward_parts);
     return AD_OK;
 }
 
@@ -214,7 +256,7 @@ ad_status adi_conv_blocks_backward_prepare(ad_ctx *cx, const adi_conv_plan *p,
     *j = (adi_conv_blocks){.p = p, .x = x, .w = fb, .dy = dy->data, .dx = dx, .dw = dw,
                            .n_blocks = (p->g.n + p->nb - 1) / p->nb};
     j->n_groups = j->n_blocks < MAX_GROUPS ? j->n_blocks : MAX_GROUPS;
-    j->parts = parts_for(j->n_groups);
+    j->max_parts = max_parts(j->n_groups);
     void *partial = NULL;
     ad_status rc = part_scratch(cx, j, p->co);
     if (!rc && dw)
@@ -223,9 +265,9 @@ ad_status adi_conv_blocks_backward_prepare(ad_ctx *cx, const adi_conv_plan *p,
     return rc;
 }
 
-void adi_conv_blocks_backward(const adi_conv_blocks *j)
+void adi_conv_blocks_backward(adi_conv_blocks *j)
 {
-    run_parts((adi_conv_blocks *)j, backward_parts);
+    run_parts(j, j->n_groups, backward_parts);
     if (j->dw)
         add_partials(j);
 }

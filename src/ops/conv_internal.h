@@ -57,12 +57,13 @@ typedef struct adi_conv_blocks {
     char *cols, *blk; /* per part: cols_bytes, blk_bytes apart */
     size_t cols_bytes, blk_bytes;
     char *partial;    /* per group of blocks: dW's partial sum, co x kg */
-    int64_t n_blocks, n_groups, parts;
+    int64_t n_blocks, n_groups;
+    int64_t parts, max_parts; /* parts of the region; the scratch is for max_parts */
 } adi_conv_blocks;
 ad_status adi_conv_blocks_backward_prepare(ad_ctx *cx, const adi_conv_plan *p,
                                            const ad_tensor *x, const ad_tensor *fb,
                                            const ad_tensor *dy, ad_tensor *dx,
                                            ad_tensor *dw, adi_conv_blocks *j);
-void adi_conv_blocks_backward(const adi_conv_blocks *j);
+void adi_conv_blocks_backward(adi_conv_blocks *j);
 
 #endif /* AD_CONV_INTERNAL_H */
