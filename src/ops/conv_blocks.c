@@ -65,6 +65,12 @@ static void forward_block(const adi_conv_plan *p, const ad_tensor *w, const ad_t
                  (char *)blk + (size_t)(g * p->cog * ld) * es, ld);
 }
 
+/* Part k's share of a per-part buffer (NULL when the buffer is: no offset on NULL). */
+static void *part_buffer(char *base, int64_t k, size_t bytes)
+{
+    return base ? base + (size_t)k * bytes : NULL;
+}
+
 /* Parts lo .. hi of the forward: part k computes blocks [n_blocks k / parts, ...). */
 static void forward_parts(void *arg, int64_t lo, int64_t hi)
 {
@@ -73,7 +79,8 @@ static void forward_parts(void *arg, int64_t lo, int64_t hi)
     ad_dtype dt = j->x->dtype;
     int64_t P = p->g.ho * p->g.wo;
     for (int64_t k = lo; k < hi; k++) {
-        void *cols = j->cols + k * j->cols_bytes, *blk = j->blk + k * j->blk_bytes;
+        void *cols = part_buffer(j->cols, k, j->cols_bytes);
+        void *blk = part_buffer(j->blk, k, j->blk_bytes);
         for (int64_t i = j->n_blocks * k / j->parts; i < j->n_blocks * (k + 1) / j->parts; i++) {
             int64_t n0, nb = block_images(p, i, &n0), ld = nb * P;
             adi_conv_im2col(dt, &p->g, j->x->data, n0, nb, cols, ld);
@@ -215,9 +222,10 @@ static void backward_parts(void *arg, int64_t lo, int64_t hi)
     size_t es = ad_dtype_size(dt);
     int64_t P = p->g.ho * p->g.wo;
     for (int64_t k = lo; k < hi; k++) {
-        void *cols = j->cols + k * j->cols_bytes, *dyt = j->blk + k * j->blk_bytes;
+        void *cols = part_buffer(j->cols, k, j->cols_bytes);
+        void *dyt = part_buffer(j->blk, k, j->blk_bytes);
         for (int64_t q = j->n_groups * k / j->parts; q < j->n_groups * (k + 1) / j->parts; q++) {
-            char *acc = j->partial + (size_t)(q * p->co * p->kg) * es;
+            void *acc = part_buffer(j->partial, q, (size_t)(p->co * p->kg) * es);
             int64_t first = j->n_blocks * q / j->n_groups;
             for (int64_t i = first; i < j->n_blocks * (q + 1) / j->n_groups; i++) {
                 int64_t n0, nb = block_images(p, i, &n0);
